@@ -1,0 +1,381 @@
+#include "cli/commands.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "common/files.h"
+#include "common/hash.h"
+#include "recorder/recorder.h"
+#include "recorder/vm_spec.h"
+#include "replay/replay.h"
+#include "store/store.h"
+
+namespace blackbox::cli {
+
+namespace {
+
+int Report(const Status& s) {
+  std::fprintf(stderr, "blackbox: error: %s\n", s.message().c_str());
+  switch (s.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kNotFound:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kAlreadyExists:
+      return kExitBadInput;
+    case StatusCode::kCorruption:
+      return kExitFailed;
+    default:
+      return kExitError;
+  }
+}
+
+StatusOr<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool read_only) {
+  StoreOptions o;
+  o.path = g.data_dir + "/store";
+  o.read_only = read_only;
+  o.sync_writes = g.sync_writes;
+  if (read_only && !PathExists(o.path)) {
+    return NotFound("no store at " + o.path + " (nothing recorded yet; --data or $BLACKBOX_DATA?)");
+  }
+  if (!read_only) RETURN_IF_ERROR(MakeDirs(g.data_dir));
+  return Store::Open(o);
+}
+
+// A recording whose recorder process is gone but never finalised it.
+std::string EffectiveState(const RecordingInfo& info) {
+  if (info.state != "recording") return info.state;
+  int pid = info.extra.value("recorder_pid", 0);
+  if (pid > 0 && ::kill(pid, 0) == 0) return "recording";
+  return "interrupted*";
+}
+
+std::string HumanBytes(double b) {
+  char buf[32];
+  if (b >= 1e9) std::snprintf(buf, sizeof buf, "%.1fG", b / 1e9);
+  else if (b >= 1e6) std::snprintf(buf, sizeof buf, "%.1fM", b / 1e6);
+  else if (b >= 1e3) std::snprintf(buf, sizeof buf, "%.1fK", b / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f", b);
+  return buf;
+}
+
+void InstallStopHandler() {
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {
+    RequestStopAllRecordings();
+    RequestStopAllReplays();
+  };
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+struct RecordArgs {
+  std::string spec;
+  std::string duration;
+  std::string snapshot_every = "10s";
+  bool console = false;
+  bool keep_raw = false;
+  bool no_sandbox = false;
+  bool quiet = false;
+  std::string qemu = "qemu-system-x86_64";
+  std::string chunk_age = "60s";
+};
+
+int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
+  RecorderOptions o;
+  o.data_dir = g.data_dir;
+  o.qemu_binary = a.qemu;
+  o.echo_console = a.console;
+  o.keep_raw_log = a.keep_raw;
+  o.sandbox = !a.no_sandbox;
+  if (!a.duration.empty()) {
+    o.duration_ns = ParseDurationNanos(a.duration);
+    if (o.duration_ns <= 0) return Report(InvalidArgument("--for: '" + a.duration + "' is not a duration like 30s or 2m"));
+  }
+  o.snapshot_interval_ns = ParseDurationNanos(a.snapshot_every);
+  if (o.snapshot_interval_ns < 0) {
+    return Report(InvalidArgument("--snapshot-every: '" + a.snapshot_every + "' is not a duration"));
+  }
+  o.chunker.max_chunk_age_ns = ParseDurationNanos(a.chunk_age);
+  if (o.chunker.max_chunk_age_ns <= 0) {
+    return Report(InvalidArgument("--chunk-age: '" + a.chunk_age + "' is not a duration"));
+  }
+  if (a.quiet) o.progress_interval_ns = 0;
+  auto spec = LoadVmSpec(a.spec);
+  if (!spec.ok()) return Report(spec.status());
+  if (Status s = CheckSpecFiles(*spec); !s.ok()) return Report(s);
+  auto store = OpenStore(g, false);
+  if (!store.ok()) return Report(store.status());
+  o.on_started = [&](const std::string& id) {
+    if (!a.quiet) std::fprintf(stderr, "blackbox: recording %s (Ctrl-C stops and finalises)\n", id.c_str());
+  };
+  auto info = RecordVm(store->get(), *spec, o);
+  if (!info.ok()) return Report(info.status());
+  const auto& rr = info->extra["rr"];
+  double raw = rr.value("raw_bytes", 0.0), stored = rr.value("stored_bytes", 0.0);
+  std::printf("%s %s: %s; log %s raw -> %s stored (%.0fx), %llu chunks, icount %llu, console %llu bytes\n",
+              info->id.c_str(), info->state.c_str(), info->extra.value("end_reason", "").c_str(),
+              HumanBytes(raw).c_str(), HumanBytes(stored).c_str(), stored > 0 ? raw / stored : 0.0,
+              static_cast<unsigned long long>(rr.value("chunks", 0)),
+              static_cast<unsigned long long>(rr.value("icount", 0ull)),
+              static_cast<unsigned long long>(info->extra.value("console_bytes", 0ull)));
+  return info->state == "complete" ? kExitOk : kExitFailed;
+}
+
+int RunLs(const GlobalOptions& g, bool json) {
+  auto store = OpenStore(g, true);
+  if (!store.ok()) {
+    if (store.status().code() == StatusCode::kNotFound && !json) {
+      std::printf("no recordings\n");
+      return kExitOk;
+    }
+    return Report(store.status());
+  }
+  auto list = (*store)->ListRecordings();
+  if (!list.ok()) return Report(list.status());
+  if (json) {
+    for (const auto& r : *list) {
+      auto j = r.ToJson();
+      j["state"] = EffectiveState(r);
+      std::printf("%s\n", j.dump().c_str());
+    }
+    return kExitOk;
+  }
+  std::printf("%-36s %-14s %-13s %-24s %8s %10s %9s %9s %7s\n", "ID", "VM", "STATE", "STARTED (UTC)",
+              "SECONDS", "ICOUNT", "LOG RAW", "STORED", "RATIO");
+  for (const auto& r : *list) {
+    const auto rr = r.extra.value("rr", nlohmann::json::object());
+    double raw = rr.value("raw_bytes", 0.0), stored = rr.value("stored_bytes", 0.0);
+    double secs = r.ended_wall_ns > 0 ? (r.ended_wall_ns - r.started_wall_ns) / 1e9 : 0;
+    std::printf("%-36s %-14s %-13s %-24s %8.1f %10.3g %9s %9s %6.0fx\n", r.id.c_str(), r.vm_name.c_str(),
+                EffectiveState(r).c_str(), FormatWallTime(r.started_wall_ns).c_str(), secs,
+                rr.value("icount", 0.0), HumanBytes(raw).c_str(), HumanBytes(stored).c_str(),
+                stored > 0 ? raw / stored : 0.0);
+  }
+  if (list->empty()) std::printf("(no recordings)\n");
+  return kExitOk;
+}
+
+int RunShow(const GlobalOptions& g, const std::string& id_arg, bool json) {
+  auto store = OpenStore(g, true);
+  if (!store.ok()) return Report(store.status());
+  auto id = (*store)->ResolveRecordingId(id_arg);
+  if (!id.ok()) return Report(id.status());
+  auto info = (*store)->GetRecording(*id);
+  if (!info.ok()) return Report(info.status());
+  auto chunks = (*store)->ListRrChunks(*id);
+  if (!chunks.ok()) return Report(chunks.status());
+  auto events = (*store)->ListEvents(*id);
+  if (!events.ok()) return Report(events.status());
+  nlohmann::json j = info->ToJson();
+  j["state"] = EffectiveState(*info);
+  if (json) {
+    nlohmann::json cj = nlohmann::json::array();
+    for (const auto& c : *chunks) {
+      cj.push_back({{"seq", c.seq}, {"raw_offset", c.raw_offset}, {"raw_size", c.raw_size},
+                    {"stored_size", c.stored_size}, {"first_icount", c.first_icount},
+                    {"last_icount", c.last_icount}, {"first_wall_ns", c.first_wall_ns},
+                    {"last_wall_ns", c.last_wall_ns}, {"events", c.event_count},
+                    {"console_bytes", c.console_bytes}, {"chain", ToHex(c.chain)}});
+    }
+    j["chunks"] = cj;
+    nlohmann::json ej = nlohmann::json::array();
+    for (const auto& e : *events) ej.push_back({{"wall_ns", e.wall_ns}, {"event", e.body}});
+    j["events"] = ej;
+    std::printf("%s\n", j.dump(2).c_str());
+    return kExitOk;
+  }
+  std::printf("recording  %s\nvm         %s\nstate      %s (%s)\n", info->id.c_str(), info->vm_name.c_str(),
+              j["state"].get<std::string>().c_str(), info->extra.value("end_reason", "").c_str());
+  std::printf("started    %s\n", FormatWallTime(info->started_wall_ns).c_str());
+  if (info->ended_wall_ns) std::printf("ended      %s\n", FormatWallTime(info->ended_wall_ns).c_str());
+  if (info->extra.contains("qemu")) {
+    std::printf("qemu       %s\n", info->extra["qemu"].value("version", "").c_str());
+  }
+  for (const auto& in : info->extra.value("inputs", nlohmann::json::array())) {
+    std::printf("input      %-8s %s sha256:%s\n", in.value("role", "").c_str(), in.value("path", "").c_str(),
+                in.value("sha256", "").substr(0, 16).c_str());
+  }
+  const auto rr = info->extra.value("rr", nlohmann::json::object());
+  std::printf("rr log     %zu chunks, %s raw, %s stored, icount %llu, %s\n", chunks->size(),
+              HumanBytes(rr.value("raw_bytes", 0.0)).c_str(), HumanBytes(rr.value("stored_bytes", 0.0)).c_str(),
+              static_cast<unsigned long long>(rr.value("icount", 0ull)),
+              rr.value("complete", false) ? "complete (header and end event)" : "incomplete");
+  std::printf("console    %llu bytes\n", static_cast<unsigned long long>(info->extra.value("console_bytes", 0ull)));
+  for (const auto& s : info->extra.value("snapshots", nlohmann::json::array())) {
+    std::printf("snapshot   %-6s %s icount %lld\n", s.value("name", "").c_str(),
+                FormatWallTime(s.value("wall_ns", int64_t{0})).c_str(),
+                static_cast<long long>(s.value("icount", int64_t{-1})));
+  }
+  std::printf("events     %zu (blackbox show --json lists them)\n", events->size());
+  return kExitOk;
+}
+
+int RunConsole(const GlobalOptions& g, const std::string& id_arg) {
+  auto store = OpenStore(g, true);
+  if (!store.ok()) return Report(store.status());
+  auto id = (*store)->ResolveRecordingId(id_arg);
+  if (!id.ok()) return Report(id.status());
+  auto pieces = (*store)->ReadConsole(*id);
+  if (!pieces.ok()) return Report(pieces.status());
+  for (const auto& p : *pieces) std::fwrite(p.bytes.data(), 1, p.bytes.size(), stdout);
+  return kExitOk;
+}
+
+int RunExport(const GlobalOptions& g, const std::string& id_arg, const std::string& rr_path) {
+  if (rr_path.empty()) return Report(InvalidArgument("export: say what to export, e.g. --rr FILE"));
+  auto store = OpenStore(g, true);
+  if (!store.ok()) return Report(store.status());
+  auto id = (*store)->ResolveRecordingId(id_arg);
+  if (!id.ok()) return Report(id.status());
+  if (Status s = ExportRrLog(**store, *id, rr_path); !s.ok()) return Report(s);
+  std::fprintf(stderr, "blackbox: wrote %s (QEMU 7.2 rr log, replay with -icount rr=replay,rrfile=%s)\n",
+               rr_path.c_str(), rr_path.c_str());
+  return kExitOk;
+}
+
+struct ReplayArgs {
+  std::string id;
+  std::string from;
+  int gdb = 0;
+  bool quiet = false;
+  bool no_input_check = false;
+  bool no_sandbox = false;
+  std::string stall = "30s";
+  std::string qemu;
+  std::string keep;
+};
+
+StatusOr<ReplayOptions> MakeReplayOptions(const ReplayArgs& a, const RecordingInfo& info) {
+  ReplayOptions o;
+  o.qemu_binary = a.qemu;
+  o.gdb_port = a.gdb;
+  o.check_inputs = !a.no_input_check;
+  o.sandbox = !a.no_sandbox;
+  o.work_dir = a.keep;
+  o.stall_timeout_ns = ParseDurationNanos(a.stall);
+  if (o.stall_timeout_ns < 0) return InvalidArgument("--stall-timeout: '" + a.stall + "' is not a duration");
+  if (a.gdb < 0 || a.gdb > 65535) return InvalidArgument("--gdb: port must be 1..65535");
+  if (!a.from.empty()) {
+    o.from_wall_ns = ParseTimeNanos(a.from, info.started_wall_ns);
+    if (o.from_wall_ns < 0) {
+      return InvalidArgument("--from: '" + a.from + "' is not a time (2026-11-21T02:10:00Z or +SECONDS from the start)");
+    }
+  }
+  return o;
+}
+
+int RunReplay(const GlobalOptions& g, const ReplayArgs& a, bool verify) {
+  auto store = OpenStore(g, true);
+  if (!store.ok()) return Report(store.status());
+  auto id = (*store)->ResolveRecordingId(a.id);
+  if (!id.ok()) return Report(id.status());
+  auto info = (*store)->GetRecording(*id);
+  if (!info.ok()) return Report(info.status());
+  auto opts = MakeReplayOptions(a, *info);
+  if (!opts.ok()) return Report(opts.status());
+  InstallStopHandler();
+  if (verify) {
+    if (!a.quiet) {
+      opts->on_progress = [](uint64_t icount, uint64_t console) {
+        std::fprintf(stderr, "\rblackbox: verifying... icount %.3g, console %llu bytes   ",
+                     static_cast<double>(icount), static_cast<unsigned long long>(console));
+      };
+    }
+    auto report = VerifyRecording(**store, *id, *opts);
+    if (!a.quiet) std::fprintf(stderr, "\n");
+    if (!report.ok()) return Report(report.status());
+    std::printf("%s: %s\n", id->c_str(), report->summary.c_str());
+    return report->ok ? kExitOk : kExitFailed;
+  }
+  opts->echo_console = !a.quiet;
+  if (a.gdb > 0) {
+    std::fprintf(stderr,
+                 "blackbox: replay of %s paused; attach with: gdb -ex 'target remote 127.0.0.1:%d' "
+                 "(reverse-stepi / reverse-continue work)\n",
+                 id->c_str(), a.gdb);
+  }
+  auto result = ReplayRecording(**store, *id, *opts);
+  if (!result.ok()) return Report(result.status());
+  std::fprintf(stderr, "blackbox: replay of %s from snapshot '%s' ended after %.1f s: %s\n", id->c_str(),
+               result->snapshot.c_str(), result->wall_seconds, result->stop_reason.c_str());
+  return result->stalled ? kExitFailed : kExitOk;
+}
+
+}  // namespace
+
+void RegisterCommands(CLI::App& app, GlobalOptions& global, std::vector<std::function<int()>>& runners) {
+  auto rec_args = std::make_shared<RecordArgs>();
+  auto* rec = app.add_subcommand("record", "start a VM from its spec and record it into the store");
+  rec->add_option("spec", rec_args->spec, "VM spec (YAML)")->required();
+  rec->add_option("--for", rec_args->duration, "stop after this long (30s, 2m); default: until the guest powers off or Ctrl-C");
+  rec->add_option("--snapshot-every", rec_args->snapshot_every,
+                  "take a VM snapshot this often for replay --from and reverse debugging (0: off)")
+      ->capture_default_str();
+  rec->add_option("--chunk-age", rec_args->chunk_age, "seal a log chunk after this long at most")->capture_default_str();
+  rec->add_flag("--console", rec_args->console, "copy the guest console to stdout");
+  rec->add_flag("--keep-raw", rec_args->keep_raw, "keep QEMU's raw rr log file beside the recording");
+  rec->add_flag("--no-sandbox", rec_args->no_sandbox, "do not run QEMU under -sandbox");
+  rec->add_flag("-q,--quiet", rec_args->quiet, "no progress lines");
+  rec->add_option("--qemu", rec_args->qemu, "QEMU binary")->capture_default_str();
+  runners.push_back([rec, rec_args, &global]() { return rec->parsed() ? RunRecord(global, *rec_args) : -1; });
+
+  auto ls_json = std::make_shared<bool>(false);
+  auto* ls = app.add_subcommand("ls", "list recordings");
+  ls->add_flag("--json", *ls_json, "one JSON object per line");
+  runners.push_back([ls, ls_json, &global]() { return ls->parsed() ? RunLs(global, *ls_json) : -1; });
+
+  auto show_id = std::make_shared<std::string>();
+  auto show_json = std::make_shared<bool>(false);
+  auto* show = app.add_subcommand("show", "show one recording: inputs, log, snapshots, events");
+  show->add_option("id", *show_id, "recording id (or a unique prefix)")->required();
+  show->add_flag("--json", *show_json, "everything as JSON, with the chunk index and events");
+  runners.push_back([show, show_id, show_json, &global]() {
+    return show->parsed() ? RunShow(global, *show_id, *show_json) : -1;
+  });
+
+  auto console_id = std::make_shared<std::string>();
+  auto* console = app.add_subcommand("console", "print a recording's serial console as recorded");
+  console->add_option("id", *console_id, "recording id (or a unique prefix)")->required();
+  runners.push_back([console, console_id, &global]() { return console->parsed() ? RunConsole(global, *console_id) : -1; });
+
+  auto exp_id = std::make_shared<std::string>();
+  auto exp_rr = std::make_shared<std::string>();
+  auto* exp = app.add_subcommand("export", "export a recording's data");
+  exp->add_option("id", *exp_id, "recording id (or a unique prefix)")->required();
+  exp->add_option("--rr", *exp_rr, "write the rr log as a QEMU-replayable file");
+  runners.push_back([exp, exp_id, exp_rr, &global]() { return exp->parsed() ? RunExport(global, *exp_id, *exp_rr) : -1; });
+
+  for (bool verify : {false, true}) {
+    auto args = std::make_shared<ReplayArgs>();
+    auto* cmd = verify ? app.add_subcommand("verify",
+                                            "check the chunk chain and replay headless: the console must "
+                                            "match the recording byte for byte (exit 0 only then)")
+                       : app.add_subcommand("replay", "replay a recording under QEMU, showing its console");
+    cmd->add_option("id", args->id, "recording id (or a unique prefix)")->required();
+    if (!verify) {
+      cmd->add_option("--from", args->from,
+                      "start from the latest snapshot at or before this time (RFC 3339 UTC, or +SECONDS "
+                      "from the recording's start)");
+      cmd->add_option("--gdb", args->gdb, "serve QEMU's gdbstub on 127.0.0.1:PORT, start paused");
+    }
+    cmd->add_option("--stall-timeout", args->stall, "fail when the replay makes no progress this long (0: never)")
+        ->capture_default_str();
+    cmd->add_flag("--no-input-check", args->no_input_check,
+                  "replay even if kernel/initrd/disks differ from the recorded hashes");
+    cmd->add_flag("--no-sandbox", args->no_sandbox, "do not run QEMU under -sandbox");
+    cmd->add_option("--qemu", args->qemu, "QEMU binary (default: the one used to record)");
+    cmd->add_option("--keep", args->keep, "rebuild into this directory and keep it");
+    cmd->add_flag("-q,--quiet", args->quiet, verify ? "no progress line" : "do not print the console");
+    runners.push_back([cmd, args, verify, &global]() { return cmd->parsed() ? RunReplay(global, *args, verify) : -1; });
+  }
+}
+
+}  // namespace blackbox::cli

@@ -1,0 +1,177 @@
+#include "common/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <thread>
+#include <deque>
+
+#include "common/files.h"
+
+extern char** environ;
+
+namespace blackbox {
+
+StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
+                                           const std::string& output_path) {
+  if (argv.empty()) return InvalidArgument("empty command");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (!output_path.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 1, output_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  }
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t empty, all;
+  sigemptyset(&empty);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setsigdefault(&attr, &all);
+
+  std::vector<char*> cargv;
+  for (const auto& s : argv) cargv.push_back(const_cast<char*>(s.c_str()));
+  cargv.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return ErrnoError("cannot start " + argv[0], rc);
+  ChildProcess child;
+  child.pid_ = pid;
+  return child;
+}
+
+ChildProcess::ChildProcess(ChildProcess&& o) noexcept
+    : pid_(o.pid_), exit_status_(o.exit_status_) {
+  o.pid_ = -1;
+}
+
+ChildProcess& ChildProcess::operator=(ChildProcess&& o) noexcept {
+  if (this != &o) {
+    if (running()) Kill();
+    pid_ = o.pid_;
+    exit_status_ = o.exit_status_;
+    o.pid_ = -1;
+  }
+  return *this;
+}
+
+ChildProcess::~ChildProcess() {
+  if (running()) Kill();
+}
+
+std::optional<int> ChildProcess::Poll() {
+  if (pid_ <= 0 || exit_status_) return exit_status_;
+  int status = 0;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) exit_status_ = status;
+  return exit_status_;
+}
+
+StatusOr<int> ChildProcess::Wait(std::optional<std::chrono::milliseconds> timeout) {
+  if (pid_ <= 0) return FailedPrecondition("no child process");
+  if (!timeout) {
+    while (!exit_status_) {
+      int status = 0;
+      pid_t r = ::waitpid(pid_, &status, 0);
+      if (r == pid_) exit_status_ = status;
+      else if (r < 0 && errno != EINTR) return ErrnoError("waitpid", errno);
+    }
+    return *exit_status_;
+  }
+  auto deadline = std::chrono::steady_clock::now() + *timeout;
+  // Polling with a short back-off: waitpid has no timeout, and a child exit
+  // is not an event we can block on portably without a pidfd.
+  auto delay = std::chrono::milliseconds(1);
+  while (!Poll()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return DeadlineExceeded("process " + std::to_string(pid_) + " still running");
+    }
+    std::this_thread::sleep_for(delay);
+    delay = std::min(delay * 2, std::chrono::milliseconds(20));
+  }
+  return *exit_status_;
+}
+
+void ChildProcess::Signal(int sig) {
+  if (running()) ::kill(pid_, sig);
+}
+
+void ChildProcess::Kill() {
+  if (!running()) return;
+  ::kill(pid_, SIGKILL);
+  Wait().IgnoreError();
+}
+
+std::string ChildProcess::DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "ended with wait status " + std::to_string(status);
+}
+
+std::string TailOfFile(const std::string& path, int max_lines) {
+  std::ifstream in(path);
+  std::deque<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    lines.push_back(line);
+    if (static_cast<int>(lines.size()) > max_lines) lines.pop_front();
+  }
+  std::string out;
+  for (const auto& l : lines) out += (out.empty() ? "" : " | ") + l;
+  return out;
+}
+
+StatusOr<std::string> RunCommand(const std::vector<std::string>& argv,
+                                 std::chrono::milliseconds timeout) {
+  ASSIGN_OR_RETURN(TempDir tmp, TempDir::Create("bb-cmd"));
+  std::string out_path = tmp.path() + "/out";
+  ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, out_path));
+  auto status = child.Wait(timeout);
+  if (!status.ok()) {
+    child.Kill();
+    return DeadlineExceeded(argv[0] + " did not finish in time");
+  }
+  auto output = ReadFileToString(out_path, 1 << 20);
+  std::string text = output.ok() ? *output : "";
+  if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    return IOError(ShellJoin(argv) + " " + ChildProcess::DescribeWaitStatus(*status) + ": " +
+                   TailOfFile(out_path, 2));
+  }
+  return text;
+}
+
+std::string ShellJoin(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) {
+    if (!out.empty()) out += ' ';
+    bool plain = !a.empty() && a.find_first_not_of(
+                                   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                                   "-_./=,:+@%") == std::string::npos;
+    if (plain) {
+      out += a;
+    } else {
+      out += '\'';
+      for (char c : a) {
+        if (c == '\'') out += "'\\''";
+        else out += c;
+      }
+      out += '\'';
+    }
+  }
+  return out;
+}
+
+}  // namespace blackbox

@@ -1,0 +1,337 @@
+#!/bin/sh
+# Blackbox test guest: /init of the initramfs (runs as PID 1 under busybox ash).
+#
+# The behaviour is selected on the kernel command line (see guest/README.md):
+#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client
+#   bb.rounds=N bb.records=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
+#   bb.wait=N bb.poweroff=1 bb.debug=1
+#
+# Every marker is one line on the console (ttyS0) starting with "BB-".
+# Everything this script prints must be deterministic for identical inputs
+# (apart from BB-DEBUG lines, which are only printed with bb.debug=1), so that
+# a recorded run and its replay produce the same console output.
+
+# Kernel modules, loaded in exactly this order. guest/build-guest.sh reads this
+# line to know which modules to put into the initramfs.
+BB_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk"
+
+# Work per cpu round (numbers generated and hashed) and the default number of
+# rounds: ~4 s of guest time under plain TCG with -icount shift=auto.
+CPU_LINES=3000
+CPU_ROUNDS_DEFAULT=10
+
+PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PATH
+umask 022
+
+mount -t proc -o nosuid,nodev,noexec proc /proc
+mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
+# The kernel opened /dev/console before /init ran; re-open it from devtmpfs in
+# case the initramfs had no usable node (console=ttyS0 makes this the serial port).
+if [ -c /dev/console ]; then
+	exec </dev/console >/dev/console 2>&1
+fi
+mkdir -p /dev/pts /dev/shm
+ln -sf /proc/self/fd /dev/fd 2>/dev/null
+
+# ---------------------------------------------------------------------------
+# Command line
+ROLE=
+ROUNDS=$CPU_ROUNDS_DEFAULT
+RECORDS=200
+BIGSIZE=4
+IP=
+PEER=
+WAIT=120
+POWEROFF=0
+DEBUG=0
+set -f # no globbing of command line words
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	bb.role=*) ROLE=${arg#bb.role=} ;;
+	bb.rounds=*) ROUNDS=${arg#bb.rounds=} ;;
+	bb.records=*) RECORDS=${arg#bb.records=} ;;
+	bb.bigsize=*) BIGSIZE=${arg#bb.bigsize=} ;;
+	bb.ip=*) IP=${arg#bb.ip=} ;;
+	bb.peer=*) PEER=${arg#bb.peer=} ;;
+	bb.wait=*) WAIT=${arg#bb.wait=} ;;
+	bb.poweroff=*) POWEROFF=${arg#bb.poweroff=} ;;
+	bb.debug=*) DEBUG=${arg#bb.debug=} ;;
+	esac
+done
+set +f
+
+forever() {
+	while :; do sleep 3600; done
+}
+
+power_off() {
+	sync
+	# -f: call reboot(RB_POWER_OFF) directly (ACPI S5 -> QEMU exits).
+	busybox poweroff -f
+	forever
+}
+
+# Fatal problem: always power off so that a waiting test fails fast.
+fatal() {
+	echo "BB-ERROR $*"
+	power_off
+}
+
+# Role finished: print BB-DONE, power off if asked to, else stay idle.
+done_() {
+	echo "BB-DONE"
+	[ "$POWEROFF" = 1 ] && power_off
+	forever
+}
+
+debug() {
+	[ "$DEBUG" = 1 ] || return 0
+	read -r up _ </proc/uptime
+	echo "BB-DEBUG uptime=$up $*"
+}
+
+is_uint() {
+	case "$1" in
+	'' | *[!0-9]*) return 1 ;;
+	esac
+	return 0
+}
+
+# NB: never use "wget -T": busybox-static 1.35 (bookworm) wget segfaults with it.
+md5_of() { # md5 of stdin, hex only
+	md5sum | cut -d' ' -f1
+}
+
+echo "BB-BOOT role=$ROLE"
+debug "init started"
+
+for v in ROUNDS RECORDS BIGSIZE WAIT; do
+	eval "val=\$$v"
+	is_uint "$val" || fatal "bad parameter bb.$(echo "$v" | tr 'A-Z' 'a-z')=$val (need an unsigned integer)"
+done
+
+# ---------------------------------------------------------------------------
+# Kernel modules
+KVER=$(uname -r)
+for m in $BB_MODULES; do
+	insmod "/lib/modules/$KVER/$m.ko" || echo "BB-WARN insmod $m failed"
+done
+debug "modules loaded"
+
+# Guest uptime in centiseconds -> $CS (no fork). Timeouts are measured with
+# it rather than by counting sleeps: under "-icount shift=auto" (QEMU 7.2)
+# guest timers often fire up to ~1 s late, so "usleep 100000" can take 1 s.
+uptime_cs() {
+	read -r CS _ </proc/uptime
+	CS=${CS%.*}${CS#*.}
+	while [ "${CS#0}" != "$CS" ]; do CS=${CS#0}; done # not octal
+	[ -n "$CS" ] || CS=0
+}
+
+# wait_for TEST ARG SECONDS: poll until "test TEST ARG" holds, at most SECONDS.
+wait_for() {
+	uptime_cs
+	end=$((CS + $3 * 100))
+	while ! test "$1" "$2"; do
+		uptime_cs
+		[ "$CS" -gt "$end" ] && return 1
+		usleep 50000
+	done
+	return 0
+}
+
+# has_virtio ID: is there a virtio device of type ID (0x0001 net, 0x0002 block)?
+has_virtio() {
+	cat /sys/bus/virtio/devices/*/device 2>/dev/null | grep -qx "$1"
+}
+
+# net_setup DEFAULT_IP: configure eth0 with bb.ip (or DEFAULT_IP).
+net_setup() {
+	[ -n "$IP" ] || IP=$1
+	case "$IP" in
+	*/*) ;;
+	*) IP=$IP/24 ;;
+	esac
+	ip link set lo up
+	has_virtio 0x0001 || return 1 # no virtio network card
+	wait_for -d /sys/class/net/eth0 10 || return 1
+	ip link set eth0 up || return 1
+	ip addr add "$IP" dev eth0 || return 1
+	debug "eth0 up with $IP"
+	return 0
+}
+
+# ---------------------------------------------------------------------------
+# Roles
+
+role_idle() {
+	echo "BB-READY"
+	forever
+}
+
+# Deterministic CPU work: each round generates CPU_LINES numbers with an LCG in
+# awk (seeded from the previous round's hash) and hashes them with md5sum.
+role_cpu() {
+	echo "BB-READY"
+	debug "cpu start"
+	h=$(echo "blackbox-cpu" | md5_of)
+	i=1
+	while [ "$i" -le "$ROUNDS" ]; do
+		seed=$(( (0x$(echo "$h" | cut -c1-7) + i) % 2147483648 ))
+		h=$(awk -v x="$seed" -v n="$CPU_LINES" -v r="$i" 'BEGIN {
+			for (j = 0; j < n; j++) {
+				x = (x * 69069 + 1) % 2147483648
+				printf "%d %d %d\n", r, j, x
+			}
+		}' | md5_of)
+		echo "BB-CPU-ROUND $i $h"
+		i=$((i + 1))
+	done
+	debug "cpu end"
+	echo "BB-CPU-RESULT $h"
+	done_
+}
+
+# Record i (1..N) is "record %08d\n" padded with NUL bytes to 512 bytes, at
+# byte offset (i-1)*512 of /dev/vda.
+role_disk_writer() {
+	dev=/dev/vda
+	has_virtio 0x0002 || fatal "no virtio disk (add -drive file=disk.raw,format=raw,if=virtio)"
+	wait_for -b "$dev" 10 || fatal "no $dev (add -drive file=disk.raw,format=raw,if=virtio)"
+	size=$(blockdev --getsize64 "$dev") || fatal "cannot size $dev"
+	[ "$size" -ge $((RECORDS * 512)) ] || fatal "$dev too small: $size bytes for $RECORDS records"
+	echo "BB-READY"
+	debug "disk start"
+	i=1
+	while [ "$i" -le "$RECORDS" ]; do
+		printf 'record %08d\n' "$i" |
+			dd of="$dev" bs=512 count=1 seek=$((i - 1)) iflag=fullblock conv=sync,notrunc 2>/dev/null ||
+			fatal "write of record $i failed"
+		[ $((i % 50)) -eq 0 ] && echo "BB-DISK-RECORD $i"
+		i=$((i + 1))
+	done
+	sync
+	blockdev --flushbufs "$dev"
+	echo 3 >/proc/sys/vm/drop_caches
+	sum=$(dd if="$dev" bs=512 count="$RECORDS" 2>/dev/null | md5_of) || fatal "read back failed"
+	debug "disk end"
+	echo "BB-DISK-RESULT $sum"
+	done_
+}
+
+# Serves the counter at http://GUEST/counter (file rewritten every second).
+role_counter() {
+	mkdir -p /www
+	echo 0 >/www/counter
+	if net_setup 10.0.2.15/24; then
+		httpd -p 80 -h /www || fatal "httpd failed to start"
+	else
+		echo "BB-WARN no network, /counter not served"
+	fi
+	echo "BB-READY"
+	# Tick n is due n-1 guest seconds after the first one; pacing against the
+	# uptime keeps the average at one per second even when timers fire late.
+	uptime_cs
+	t0=$CS
+	n=1
+	while :; do
+		echo "$n" >/www/counter.tmp
+		mv -f /www/counter.tmp /www/counter
+		echo "BB-COUNTER $n"
+		debug "counter $n"
+		uptime_cs
+		left=$((t0 + n * 100 - CS))
+		[ "$left" -gt 0 ] && usleep $((left * 10000))
+		n=$((n + 1))
+	done
+}
+
+# big.bin: BIGSIZE MiB made of 64 KiB blocks; block b is "blk %011d\n"
+# followed by the first 65520 bytes of a fixed LCG-generated text unit.
+make_big() {
+	awk 'BEGIN {
+		x = 12345
+		while (len < 65536) {
+			x = (x * 69069 + 1) % 2147483648
+			s = sprintf("%d\n", x)
+			printf "%s", s
+			len += length(s)
+		}
+	}' | head -c 65520 >/tmp/unit
+	b=0
+	blocks=$((BIGSIZE * 16))
+	while [ "$b" -lt "$blocks" ]; do
+		printf 'blk %011d\n' "$b"
+		cat /tmp/unit
+		b=$((b + 1))
+	done >"$1"
+	rm -f /tmp/unit
+}
+
+role_http_server() {
+	net_setup 10.0.0.1/24 || fatal "network setup failed (no virtio-net NIC?)"
+	mkdir -p /www
+	printf 'blackbox http-server\n' >/www/index.html
+	make_big /www/big.bin
+	big=$(md5_of </www/big.bin)
+	httpd -p 80 -h /www || fatal "httpd failed to start"
+	uptime_cs
+	end=$((CS + 1000))
+	until timeout 2 wget -q -O /dev/null http://127.0.0.1/ 2>/dev/null; do
+		uptime_cs
+		[ "$CS" -gt "$end" ] && fatal "httpd not answering on port 80"
+		usleep 100000
+	done
+	echo "BB-HTTP-BIG $big"
+	echo "BB-READY"
+	forever
+}
+
+role_http_client() {
+	net_setup 10.0.0.2/24 || fatal "network setup failed (no virtio-net NIC?)"
+	[ -n "$PEER" ] || PEER=10.0.0.1
+	echo "BB-READY"
+	uptime_cs
+	end=$((CS + WAIT * 100))
+	until timeout 2 wget -q -O /tmp/index.html "http://$PEER/" 2>/dev/null; do
+		uptime_cs
+		if [ "$CS" -gt "$end" ]; then
+			echo "BB-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
+			done_
+		fi
+		sleep 1
+	done
+	debug "peer answered"
+	if [ ! -s /tmp/index.html ]; then
+		echo "BB-HTTP-FAIL empty index page"
+		done_
+	fi
+	if ! timeout $((30 + 10 * BIGSIZE)) wget -q -O /tmp/big.bin "http://$PEER/big.bin" 2>/dev/null; then
+		echo "BB-HTTP-FAIL download of big.bin failed"
+		done_
+	fi
+	debug "big.bin fetched"
+	echo "BB-HTTP-OK $(md5_of </tmp/big.bin)"
+	rm -f /tmp/big.bin
+	done_
+}
+
+case "$ROLE" in
+idle) role_idle ;;
+cpu) role_cpu ;;
+disk-writer) role_disk_writer ;;
+counter) role_counter ;;
+http-server) role_http_server ;;
+http-client) role_http_client ;;
+'')
+	echo "BB-ERROR missing bb.role"
+	power_off
+	;;
+*)
+	echo "BB-ERROR unknown role $ROLE"
+	power_off
+	;;
+esac
+forever

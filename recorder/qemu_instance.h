@@ -1,0 +1,87 @@
+// One running QEMU process as Blackbox drives it: Blackbox listens on a QMP
+// socket and a serial socket in a private run directory, starts QEMU (which
+// connects to both during start-up, so no console byte is missed), reads the
+// console, speaks QMP, and notices when QEMU exits.
+//
+// Used by the recorder and by replay. Thread safety: everything runs on the
+// io_context given at construction; call methods from that thread only.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/files.h"
+#include "common/process.h"
+#include "common/status.h"
+#include "recorder/qmp_client.h"
+
+namespace blackbox {
+
+class QemuInstance {
+ public:
+  struct Callbacks {
+    std::function<void(std::string_view)> on_serial;       // console bytes, in order
+    std::function<void()> on_qmp_ready;                   // handshake done
+    std::function<void(const nlohmann::json&)> on_event;  // QMP events
+    std::function<void(int wait_status)> on_exit;         // after the console drained
+    std::function<void(Status)> on_error;                 // start-up failures
+  };
+
+  QemuInstance(boost::asio::io_context& io, Callbacks callbacks);
+  ~QemuInstance();
+
+  // Creates the run directory and listening sockets.
+  Status Prepare();
+  const std::string& qmp_socket() const { return qmp_path_; }
+  const std::string& serial_socket() const { return serial_path_; }
+
+  // Starts QEMU with `argv`; its stdout/stderr go to `output_path`.
+  // QEMU must connect to qmp_socket() and serial_socket() within
+  // `connect_timeout` or on_error gets DeadlineExceeded.
+  Status Start(const std::vector<std::string>& argv, const std::string& output_path,
+               std::chrono::seconds connect_timeout = std::chrono::seconds(60));
+
+  bool qmp_ready() const { return qmp_ready_; }
+  bool exited() const { return exited_; }
+  pid_t pid() const { return child_ ? child_->pid() : -1; }
+  // Null until the QMP handshake is done.
+  QmpClient* qmp() { return qmp_ready_ ? qmp_.get() : nullptr; }
+
+  // Asks QEMU to quit over QMP (or SIGTERM before QMP is up) and kills it if
+  // it has not exited after `grace`.
+  void Quit(std::chrono::seconds grace = std::chrono::seconds(15));
+  void Kill();
+
+ private:
+  void ReadSerial();
+  void OnChildExit(int status);
+  void ArmSignals();
+
+  boost::asio::io_context& io_;
+  Callbacks cb_;
+  std::optional<TempDir> run_dir_;
+  std::string qmp_path_, serial_path_;
+  std::unique_ptr<boost::asio::local::stream_protocol::acceptor> qmp_acceptor_, serial_acceptor_;
+  std::unique_ptr<boost::asio::local::stream_protocol::socket> serial_;
+  std::shared_ptr<QmpClient> qmp_;
+  boost::asio::signal_set sigchld_;
+  boost::asio::steady_timer connect_timer_, kill_timer_, drain_timer_;
+  std::optional<ChildProcess> child_;
+  std::array<char, 65536> buf_{};
+  bool qmp_ready_ = false;
+  bool exited_ = false;
+  bool serial_eof_ = false;
+  bool quitting_ = false;
+  bool exit_reported_ = false;
+  int wait_status_ = 0;
+};
+
+}  // namespace blackbox

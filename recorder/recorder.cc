@@ -1,0 +1,488 @@
+#include "recorder/recorder.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include <spdlog/spdlog.h>
+
+#include "common/files.h"
+#include "common/hash.h"
+#include "common/process.h"
+#include "recorder/qemu_instance.h"
+
+namespace blackbox {
+
+namespace asio = boost::asio;
+using std::chrono::milliseconds;
+
+namespace {
+
+std::atomic<int> g_stop_requests{0};
+
+std::chrono::nanoseconds Ns(int64_t ns) { return std::chrono::nanoseconds(ns); }
+
+StatusOr<nlohmann::json> HashInput(const std::string& role, const std::string& path) {
+  ASSIGN_OR_RETURN(Sha256Digest digest, Sha256File(path));
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  return nlohmann::json{{"role", role}, {"path", path}, {"sha256", ToHex(digest)},
+                        {"size", ec ? 0 : size}};
+}
+
+std::string QemuVersion(const std::string& binary) {
+  auto out = RunCommand({binary, "--version"}, std::chrono::seconds(20));
+  if (!out.ok()) return "unknown";
+  std::string first = out->substr(0, out->find('\n'));
+  return first;
+}
+
+class Session {
+ public:
+  Session(Store* store, const VmSpec& spec, const RecorderOptions& options)
+      : store_(store), spec_(spec), options_(options), clock_(&RealClock::Get()) {}
+
+  StatusOr<RecordingInfo> Run();
+
+ private:
+  Status Prepare();
+  Status StartQemu();
+  void OnSerial(std::string_view bytes);
+  void FlushConsole();
+  void PollLog();
+  void ScheduleTimers();
+  void Stop(const std::string& reason);
+  void OnQemuExited(int wait_status);
+  Status Finalize();
+  void TakeSnapshot();
+  void Progress();
+  void Fail(Status s) {
+    if (error_.ok()) error_ = std::move(s);
+    Stop("recorder error: " + error_.message());
+  }
+  void Event(nlohmann::json body) {
+    store_->PutEvent(info_.id, clock_->WallNanos(), body).IgnoreError();
+  }
+
+  Store* store_;
+  VmSpec spec_;
+  RecorderOptions options_;
+  Clock* clock_;
+  RecordingInfo info_;
+  std::string dir_;
+  std::string log_path_;
+  std::string qemu_log_path_;
+  std::vector<std::string> overlays_;
+  std::string state_image_;
+  std::vector<std::string> qemu_args_;
+
+  asio::io_context io_;
+  std::unique_ptr<QemuInstance> qemu_;
+  asio::signal_set signals_{io_, SIGINT, SIGTERM};
+  asio::steady_timer poll_timer_{io_}, snapshot_timer_{io_}, duration_timer_{io_},
+      progress_timer_{io_}, console_timer_{io_};
+  std::unique_ptr<RrChunker> chunker_;
+  UniqueFd log_fd_;
+  uint64_t log_read_pos_ = rr::kHeaderSize;
+  std::string console_pending_;
+  int64_t console_pending_wall_ = 0;
+  uint64_t console_offset_ = 0;
+  bool stopping_ = false;
+  bool qemu_exited_ = false;
+  int snapshot_count_ = 0;
+  bool snapshot_in_flight_ = false;
+  std::string end_reason_;
+  int qemu_wait_status_ = 0;
+  int64_t start_mono_ = 0;
+  nlohmann::json snapshots_ = nlohmann::json::array();
+  Status error_;
+};
+
+Status Session::Prepare() {
+  RETURN_IF_ERROR(CheckSpecFiles(spec_));
+  int64_t now = clock_->WallNanos();
+  ASSIGN_OR_RETURN(info_.id, NewRecordingId(store_, spec_.name, now));
+  info_.vm_name = spec_.name;
+  info_.state = "recording";
+  info_.started_wall_ns = now;
+  dir_ = options_.data_dir + "/recordings/" + info_.id;
+  RETURN_IF_ERROR(MakeDirs(dir_));
+  log_path_ = dir_ + "/rr.log";
+  qemu_log_path_ = dir_ + "/qemu.log";
+
+  nlohmann::json inputs = nlohmann::json::array();
+  ASSIGN_OR_RETURN(auto kernel, HashInput("kernel", spec_.kernel));
+  inputs.push_back(kernel);
+  if (!spec_.initrd.empty()) {
+    ASSIGN_OR_RETURN(auto initrd, HashInput("initrd", spec_.initrd));
+    inputs.push_back(initrd);
+  }
+  nlohmann::json disks = nlohmann::json::array();
+  for (const auto& d : spec_.disks) {
+    std::string overlay = dir_ + "/disk-" + d.name + ".qcow2";
+    std::vector<std::string> cmd = {"qemu-img", "create", "-q", "-f", "qcow2"};
+    if (!d.base.empty()) {
+      ASSIGN_OR_RETURN(auto base, HashInput("disk:" + d.name, d.base));
+      inputs.push_back(base);
+      cmd.insert(cmd.end(), {"-b", d.base, "-F", d.base_format, overlay});
+    } else {
+      cmd.insert(cmd.end(), {overlay, std::to_string(d.size_bytes)});
+    }
+    auto made = RunCommand(cmd);
+    if (!made.ok()) return made.status().WithContext("creating overlay for disk " + d.name);
+    overlays_.push_back(overlay);
+    disks.push_back({{"name", d.name}, {"overlay", overlay}, {"base", d.base}});
+  }
+  state_image_ = dir_ + "/state.qcow2";
+  auto made = RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", state_image_, "8G"});
+  if (!made.ok()) return made.status().WithContext("creating the snapshot image");
+
+  QemuInstance::Callbacks cb;
+  cb.on_serial = [this](std::string_view bytes) { OnSerial(bytes); };
+  cb.on_event = [this](const nlohmann::json& ev) {
+    nlohmann::json body = {{"kind", "qmp"}, {"event", ev.value("event", "")}};
+    if (ev.contains("data")) body["data"] = ev["data"];
+    Event(body);
+  };
+  cb.on_qmp_ready = [this]() {
+    if (stopping_) Stop(end_reason_);
+  };
+  cb.on_exit = [this](int status) { OnQemuExited(status); };
+  cb.on_error = [this](Status s) { Fail(std::move(s)); };
+  qemu_ = std::make_unique<QemuInstance>(io_, std::move(cb));
+  RETURN_IF_ERROR(qemu_->Prepare());
+  QemuRunPaths paths;
+  paths.rr_log = log_path_;
+  paths.rr_snapshot = "init";
+  paths.qmp_socket = qemu_->qmp_socket();
+  paths.serial_socket = qemu_->serial_socket();
+  paths.disk_overlays = overlays_;
+  paths.state_image = state_image_;
+  paths.sandbox = options_.sandbox;
+  qemu_args_ = BuildQemuArgs(spec_, RrMode::kRecord, paths, options_.qemu_binary);
+
+  info_.extra["spec"] = spec_.source_text;
+  info_.extra["spec_dir"] = spec_.source_dir;
+  info_.extra["inputs"] = inputs;
+  info_.extra["disks"] = disks;
+  info_.extra["state_image"] = state_image_;
+  info_.extra["dir"] = dir_;
+  info_.extra["qemu"] = {{"binary", options_.qemu_binary},
+                         {"version", QemuVersion(options_.qemu_binary)},
+                         {"args", qemu_args_}};
+  info_.extra["recorder_pid"] = ::getpid();
+  info_.extra["snapshots"] = snapshots_;
+  RETURN_IF_ERROR(store_->PutRecording(info_));
+  if (options_.on_started) options_.on_started(info_.id);
+
+  chunker_ = std::make_unique<RrChunker>(store_, info_.id, options_.chunker, clock_);
+  return Status::Ok();
+}
+
+Status Session::StartQemu() {
+  spdlog::debug("qemu: {}", ShellJoin(qemu_args_));
+  RETURN_IF_ERROR(qemu_->Start(qemu_args_, qemu_log_path_));
+  start_mono_ = clock_->MonotonicNanos();
+  Event({{"kind", "recorder"}, {"what", "qemu-started"}, {"pid", qemu_->pid()}});
+  return Status::Ok();
+}
+
+void Session::OnSerial(std::string_view bytes) {
+  if (console_pending_.empty()) console_pending_wall_ = clock_->WallNanos();
+  console_pending_.append(bytes);
+  if (options_.echo_console) {
+    std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+    std::fflush(stdout);
+  }
+  if (console_pending_.size() >= 64 * 1024) FlushConsole();
+}
+
+void Session::FlushConsole() {
+  if (console_pending_.empty()) return;
+  ConsolePiece piece{console_offset_, console_pending_wall_, std::move(console_pending_)};
+  console_pending_.clear();
+  console_offset_ += piece.bytes.size();
+  Status s = store_->AppendConsole(info_.id, piece);
+  if (!s.ok()) Fail(s);
+}
+
+void Session::PollLog() {
+  if (!log_fd_.valid()) {
+    int fd = ::open(log_path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;  // QEMU has not created it yet
+    log_fd_ = UniqueFd(fd);
+  }
+  static thread_local std::string buf;
+  buf.resize(4 << 20);
+  while (true) {
+    ssize_t n = ::pread(log_fd_.get(), buf.data(), buf.size(), static_cast<off_t>(log_read_pos_));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Fail(ErrnoError("reading " + log_path_, errno));
+      return;
+    }
+    if (n == 0) break;
+    log_read_pos_ += static_cast<uint64_t>(n);
+    Status s = chunker_->Feed(std::string_view(buf.data(), static_cast<size_t>(n)));
+    if (!s.ok()) {
+      Fail(s.WithContext("rr log"));
+      return;
+    }
+    if (static_cast<size_t>(n) < buf.size()) break;
+  }
+  Status s = chunker_->Tick();
+  if (!s.ok()) Fail(s);
+}
+
+void Session::ScheduleTimers() {
+  poll_timer_.expires_after(Ns(options_.poll_interval_ns));
+  poll_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || qemu_exited_) return;
+    PollLog();
+    ScheduleTimers();
+  });
+}
+
+void Session::TakeSnapshot() {
+  QmpClient* qmp = qemu_->qmp();
+  if (qmp == nullptr || stopping_ || snapshot_in_flight_) return;
+  snapshot_in_flight_ = true;
+  std::string name = "bb-" + std::to_string(++snapshot_count_);
+  int64_t wall = clock_->WallNanos();
+  qmp->Execute(
+      "human-monitor-command", {{"command-line", "savevm " + name}},
+      [this, name, wall](StatusOr<nlohmann::json> r) {
+        if (!r.ok() || (r->is_string() && !r->get<std::string>().empty())) {
+          // QEMU refuses while replay events are queued; try again next time.
+          snapshot_in_flight_ = false;
+          --snapshot_count_;
+          std::string why = r.ok() ? r->get<std::string>() : r.status().message();
+          spdlog::debug("snapshot {} not taken: {}", name, why);
+          return;
+        }
+        QmpClient* qmp2 = qemu_->qmp();
+        if (qmp2 == nullptr) {
+          snapshot_in_flight_ = false;
+          return;
+        }
+        qmp2->Execute("query-block", nullptr, [this, name, wall](StatusOr<nlohmann::json> blocks) {
+          snapshot_in_flight_ = false;
+          nlohmann::json snap = {{"name", name}, {"wall_ns", wall}};
+          if (blocks.ok()) {
+            for (const auto& b : *blocks) {
+              if (b.value("device", "") != "bb-state") continue;
+              const auto& image = b["inserted"]["image"];
+              for (const auto& s : image.value("snapshots", nlohmann::json::array())) {
+                if (s.value("name", "") == name) {
+                  snap["icount"] = s.value("icount", int64_t{-1});
+                  snap["vm_clock_ns"] = s.value("vm-clock-sec", int64_t{0}) * 1'000'000'000 +
+                                        s.value("vm-clock-nsec", int64_t{0});
+                }
+              }
+            }
+          }
+          snapshots_.push_back(snap);
+          info_.extra["snapshots"] = snapshots_;
+          store_->PutRecording(info_).IgnoreError();
+          Event({{"kind", "recorder"}, {"what", "snapshot"}, {"snapshot", snap}});
+        });
+      },
+      milliseconds(60000));
+}
+
+void Session::Progress() {
+  double secs = (clock_->MonotonicNanos() - start_mono_) / 1e9;
+  const auto& st = chunker_->stats();
+  double raw_mb = (chunker_->stored_raw_bytes()) / 1e6;
+  uint64_t stored = chunker_->stored_bytes();
+  std::fprintf(stderr,
+               "blackbox: %s %.1fs: log %.2f MB raw -> %.1f KB stored (%.0fx), icount %.3g, console %llu B\n",
+               info_.id.c_str(), secs, raw_mb, stored / 1e3,
+               stored ? chunker_->stored_raw_bytes() / static_cast<double>(stored) : 0.0,
+               static_cast<double>(st.icount), static_cast<unsigned long long>(console_offset_));
+}
+
+void Session::Stop(const std::string& reason) {
+  if (qemu_exited_) return;
+  if (!stopping_) {
+    stopping_ = true;
+    end_reason_ = reason;
+    Event({{"kind", "recorder"}, {"what", "stop-requested"}, {"reason", reason}});
+  }
+  qemu_->Quit();
+}
+
+void Session::OnQemuExited(int wait_status) {
+  qemu_exited_ = true;
+  qemu_wait_status_ = wait_status;
+  poll_timer_.cancel();
+  snapshot_timer_.cancel();
+  duration_timer_.cancel();
+  progress_timer_.cancel();
+  console_timer_.cancel();
+  signals_.cancel();
+  io_.stop();
+}
+
+Status Session::Finalize() {
+  FlushConsole();
+  // Drain what is left of the log; QEMU is gone, so the file is final.
+  if (!log_fd_.valid()) {
+    int fd = ::open(log_path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) log_fd_ = UniqueFd(fd);
+  }
+  bool header_ok = false;
+  std::string header(rr::kHeaderSize, '\0');
+  if (log_fd_.valid()) {
+    PollLog();
+    if (::pread(log_fd_.get(), header.data(), header.size(), 0) == static_cast<ssize_t>(header.size())) {
+      header_ok = rr::CheckHeader(header).ok();
+    }
+  }
+  Status seal = chunker_->Finish();
+  const rr::Stats& st = chunker_->stats();
+  bool complete = header_ok && st.saw_end;
+  info_.state = complete ? "complete" : "interrupted";
+  info_.ended_wall_ns = clock_->WallNanos();
+  std::string qemu_exit = ChildProcess::DescribeWaitStatus(qemu_wait_status_);
+  if (end_reason_.empty()) {
+    end_reason_ = st.shutdown_cause >= 0 ? "QEMU shut down (cause " + std::to_string(st.shutdown_cause) + ")"
+                                         : "QEMU " + qemu_exit;
+  }
+  info_.extra["end_reason"] = end_reason_;
+  info_.extra["qemu_exit"] = qemu_exit;
+  info_.extra["qemu_stderr_tail"] = TailOfFile(qemu_log_path_, 5);
+  info_.extra["console_bytes"] = console_offset_;
+  info_.extra["rr"] = {{"complete", complete},
+                       {"header", ToHex(complete ? header : rr::MakeHeader())},
+                       {"header_written_by_qemu", header_ok},
+                       {"chunks", chunker_->chunks()},
+                       {"raw_bytes", chunker_->stored_raw_bytes()},
+                       {"stored_bytes", chunker_->stored_bytes()},
+                       {"events", st.events},
+                       {"icount", st.icount},
+                       {"console_bytes", st.console_bytes},
+                       {"net_frames", st.net_frames},
+                       {"shutdown_cause", st.shutdown_cause},
+                       {"trailing_bytes_dropped", chunker_->trailing_bytes()},
+                       {"head", ToHex(chunker_->head())}};
+  info_.extra["snapshots"] = snapshots_;
+  nlohmann::json disks = info_.extra["disks"];
+  for (auto& d : disks) {
+    auto digest = Sha256File(d["overlay"].get<std::string>());
+    if (digest.ok()) d["overlay_sha256_end"] = ToHex(*digest);
+  }
+  info_.extra["disks"] = disks;
+  if (auto digest = Sha256File(state_image_); digest.ok()) {
+    info_.extra["state_image_sha256_end"] = ToHex(*digest);
+  }
+  if (!error_.ok()) info_.extra["recorder_error"] = error_.message();
+  Event({{"kind", "recorder"}, {"what", "finished"}, {"state", info_.state}, {"reason", end_reason_}});
+  RETURN_IF_ERROR(store_->PutRecording(info_));
+  RETURN_IF_ERROR(seal);
+  if (!options_.keep_raw_log && seal.ok()) ::unlink(log_path_.c_str());
+  return Status::Ok();
+}
+
+StatusOr<RecordingInfo> Session::Run() {
+  RETURN_IF_ERROR(Prepare());
+  // A self-rearming signal handler.
+  std::function<void(const boost::system::error_code&, int)> on_signal;
+  on_signal = [this, &on_signal](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    if (!qemu_exited_) {
+      std::fprintf(stderr, "blackbox: stopping (signal %d); the recording is being finalised\n", sig);
+      Stop("stopped by signal " + std::to_string(sig));
+    }
+    if (!qemu_exited_) signals_.async_wait(on_signal);
+  };
+  signals_.async_wait(on_signal);
+
+  Status started = StartQemu();
+  if (!started.ok()) {
+    info_.state = "interrupted";
+    info_.extra["end_reason"] = "QEMU failed to start: " + started.message();
+    store_->PutRecording(info_).IgnoreError();
+    return started;
+  }
+  ScheduleTimers();
+  if (options_.duration_ns > 0) {
+    duration_timer_.expires_after(Ns(options_.duration_ns));
+    duration_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) Stop("duration reached");
+    });
+  }
+  std::function<void()> arm_snapshot = [this, &arm_snapshot]() {
+    if (options_.snapshot_interval_ns <= 0) return;
+    snapshot_timer_.expires_after(Ns(options_.snapshot_interval_ns));
+    snapshot_timer_.async_wait([this, &arm_snapshot](const boost::system::error_code& ec) {
+      if (ec) return;
+      TakeSnapshot();
+      arm_snapshot();
+    });
+  };
+  arm_snapshot();
+  std::function<void()> arm_progress = [this, &arm_progress]() {
+    if (options_.progress_interval_ns <= 0) return;
+    progress_timer_.expires_after(Ns(options_.progress_interval_ns));
+    progress_timer_.async_wait([this, &arm_progress](const boost::system::error_code& ec) {
+      if (ec) return;
+      Progress();
+      arm_progress();
+    });
+  };
+  arm_progress();
+  std::function<void()> arm_console = [this, &arm_console]() {
+    console_timer_.expires_after(milliseconds(100));
+    console_timer_.async_wait([this, &arm_console](const boost::system::error_code& ec) {
+      if (ec || qemu_exited_) return;
+      FlushConsole();
+      // Stop requests from RequestStopAllRecordings() arrive here.
+      if (g_stop_requests.load() > 0 && !stopping_) Stop("stop requested");
+      arm_console();
+    });
+  };
+  arm_console();
+
+  io_.run();
+  RETURN_IF_ERROR(Finalize());
+  if (qemu_wait_status_ != 0 && info_.state == "interrupted" && chunker_->chunks() == 0) {
+    return Unavailable("QEMU " + ChildProcess::DescribeWaitStatus(qemu_wait_status_) + ": " +
+                       TailOfFile(qemu_log_path_, 3));
+  }
+  return info_;
+}
+
+}  // namespace
+
+void RequestStopAllRecordings() { g_stop_requests.fetch_add(1); }
+
+StatusOr<std::string> NewRecordingId(Store* store, const std::string& vm_name, int64_t wall_ns) {
+  time_t secs = static_cast<time_t>(wall_ns / 1'000'000'000);
+  tm t{};
+  gmtime_r(&secs, &t);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &t);
+  std::string base = vm_name + "-" + stamp;
+  for (int n = 0; n < 1000; ++n) {
+    std::string id = n == 0 ? base : base + "-" + std::to_string(n);
+    auto existing = store->GetRecording(id);
+    if (!existing.ok() && existing.status().code() == StatusCode::kNotFound) return id;
+    if (!existing.ok()) return existing.status();
+  }
+  return AlreadyExists("too many recordings named " + base);
+}
+
+StatusOr<RecordingInfo> RecordVm(Store* store, const VmSpec& spec, const RecorderOptions& options) {
+  Session session(store, spec, options);
+  return session.Run();
+}
+
+}  // namespace blackbox

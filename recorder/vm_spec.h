@@ -1,0 +1,78 @@
+// VM specs: the small YAML file that says what a protected VM is, and the
+// QEMU command line Blackbox derives from it. The schema is documented in
+// docs/vm-spec.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace blackbox {
+
+struct DiskSpec {
+  std::string name;         // [a-z0-9_-]+, unique within the VM
+  std::string base;         // read-only base image (absolute path); empty for a blank disk
+  std::string base_format;  // "raw" or "qcow2" (of the base)
+  uint64_t size_bytes = 0;  // size of a blank disk (when base is empty)
+};
+
+struct NicSpec {
+  std::string name;  // netdev id: [a-z0-9_-]+, unique within the VM
+  std::string mac;   // 52:54:00:xx:xx:xx form
+  // Unix socket of the switch port the NIC connects to (QEMU -netdev stream,
+  // server=off). Empty: Blackbox provides one.
+  std::string socket;
+};
+
+struct VmSpec {
+  std::string name;          // [A-Za-z0-9_.-]{1,64}
+  std::string kernel;        // absolute path
+  std::string initrd;        // absolute path; may be empty
+  std::string append;        // kernel command line
+  uint64_t memory_bytes = 256ull << 20;
+  std::string machine = "pc";
+  std::vector<DiskSpec> disks;
+  std::vector<NicSpec> nics;
+  int serial_ports = 1;      // only the first is captured; 1..4
+  std::string source_text;   // the YAML as given (kept with the recording)
+  std::string source_dir;    // directory relative paths were resolved against
+};
+
+// Parses a spec. Relative paths resolve against `base_dir`; `${VAR}` in
+// strings expands from the environment (an unset variable is an error).
+// Errors are InvalidArgument with one line naming the field and, where
+// known, the YAML line: "spec line 4: memory: '9Z' is not a size".
+StatusOr<VmSpec> ParseVmSpec(const std::string& yaml_text, const std::string& base_dir);
+// Reads and parses a spec file (capped at 1 MiB).
+StatusOr<VmSpec> LoadVmSpec(const std::string& path);
+
+// Checks that the files a spec names exist and are readable.
+Status CheckSpecFiles(const VmSpec& spec);
+
+enum class RrMode { kNone, kRecord, kReplay };
+
+// Everything that varies between two runs of the same spec.
+struct QemuRunPaths {
+  std::string rr_log;               // -icount rrfile=
+  std::string rr_snapshot = "init"; // rrsnapshot=; empty for none
+  std::string qmp_socket;           // QEMU connects here (Blackbox listens)
+  std::string serial_socket;        // QEMU connects here (Blackbox listens)
+  std::vector<std::string> disk_overlays;  // one qcow2 per DiskSpec, same order
+  std::string state_image;          // qcow2 with no device: holds VM snapshots
+  std::vector<std::string> nic_sockets;  // one per NicSpec (overrides NicSpec::socket if set)
+  int gdb_port = 0;                 // >0: -gdb tcp:127.0.0.1:PORT
+  bool start_paused = false;        // -S
+  bool sandbox = true;              // -sandbox on with every restriction
+};
+
+// Builds argv (argv[0] is the QEMU binary) for the spec in the given mode.
+// Record and replay command lines differ only in rr=, rrfile= and rrsnapshot=.
+std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const QemuRunPaths& paths,
+                                       const std::string& qemu_binary = "qemu-system-x86_64");
+
+// Parses "256M", "1G", "512MiB", "1048576" into bytes; -1 if malformed.
+int64_t ParseSize(const std::string& text);
+
+}  // namespace blackbox

@@ -1,0 +1,142 @@
+#include "recorder/vm_spec.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+
+namespace blackbox {
+namespace {
+
+const char* kGood = R"(
+name: web-1
+kernel: guest/vmlinuz
+initrd: /abs/initrd.img
+append: console=ttyS0 bb.role=cpu
+memory: 256M
+disks:
+  - name: data
+    base: data.raw
+  - name: scratch
+    size: 16M
+nics:
+  - name: n0
+    mac: 52:54:00:12:34:56
+    socket: /run/bb/port0.sock
+)";
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+TEST(VmSpecTest, ParsesAGoodSpecAndResolvesPaths) {
+  auto spec = ParseVmSpec(kGood, "/specs");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->name, "web-1");
+  EXPECT_EQ(spec->kernel, "/specs/guest/vmlinuz");
+  EXPECT_EQ(spec->initrd, "/abs/initrd.img");
+  EXPECT_EQ(spec->memory_bytes, 256u << 20);
+  ASSERT_EQ(spec->disks.size(), 2u);
+  EXPECT_EQ(spec->disks[0].base, "/specs/data.raw");
+  EXPECT_EQ(spec->disks[0].base_format, "raw");
+  EXPECT_EQ(spec->disks[1].size_bytes, 16u << 20);
+  ASSERT_EQ(spec->nics.size(), 1u);
+  EXPECT_EQ(spec->nics[0].mac, "52:54:00:12:34:56");
+}
+
+struct BadCase {
+  const char* yaml;
+  const char* expect;  // substring of the one-line error
+};
+
+TEST(VmSpecTest, RejectsBadSpecsNamingTheField) {
+  const BadCase cases[] = {
+      {"name: a\n", "kernel: is required"},
+      {"kernel: k\n", "name: is required"},
+      {"name: a\nkernel: k\nmemroy: 1G\n", "line 3: memroy: unknown key"},
+      {"name: a\nkernel: k\nmemory: 9Z\n", "line 3: memory: '9Z' is not a size"},
+      {"name: a\nkernel: k\nmemory: 1T\n", "memory: '1T' is outside"},
+      {"name: a\nkernel: k\nmemory: 4M\n", "is outside 32M"},
+      {"name: 'a b'\nkernel: k\n", "name: 'a b' must be"},
+      {"name: a\nkernel: k\ndisks:\n  - name: d\n", "give exactly one of base"},
+      {"name: a\nkernel: k\ndisks:\n  - name: d\n    size: 1M\n  - name: d\n    size: 1M\n", "not unique"},
+      {"name: a\nkernel: k\nnics:\n  - name: n\n    mac: 01:00:5e:00:00:01\n", "multicast"},
+      {"name: a\nkernel: k\nnics:\n  - name: n\n    mac: zz\n", "mac: 'zz' is not"},
+      {"name: a\nkernel: k\nserial_ports: 9\n", "serial_ports: must be"},
+      {"name: a\nkernel: ${BB_SURELY_UNSET_VAR}/k\n", "BB_SURELY_UNSET_VAR is not set"},
+      {"[1, 2", "spec line"},
+      {"- a\n- b\n", "top level must be a mapping"},
+  };
+  for (const auto& c : cases) {
+    auto spec = ParseVmSpec(c.yaml, "/d");
+    ASSERT_FALSE(spec.ok()) << c.yaml;
+    EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(spec.status().message().find(c.expect), std::string::npos)
+        << "yaml:\n" << c.yaml << "\nerror: " << spec.status().message();
+    EXPECT_EQ(spec.status().message().find('\n'), std::string::npos) << "one line";
+  }
+}
+
+TEST(VmSpecTest, ExpandsEnvironmentVariables) {
+  ::setenv("BB_TEST_GUEST", "/guest", 1);
+  auto spec = ParseVmSpec("name: a\nkernel: ${BB_TEST_GUEST}/vmlinuz\n", "/d");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->kernel, "/guest/vmlinuz");
+}
+
+TEST(VmSpecTest, RecordAndReplayCommandLinesDifferOnlyInRrMode) {
+  auto spec = ParseVmSpec(kGood, "/specs");
+  ASSERT_TRUE(spec.ok());
+  QemuRunPaths p;
+  p.rr_log = "/r/rr.log";
+  p.qmp_socket = "/r/qmp.sock";
+  p.serial_socket = "/r/serial.sock";
+  p.disk_overlays = {"/r/d0.qcow2", "/r/d1.qcow2"};
+  p.state_image = "/r/state.qcow2";
+  auto rec = BuildQemuArgs(*spec, RrMode::kRecord, p);
+  auto rep = BuildQemuArgs(*spec, RrMode::kReplay, p);
+  ASSERT_EQ(rec.size(), rep.size());
+  int differences = 0;
+  for (size_t i = 0; i < rec.size(); ++i) {
+    if (rec[i] != rep[i]) {
+      ++differences;
+      EXPECT_EQ(rec[i], "shift=auto,rr=record,rrfile=/r/rr.log,rrsnapshot=init");
+      EXPECT_EQ(rep[i], "shift=auto,rr=replay,rrfile=/r/rr.log,rrsnapshot=init");
+    }
+  }
+  EXPECT_EQ(differences, 1);
+  EXPECT_TRUE(Contains(rec, "-nodefaults"));
+  EXPECT_TRUE(Contains(rec, "tcg"));
+  EXPECT_TRUE(Contains(rec, "driver=blkreplay,if=none,image=data-file,id=data"));
+  EXPECT_TRUE(Contains(rec, "file=/r/d0.qcow2,if=none,id=data-file,format=qcow2,discard=unmap"));
+  EXPECT_TRUE(Contains(rec, "filter-replay,id=n0-replay,netdev=n0"));
+  EXPECT_TRUE(Contains(rec, "stream,id=n0,server=off,addr.type=unix,addr.path=/run/bb/port0.sock"));
+  EXPECT_TRUE(Contains(rec, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+  EXPECT_TRUE(Contains(rec, "socket,id=serial0,path=/r/serial.sock,server=off"));
+  EXPECT_TRUE(Contains(rec, "file=/r/state.qcow2,if=none,id=bb-state,format=qcow2"));
+}
+
+TEST(VmSpecTest, PlainModeHasNoReplayPieces) {
+  auto spec = ParseVmSpec(kGood, "/specs");
+  ASSERT_TRUE(spec.ok());
+  QemuRunPaths p;
+  p.disk_overlays = {"/r/d0.qcow2", "/r/d1.qcow2"};
+  auto args = BuildQemuArgs(*spec, RrMode::kNone, p);
+  for (const auto& a : args) {
+    EXPECT_EQ(a.find("blkreplay"), std::string::npos);
+    EXPECT_EQ(a.find("filter-replay"), std::string::npos);
+    EXPECT_EQ(a.find("rr="), std::string::npos);
+  }
+}
+
+TEST(VmSpecTest, ParseSize) {
+  EXPECT_EQ(ParseSize("256M"), 256ll << 20);
+  EXPECT_EQ(ParseSize("1GiB"), 1ll << 30);
+  EXPECT_EQ(ParseSize("4096"), 4096);
+  EXPECT_EQ(ParseSize("-1M"), -1);
+  EXPECT_EQ(ParseSize("M"), -1);
+  EXPECT_EQ(ParseSize("99999999999999999999G"), -1);
+}
+
+}  // namespace
+}  // namespace blackbox

@@ -1,0 +1,322 @@
+#include "replay/replay.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <cstdio>
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "common/files.h"
+#include "common/hash.h"
+#include "common/process.h"
+#include "recorder/qemu_instance.h"
+#include "recorder/rr_log.h"
+#include "recorder/vm_spec.h"
+
+namespace blackbox {
+
+namespace asio = boost::asio;
+
+namespace {
+
+std::atomic<int> g_stop_replays{0};
+
+std::string Str(const nlohmann::json& j, const char* key) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+}
+
+// Picks the snapshot replay starts from: "init" (taken before the guest ran)
+// or the latest periodic one at or before from_wall_ns.
+std::string ChooseSnapshot(const RecordingInfo& info, int64_t from_wall_ns) {
+  std::string best = "init";
+  if (from_wall_ns <= 0 || !info.extra.contains("snapshots")) return best;
+  int64_t best_wall = 0;
+  for (const auto& s : info.extra["snapshots"]) {
+    int64_t wall = s.value("wall_ns", int64_t{0});
+    if (wall <= from_wall_ns && wall > best_wall && s.value("icount", int64_t{-1}) >= 0) {
+      best = s.value("name", std::string("init"));
+      best_wall = wall;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+void RequestStopAllReplays() { g_stop_replays.fetch_add(1); }
+
+Status ExportRrLog(const Store& store, const std::string& recording_id, const std::string& path) {
+  ASSIGN_OR_RETURN(RecordingInfo info, store.GetRecording(recording_id));
+  std::string header = rr::MakeHeader();
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd.valid()) return ErrnoError("cannot create " + path, errno);
+  auto write_all = [&](std::string_view data) -> Status {
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoError("cannot write " + path, errno);
+      }
+      off += static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  };
+  RETURN_IF_ERROR(write_all(header));
+  RETURN_IF_ERROR(store.ReadRrLog(recording_id, [&](const RrChunkInfo&, std::string_view raw) {
+    return write_all(raw);
+  }));
+  if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + path, errno);
+  return Status::Ok();
+}
+
+Status CheckInputs(const RecordingInfo& info) {
+  if (!info.extra.contains("inputs")) return Status::Ok();
+  for (const auto& in : info.extra["inputs"]) {
+    std::string path = Str(in, "path"), role = Str(in, "role"), want = Str(in, "sha256");
+    auto got = Sha256File(path);
+    if (!got.ok()) {
+      return FailedPrecondition(role + " " + path + " is needed for replay but cannot be read: " +
+                                got.status().message());
+    }
+    if (ToHex(*got) != want) {
+      return FailedPrecondition(role + " " + path + " changed since recording (sha256 " +
+                                ToHex(*got).substr(0, 16) + "..., recorded " + want.substr(0, 16) +
+                                "...): replay would diverge");
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& recording_id,
+                                       const ReplayOptions& options) {
+  ASSIGN_OR_RETURN(RecordingInfo info, store.GetRecording(recording_id));
+  if (info.state == "recording") {
+    // A live recording's log is still growing; its tail is not in the store yet.
+    spdlog::warn("recording {} is still being written; replaying what is stored so far", info.id);
+  }
+  if (options.check_inputs) RETURN_IF_ERROR(CheckInputs(info));
+  ASSIGN_OR_RETURN(VmSpec spec, ParseVmSpec(Str(info.extra, "spec"), Str(info.extra, "spec_dir")));
+
+  std::optional<TempDir> tmp;
+  std::string work = options.work_dir;
+  if (work.empty()) {
+    ASSIGN_OR_RETURN(TempDir t, TempDir::Create("bb-replay"));
+    work = t.path();
+    tmp.emplace(std::move(t));
+  } else {
+    RETURN_IF_ERROR(MakeDirs(work));
+  }
+  std::string log_path = work + "/rr.log";
+  RETURN_IF_ERROR(ExportRrLog(store, recording_id, log_path));
+
+  QemuRunPaths paths;
+  paths.rr_log = log_path;
+  paths.rr_snapshot = ChooseSnapshot(info, options.from_wall_ns);
+  paths.sandbox = options.sandbox;
+  paths.gdb_port = options.gdb_port;
+  paths.start_paused = options.gdb_port > 0;
+  const auto& disks = info.extra.value("disks", nlohmann::json::array());
+  for (const auto& d : disks) {
+    std::string copy = work + "/disk-" + Str(d, "name") + ".qcow2";
+    RETURN_IF_ERROR(CopyFile(Str(d, "overlay"), copy));
+    paths.disk_overlays.push_back(copy);
+  }
+  paths.state_image = work + "/state.qcow2";
+  RETURN_IF_ERROR(CopyFile(Str(info.extra, "state_image"), paths.state_image));
+  // Network input comes from the log in replay; the NIC still needs a peer
+  // socket to connect to, which stays silent.
+  std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> nic_sinks;
+
+  std::string qemu_binary = options.qemu_binary;
+  if (qemu_binary.empty() && info.extra.contains("qemu")) qemu_binary = Str(info.extra["qemu"], "binary");
+  if (qemu_binary.empty()) qemu_binary = "qemu-system-x86_64";
+
+  asio::io_context io;
+  ReplayResult result;
+  result.snapshot = paths.rr_snapshot;
+  Status error;
+  Clock& clock = RealClock::Get();
+  int64_t start = clock.MonotonicNanos();
+  bool exited = false;
+
+  QemuInstance::Callbacks cb;
+  cb.on_serial = [&](std::string_view bytes) {
+    result.console.append(bytes);
+    if (options.echo_console) {
+      std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+      std::fflush(stdout);
+    }
+  };
+  cb.on_exit = [&](int status) {
+    exited = true;
+    result.qemu_wait_status = status;
+    io.stop();
+  };
+  QemuInstance* qemu_ptr = nullptr;
+  cb.on_error = [&](Status s) {
+    if (error.ok()) error = s;
+    if (qemu_ptr) qemu_ptr->Kill();
+  };
+  QemuInstance qemu(io, std::move(cb));
+  qemu_ptr = &qemu;
+  RETURN_IF_ERROR(qemu.Prepare());
+  paths.qmp_socket = qemu.qmp_socket();
+  paths.serial_socket = qemu.serial_socket();
+  for (size_t i = 0; i < spec.nics.size(); ++i) {
+    std::string sock = work + "/nic" + std::to_string(i) + ".sock";
+    auto acc = std::make_unique<asio::local::stream_protocol::acceptor>(
+        io, asio::local::stream_protocol::endpoint(sock));
+    auto peer = std::make_shared<asio::local::stream_protocol::socket>(io);
+    acc->async_accept(*peer, [peer](const boost::system::error_code&) {});
+    nic_sinks.push_back(std::move(acc));
+    paths.nic_sockets.push_back(sock);
+  }
+  std::vector<std::string> args = BuildQemuArgs(spec, RrMode::kReplay, paths, qemu_binary);
+  std::string qemu_log = work + "/qemu-replay.log";
+  spdlog::debug("replay: {}", ShellJoin(args));
+  RETURN_IF_ERROR(qemu.Start(args, qemu_log));
+
+  // Watchdog: QEMU reports its icount; a replay that stops advancing is stuck.
+  asio::steady_timer watchdog(io);
+  int64_t last_progress = clock.MonotonicNanos();
+  uint64_t last_icount = 0;
+  bool have_icount = false;
+  std::function<void()> arm = [&]() {
+    watchdog.expires_after(std::chrono::seconds(1));
+    watchdog.async_wait([&](const boost::system::error_code& ec) {
+      if (ec || exited) return;
+      if (g_stop_replays.load() > 0) {
+        result.stop_reason = "stopped by request";
+        qemu.Kill();
+        return;
+      }
+      QmpClient* qmp = qemu.qmp();
+      if (qmp != nullptr && options.gdb_port == 0) {
+        qmp->Execute(
+            "query-replay", nullptr,
+            [&](StatusOr<nlohmann::json> r) {
+              if (!r.ok() || exited) return;
+              uint64_t icount = r->value("icount", uint64_t{0});
+              if (!have_icount || icount != last_icount) {
+                have_icount = true;
+                last_icount = icount;
+                last_progress = clock.MonotonicNanos();
+              }
+              result.last_icount = icount;
+              if (options.on_progress) options.on_progress(icount, result.console.size());
+            },
+            std::chrono::seconds(5));
+      }
+      if (options.stall_timeout_ns > 0 && options.gdb_port == 0 &&
+          clock.MonotonicNanos() - last_progress > options.stall_timeout_ns) {
+        result.stalled = true;
+        result.stop_reason = "replay stalled at icount " + std::to_string(last_icount) + " for " +
+                             std::to_string(options.stall_timeout_ns / 1'000'000'000) +
+                             " s (inputs differ from the recording?)";
+        qemu.Kill();
+        return;
+      }
+      arm();
+    });
+  };
+  arm();
+  io.run();
+  watchdog.cancel();
+
+  result.wall_seconds = (clock.MonotonicNanos() - start) / 1e9;
+  result.qemu_exit = ChildProcess::DescribeWaitStatus(result.qemu_wait_status);
+  result.qemu_stderr_tail = TailOfFile(qemu_log, 3);
+  if (!error.ok()) return error;
+  if (result.stop_reason.empty()) {
+    if (result.qemu_stderr_tail.find("error reading the replay data") != std::string::npos) {
+      result.stop_reason = "end of stored log (the recording was interrupted)";
+    } else {
+      result.stop_reason = "QEMU " + result.qemu_exit;
+    }
+  }
+  if (!options.work_dir.empty() && tmp) tmp->Keep();
+  return result;
+}
+
+StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& recording_id,
+                                       ReplayOptions options) {
+  VerifyReport report;
+  ASSIGN_OR_RETURN(RecordingInfo info, store.GetRecording(recording_id));
+  ASSIGN_OR_RETURN(report.chain, store.VerifyRrChain(recording_id));
+  if (report.chain.first_bad) {
+    report.summary = "FAIL: rr log chunk " + std::to_string(*report.chain.first_bad) + ": " +
+                     report.chain.problem;
+    return report;
+  }
+  ASSIGN_OR_RETURN(std::vector<ConsolePiece> pieces, store.ReadConsole(recording_id));
+  std::string recorded;
+  for (const auto& p : pieces) {
+    if (p.offset != recorded.size()) {
+      report.summary = "FAIL: stored console has a gap at offset " + std::to_string(recorded.size());
+      return report;
+    }
+    recorded += p.bytes;
+  }
+  ASSIGN_OR_RETURN(auto chunks, store.ListRrChunks(recording_id));
+  uint64_t expected = 0;
+  for (const auto& c : chunks) expected += c.console_bytes;
+  report.recorded_console = recorded.size();
+  report.expected_console = expected;
+  if (expected > recorded.size()) {
+    report.summary = "FAIL: the log says the guest wrote " + std::to_string(expected) +
+                     " console bytes but only " + std::to_string(recorded.size()) + " were stored";
+    return report;
+  }
+  options.from_wall_ns = 0;
+  options.gdb_port = 0;
+  ASSIGN_OR_RETURN(report.replay, ReplayRecording(store, recording_id, options));
+  const std::string& replayed = report.replay.console;
+  report.replayed_console = replayed.size();
+  std::string_view want(recorded.data(), expected);
+  size_t common = 0;
+  while (common < replayed.size() && common < want.size() && replayed[common] == want[common]) ++common;
+  bool same = common == want.size() && replayed.size() == want.size();
+  auto show = [](std::string_view s, size_t at) {
+    std::string out;
+    for (size_t i = at; i < s.size() && i < at + 24; ++i) {
+      unsigned char c = static_cast<unsigned char>(s[i]);
+      if (c >= 32 && c < 127) out += static_cast<char>(c);
+      else {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", c);
+        out += buf;
+      }
+    }
+    return "\"" + out + "\"";
+  };
+  if (report.replay.stalled) {
+    report.summary = "FAIL: " + report.replay.stop_reason + "; console matched for " +
+                     std::to_string(common) + " of " + std::to_string(expected) + " bytes";
+    report.first_difference = common;
+    return report;
+  }
+  if (!same) {
+    report.first_difference = common;
+    report.summary = "FAIL: console differs at byte " + std::to_string(common) + " of " +
+                     std::to_string(expected) + ": recorded " + show(want, common) + ", replayed " +
+                     show(replayed, common) + " (replay ended: " + report.replay.stop_reason + ")";
+    return report;
+  }
+  report.ok = true;
+  report.summary = "OK: " + std::to_string(report.chain.chunks) + " chunks chained, console " +
+                   std::to_string(expected) + " bytes identical" +
+                   (expected < recorded.size()
+                        ? " (log covers " + std::to_string(expected) + " of " +
+                              std::to_string(recorded.size()) + " recorded bytes)"
+                        : "") +
+                   ", replay " + std::to_string(report.replay.wall_seconds).substr(0, 5) + " s";
+  return report;
+}
+
+}  // namespace blackbox

@@ -1,0 +1,189 @@
+// Blackbox store: the only module that knows RocksDB.
+//
+// A Store is one RocksDB database holding, per recording:
+//   - the recording's metadata (RecordingInfo, JSON),
+//   - the QEMU record/replay log as a chain of zstd-compressed chunks, each
+//     cut at an event boundary, with an index entry (byte range, guest icount
+//     range, wall-time range, hashes),
+//   - the serial console as timestamped pieces,
+//   - events (QMP events and recorder lifecycle) as timestamped JSON.
+// Key encoding and value formats are documented in docs/store-format.md.
+//
+// Durability: every write goes through RocksDB's write-ahead log. With
+// StoreOptions::sync_writes == false (the default) a write that returned OK
+// survives a crash of the writing process (kill -9), but not a power loss
+// or kernel crash. With sync_writes == true each write is fsync'ed first.
+//
+// Thread safety: a Store may be used from several threads at once.
+// Only one process may open a Store for writing at a time (RocksDB's LOCK);
+// others may open it read-only (StoreOptions::read_only) and see the state
+// as of their Open.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/hash.h"
+#include "common/status.h"
+
+namespace blackbox {
+
+struct StoreOptions {
+  // Directory of the RocksDB database.
+  std::string path;
+  // Create the database (and its column families) when it does not exist.
+  // Default: true.
+  bool create_if_missing = true;
+  // Open read-only (no LOCK taken; sees the state as of Open).
+  // Default: false.
+  bool read_only = false;
+  // fsync the WAL before each write returns (survives power loss).
+  // Default: false (survives process crashes only).
+  bool sync_writes = false;
+  // zstd level used for rr chunks and frame batches.
+  // Default: 3.
+  int zstd_level = 3;
+};
+
+// Where one rr-log chunk sits in the log and in time. Written by the recorder
+// through AppendRrChunk; every field is covered by the chunk's chain hash.
+struct RrChunkInfo {
+  uint64_t seq = 0;            // 0, 1, 2, ... without gaps
+  uint64_t raw_offset = 0;     // offset of the chunk's first byte in the log file
+  uint32_t raw_size = 0;       // bytes of log in the chunk (uncompressed)
+  uint32_t stored_size = 0;    // bytes of compressed payload
+  uint64_t first_icount = 0;   // guest icount before the chunk's first event
+  uint64_t last_icount = 0;    // guest icount after the chunk's last event
+  int64_t first_wall_ns = 0;   // wall time the first byte was read from QEMU
+  int64_t last_wall_ns = 0;    // wall time the last byte was read from QEMU
+  uint32_t event_count = 0;    // events in the chunk
+  uint32_t console_bytes = 0;  // bytes the guest wrote to serial in this chunk (CHAR_WRITE sums)
+  Sha256Digest raw_sha256{};   // of the uncompressed bytes
+  Sha256Digest prev_chain{};   // chain hash of chunk seq-1 (all zero for seq 0)
+  Sha256Digest chain{};        // SHA-256 over prev_chain and every field above
+};
+
+// Computes RrChunkInfo::chain from the other fields.
+Sha256Digest ComputeChunkChain(const RrChunkInfo& info);
+
+struct ConsolePiece {
+  uint64_t offset = 0;  // offset of bytes[0] in the console stream
+  int64_t wall_ns = 0;  // when the recorder read it
+  std::string bytes;
+};
+
+struct StoredEvent {
+  int64_t wall_ns = 0;
+  uint32_t seq = 0;  // tie-breaker for events with the same wall time
+  nlohmann::json body;  // {"kind": "...", ...}
+};
+
+// Metadata of one recording. Stored as JSON; unknown fields are preserved in
+// `extra` so older binaries do not drop what newer ones wrote.
+struct RecordingInfo {
+  std::string id;
+  std::string vm_name;
+  std::string state;          // "recording", "complete", "interrupted"
+  int64_t started_wall_ns = 0;
+  int64_t ended_wall_ns = 0;  // 0 while recording
+  nlohmann::json extra = nlohmann::json::object();  // spec, inputs, overlays, snapshots, stats ...
+
+  nlohmann::json ToJson() const;
+  static StatusOr<RecordingInfo> FromJson(const nlohmann::json& j);
+};
+
+class Store {
+ public:
+  // Opens (and, if allowed, creates) the store at options.path.
+  // Errors: IOError if RocksDB cannot open it (e.g. another writer holds the
+  // LOCK: the message says so), Corruption if the schema version is unknown.
+  static StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // ---- recordings ----
+  // Inserts or replaces the metadata of info.id.
+  Status PutRecording(const RecordingInfo& info);
+  // NotFound names the id.
+  StatusOr<RecordingInfo> GetRecording(const std::string& id) const;
+  // All recordings, oldest first.
+  StatusOr<std::vector<RecordingInfo>> ListRecordings() const;
+  // Resolves a full id or a unique prefix of one. NotFound / InvalidArgument
+  // ("ambiguous: a, b") otherwise.
+  StatusOr<std::string> ResolveRecordingId(const std::string& id_or_prefix) const;
+
+  // ---- rr log chunks ----
+  // Compresses `raw` with zstd, fills in raw_size, stored_size, raw_sha256 and
+  // chain of `info` (the caller sets seq, raw_offset, icount/wall ranges,
+  // event_count, console_bytes and prev_chain), and writes index entry and
+  // payload atomically. Writing an existing seq again replaces it (the
+  // recorder grows its newest chunk in place until it is sealed).
+  // Returns the completed info.
+  // Refuses what would break the chain: FailedPrecondition unless seq is 0 on an
+  // empty recording, the newest seq (replace) or newest + 1; InvalidArgument unless
+  // prev_chain and raw_offset continue chunk seq-1 (zero prev_chain for seq 0);
+  // ResourceExhausted above 64 MiB of raw.
+  StatusOr<RrChunkInfo> AppendRrChunk(const std::string& recording_id, RrChunkInfo info,
+                                      std::string_view raw);
+  // Index entries of a recording, by seq. Reads no payloads.
+  StatusOr<std::vector<RrChunkInfo>> ListRrChunks(const std::string& recording_id) const;
+  // Reads, decompresses and checks one chunk: raw_sha256 and the chain hash
+  // recomputed from the index entry. Corruption names the recording and seq.
+  StatusOr<std::string> ReadRrChunk(const std::string& recording_id, uint64_t seq) const;
+
+  struct ChainReport {
+    uint64_t chunks = 0;
+    uint64_t raw_bytes = 0;
+    Sha256Digest head{};                // chain hash of the last chunk
+    std::optional<uint64_t> first_bad;  // seq of the first chunk that fails
+    std::string problem;                // what failed there, one line
+  };
+  // Walks every chunk in order: payload decompresses, raw_sha256 matches,
+  // prev_chain equals the previous chunk's chain, chain recomputes, seq and
+  // raw_offset are contiguous. Stops at the first failure and reports it
+  // (a failure is a report, not an error Status; errors are for I/O).
+  StatusOr<ChainReport> VerifyRrChain(const std::string& recording_id) const;
+
+  // Streams the verified raw log bytes of all chunks in order to `sink`
+  // (which may return an error to stop). Fails with Corruption at the first
+  // bad chunk, naming it.
+  Status ReadRrLog(const std::string& recording_id,
+                   const std::function<Status(const RrChunkInfo&, std::string_view)>& sink) const;
+
+  // ---- console ----
+  Status AppendConsole(const std::string& recording_id, const ConsolePiece& piece);
+  StatusOr<std::vector<ConsolePiece>> ReadConsole(const std::string& recording_id) const;
+
+  // ---- events ----
+  // Stores body (an object with at least "kind") at wall_ns; seq is assigned.
+  // InvalidArgument for a negative wall_ns or a body without a string "kind".
+  Status PutEvent(const std::string& recording_id, int64_t wall_ns, const nlohmann::json& body);
+  StatusOr<std::vector<StoredEvent>> ListEvents(const std::string& recording_id) const;
+
+  // Flushes memtables to SST files (used before measuring stored size).
+  Status Flush();
+  // Approximate bytes on disk used by a recording's rr chunks (sum of
+  // stored_size) and by everything else of it.
+  struct Usage {
+    uint64_t rr_raw_bytes = 0;
+    uint64_t rr_stored_bytes = 0;
+    uint64_t console_bytes = 0;
+    uint64_t events = 0;
+  };
+  StatusOr<Usage> GetUsage(const std::string& recording_id) const;
+
+ private:
+  struct Impl;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace blackbox
