@@ -119,25 +119,46 @@ BUSYBOX=$(dpkg -L busybox-static | grep -E '/bin/busybox$' | head -n1) || true
 [[ -n $BUSYBOX && -x $BUSYBOX ]] || die "busybox binary of busybox-static not found"
 BUSYBOX_VER=$(dpkg-query -W -f='${Version}' busybox-static)
 
-# The concrete kernel package linux-image-amd64 depends on, e.g. linux-image-6.1.0-56-amd64
-kernel_pkg() {
-	apt-cache depends linux-image-amd64 2>/dev/null |
-		awk '$1 ~ /^\|?Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+# The concrete kernel package linux-image-amd64 depends on and its version,
+# e.g. "linux-image-6.1.0-56-amd64 6.1.192-2", from the meta package's
+# "Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)". One apt-cache call only:
+# this image disables apt's pkgcache.bin, so each call costs about a second.
+kernel_dep() {
+	apt-cache show --no-all-versions linux-image-amd64 2>/dev/null | awk '
+		/^Depends:/ {
+			sub(/^Depends:[ \t]*/, "")
+			n = split($0, alts, /[,|]/)
+			for (i = 1; i <= n; i++) {
+				if (match(alts[i], /linux-image-[0-9][^ (]*/)) {
+					pkg = substr(alts[i], RSTART, RLENGTH)
+					ver = ""
+					if (match(alts[i], /\(= *[^ )]+/)) {
+						ver = substr(alts[i], RSTART, RLENGTH)
+						sub(/^\(= */, "", ver)
+					}
+					print pkg, ver
+					exit
+				}
+			}
+		}'
 }
-KPKG=$(kernel_pkg) || true
-if [[ -z $KPKG ]]; then
+KDEP=$(kernel_dep) || true
+if [[ -z $KDEP ]]; then
 	apt_update_once
-	KPKG=$(kernel_pkg) || true
+	KDEP=$(kernel_dep) || true
 fi
-[[ -n $KPKG ]] || die "cannot find the kernel package linux-image-amd64 depends on (apt-cache depends linux-image-amd64)"
+[[ -n $KDEP ]] || die "cannot find the kernel package linux-image-amd64 depends on (apt-cache show linux-image-amd64)"
+read -r KPKG KPKG_VER <<<"$KDEP"
 
-pkg_field() { # FIELD: from the candidate version of $KPKG
-	apt-cache show --no-all-versions "$KPKG" 2>/dev/null | awk -v f="$1:" '$1 == f { print $2; exit }'
+pkg_fields() { # Version SHA256 Architecture of the candidate (or $KPKG_VER) of $KPKG
+	apt-cache show --no-all-versions "$KPKG${KPKG_VER:+=$KPKG_VER}" 2>/dev/null |
+		awk '$1 == "Version:" { v = $2 } $1 == "SHA256:" { s = $2 } $1 == "Architecture:" { a = $2 }
+			/^$/ { exit } END { print v, s, a }'
 }
-KPKG_VER=$(pkg_field Version)
-KPKG_SHA=$(pkg_field SHA256)
-KPKG_ARCH=$(pkg_field Architecture)
-[[ -n $KPKG_VER && -n $KPKG_SHA && -n $KPKG_ARCH ]] || die "apt-cache show $KPKG gave no Version/SHA256/Architecture"
+if [[ -z $KPKG_VER ]]; then
+	read -r KPKG_VER _ <<<"$(pkg_fields)"
+	[[ -n $KPKG_VER ]] || die "apt-cache show $KPKG gave no Version"
+fi
 
 # ---------------------------------------------------------------------------
 # Cache key and cache check
@@ -146,7 +167,7 @@ KEY=$({
 	echo "blackbox-guest-key v1"
 	sha256sum <"$SELF"
 	sha256sum <"$INIT_SRC"
-	echo "kernel $KPKG $KPKG_VER $KPKG_ARCH $KPKG_SHA"
+	echo "kernel $KPKG $KPKG_VER"
 	echo "busybox-static $BUSYBOX_VER"
 } | sha256sum | cut -d' ' -f1)
 
@@ -180,6 +201,8 @@ WORK=$(mktemp -d "$OUT/.build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 log "kernel package $KPKG $KPKG_VER, busybox-static $BUSYBOX_VER"
+read -r _ KPKG_SHA KPKG_ARCH <<<"$(pkg_fields)"
+[[ -n $KPKG_SHA && -n $KPKG_ARCH ]] || die "apt-cache show $KPKG=$KPKG_VER gave no SHA256/Architecture"
 
 # ---------------------------------------------------------------------------
 # Kernel package: apt-get download into the cache (never installed)

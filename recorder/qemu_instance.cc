@@ -1,6 +1,10 @@
 #include "recorder/qemu_instance.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <spdlog/spdlog.h>
 
@@ -17,7 +21,7 @@ QemuInstance::QemuInstance(asio::io_context& io, Callbacks callbacks)
       sigchld_(io, SIGCHLD),
       connect_timer_(io),
       kill_timer_(io),
-      drain_timer_(io) {}
+      serial_timer_(io) {}
 
 QemuInstance::~QemuInstance() {
   if (child_ && child_->running()) child_->Kill();
@@ -27,17 +31,16 @@ Status QemuInstance::Prepare() {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-qemu"));
   run_dir_.emplace(std::move(dir));
   qmp_path_ = run_dir_->path() + "/qmp.sock";
-  serial_path_ = run_dir_->path() + "/serial.sock";
+  serial_path_ = run_dir_->path() + "/serial.out";
   boost::system::error_code ec;
   qmp_acceptor_ = std::make_unique<Acceptor>(io_);
-  serial_acceptor_ = std::make_unique<Acceptor>(io_);
-  for (auto [acceptor, path] : {std::pair{qmp_acceptor_.get(), &qmp_path_},
-                                std::pair{serial_acceptor_.get(), &serial_path_}}) {
-    acceptor->open(asio::local::stream_protocol(), ec);
-    if (!ec) acceptor->bind(Endpoint(*path), ec);
-    if (!ec) acceptor->listen(1, ec);
-    if (ec) return IOError("cannot listen on " + *path + ": " + ec.message());
-  }
+  qmp_acceptor_->open(asio::local::stream_protocol(), ec);
+  if (!ec) qmp_acceptor_->bind(Endpoint(qmp_path_), ec);
+  if (!ec) qmp_acceptor_->listen(1, ec);
+  if (ec) return IOError("cannot listen on " + qmp_path_ + ": " + ec.message());
+  // Created here so the tail can open it before QEMU starts writing.
+  serial_fd_ = UniqueFd(::open(serial_path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!serial_fd_.valid()) return ErrnoError("cannot create " + serial_path_, errno);
   return Status::Ok();
 }
 
@@ -58,12 +61,7 @@ Status QemuInstance::Start(const std::vector<std::string>& argv, const std::stri
   ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, output_path));
   child_.emplace(std::move(child));
 
-  serial_ = std::make_unique<Socket>(io_);
-  serial_acceptor_->async_accept(*serial_, [this](const boost::system::error_code& ec) {
-    if (ec) return;
-    serial_acceptor_->close();
-    ReadSerial();
-  });
+  ArmSerialTimer();
   auto qmp_socket = std::make_shared<Socket>(io_);
   qmp_acceptor_->async_accept(*qmp_socket, [this, qmp_socket](const boost::system::error_code& ec) {
     if (ec) return;
@@ -98,46 +96,37 @@ Status QemuInstance::Start(const std::vector<std::string>& argv, const std::stri
 }
 
 void QemuInstance::ReadSerial() {
-  serial_->async_read_some(asio::buffer(buf_), [this](const boost::system::error_code& ec, size_t n) {
-    if (n > 0 && cb_.on_serial) cb_.on_serial(std::string_view(buf_.data(), n));
-    if (ec) {
-      serial_eof_ = true;
-      if (exited_) OnChildExit(wait_status_);
-      return;
-    }
+  while (serial_fd_.valid()) {
+    ssize_t n = ::pread(serial_fd_.get(), buf_.data(), buf_.size(), static_cast<off_t>(serial_pos_));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    serial_pos_ += static_cast<uint64_t>(n);
+    if (cb_.on_serial) cb_.on_serial(std::string_view(buf_.data(), static_cast<size_t>(n)));
+  }
+}
+
+void QemuInstance::ArmSerialTimer() {
+  // A console line reaches the store within this poll interval.
+  serial_timer_.expires_after(std::chrono::milliseconds(20));
+  serial_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || exited_) return;
     ReadSerial();
+    ArmSerialTimer();
   });
 }
 
 void QemuInstance::OnChildExit(int status) {
-  if (exit_reported_) return;
-  if (!exited_) {
-    exited_ = true;
-    wait_status_ = status;
-    connect_timer_.cancel();
-    kill_timer_.cancel();
-    qmp_acceptor_->close();
-    serial_acceptor_->close();
-    if (qmp_) qmp_->Close();
-    // The console socket reaches EOF now that QEMU is gone; let the last
-    // bytes arrive before reporting the exit (bounded in case a descendant
-    // still holds the socket).
-    bool serial_open = serial_ && serial_->is_open() && !serial_eof_;
-    if (serial_open) {
-      drain_timer_.expires_after(std::chrono::seconds(2));
-      drain_timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (ec) return;
-        serial_eof_ = true;
-        OnChildExit(wait_status_);
-      });
-      return;
-    }
-  }
-  if (!serial_eof_ && serial_ && serial_->is_open()) return;
-  exit_reported_ = true;
-  drain_timer_.cancel();
+  if (exited_) return;
+  exited_ = true;
+  wait_status_ = status;
+  connect_timer_.cancel();
+  kill_timer_.cancel();
+  serial_timer_.cancel();
   sigchld_.cancel();
-  if (serial_) serial_->close();
+  qmp_acceptor_->close();
+  if (qmp_) qmp_->Close();
+  // QEMU is gone, so the console file is final: read its last bytes.
+  ReadSerial();
   if (cb_.on_exit) cb_.on_exit(wait_status_);
 }
 

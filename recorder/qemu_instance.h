@@ -1,7 +1,8 @@
 // One running QEMU process as Blackbox drives it: Blackbox listens on a QMP
-// socket and a serial socket in a private run directory, starts QEMU (which
-// connects to both during start-up, so no console byte is missed), reads the
-// console, speaks QMP, and notices when QEMU exits.
+// socket in a private run directory, starts QEMU (which connects during
+// start-up), tails the file QEMU writes the serial console to (a file, not a
+// socket: see QemuRunPaths::serial_file), speaks QMP, and notices when QEMU
+// exits.
 //
 // Used by the recorder and by replay. Thread safety: everything runs on the
 // io_context given at construction; call methods from that thread only.
@@ -38,13 +39,14 @@ class QemuInstance {
   QemuInstance(boost::asio::io_context& io, Callbacks callbacks);
   ~QemuInstance();
 
-  // Creates the run directory and listening sockets.
+  // Creates the run directory, the QMP listening socket and the (empty)
+  // console file.
   Status Prepare();
   const std::string& qmp_socket() const { return qmp_path_; }
-  const std::string& serial_socket() const { return serial_path_; }
+  const std::string& serial_file() const { return serial_path_; }
 
   // Starts QEMU with `argv`; its stdout/stderr go to `output_path`.
-  // QEMU must connect to qmp_socket() and serial_socket() within
+  // QEMU must connect to qmp_socket() within
   // `connect_timeout` or on_error gets DeadlineExceeded.
   Status Start(const std::vector<std::string>& argv, const std::string& output_path,
                std::chrono::seconds connect_timeout = std::chrono::seconds(60));
@@ -61,7 +63,9 @@ class QemuInstance {
   void Kill();
 
  private:
+  // Reads what QEMU appended to the console file since the last call.
   void ReadSerial();
+  void ArmSerialTimer();
   void OnChildExit(int status);
   void ArmSignals();
 
@@ -69,18 +73,17 @@ class QemuInstance {
   Callbacks cb_;
   std::optional<TempDir> run_dir_;
   std::string qmp_path_, serial_path_;
-  std::unique_ptr<boost::asio::local::stream_protocol::acceptor> qmp_acceptor_, serial_acceptor_;
-  std::unique_ptr<boost::asio::local::stream_protocol::socket> serial_;
+  std::unique_ptr<boost::asio::local::stream_protocol::acceptor> qmp_acceptor_;
+  UniqueFd serial_fd_;
+  uint64_t serial_pos_ = 0;
   std::shared_ptr<QmpClient> qmp_;
   boost::asio::signal_set sigchld_;
-  boost::asio::steady_timer connect_timer_, kill_timer_, drain_timer_;
+  boost::asio::steady_timer connect_timer_, kill_timer_, serial_timer_;
   std::optional<ChildProcess> child_;
   std::array<char, 65536> buf_{};
   bool qmp_ready_ = false;
   bool exited_ = false;
-  bool serial_eof_ = false;
   bool quitting_ = false;
-  bool exit_reported_ = false;
   int wait_status_ = 0;
 };
 

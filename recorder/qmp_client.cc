@@ -84,7 +84,8 @@ void QmpClient::Start(stream_protocol::socket connected_socket, ReadyCallback on
   handshake_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (ec) return;  // cancelled: the handshake finished or the client closed
     if (self->state_ == State::kAwaitingGreeting) {
-      self->Fail(DeadlineExceeded("no QMP greeting within " + Millis(self->options_.greeting_timeout)));
+      self->Fail(
+          DeadlineExceeded("no QMP greeting within " + Millis(self->options_.greeting_timeout)));
     } else if (self->state_ == State::kNegotiating) {
       self->Fail(DeadlineExceeded("QMP handshake (qmp_capabilities) did not complete within " +
                                   Millis(self->options_.greeting_timeout)));
@@ -150,29 +151,27 @@ void QmpClient::Send(std::string command, const json& arguments, ReplyCallback d
 
 void QmpClient::StartWrite() {
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(write_queue_.front()),
-                    [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
-                      if (self->state_ == State::kClosed) return;
-                      if (ec) {
-                        self->Fail(Unavailable("QMP connection closed: write failed: " +
-                                               ec.message()));
-                        return;
-                      }
-                      self->write_queue_.pop_front();
-                      if (self->write_queue_.empty()) {
-                        self->writing_ = false;
-                      } else {
-                        self->StartWrite();
-                      }
-                    });
+  asio::async_write(
+      socket_, asio::buffer(write_queue_.front()),
+      [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+        if (self->state_ == State::kClosed) return;
+        if (ec) {
+          self->Fail(Unavailable("QMP connection closed: write failed: " + ec.message()));
+          return;
+        }
+        self->write_queue_.pop_front();
+        if (self->write_queue_.empty()) {
+          self->writing_ = false;
+        } else {
+          self->StartWrite();
+        }
+      });
 }
 
 void QmpClient::StartRead() {
-  socket_.async_read_some(
-      asio::buffer(read_chunk_.get(), kReadChunkBytes),
-      [self = shared_from_this()](const boost::system::error_code& ec, size_t bytes) {
-        self->OnRead(ec, bytes);
-      });
+  socket_.async_read_some(asio::buffer(read_chunk_.get(), kReadChunkBytes),
+                          [self = shared_from_this()](const boost::system::error_code& ec,
+                                                      size_t bytes) { self->OnRead(ec, bytes); });
 }
 
 void QmpClient::OnRead(const boost::system::error_code& ec, size_t bytes) {
@@ -206,10 +205,9 @@ void QmpClient::OnRead(const boost::system::error_code& ec, size_t bytes) {
   read_buffer_.erase(0, line_start);
   scan_from_ = read_buffer_.size();
   if (read_buffer_.size() > options_.max_message_bytes) {
-    Fail(ResourceExhausted("QMP message exceeds the " +
-                           std::to_string(options_.max_message_bytes) +
-                           "-byte limit (no newline after " +
-                           std::to_string(read_buffer_.size()) + " bytes)"));
+    Fail(ResourceExhausted("QMP message exceeds the " + std::to_string(options_.max_message_bytes) +
+                           "-byte limit (no newline after " + std::to_string(read_buffer_.size()) +
+                           " bytes)"));
     return;
   }
   StartRead();
@@ -233,19 +231,23 @@ void QmpClient::HandleLine(std::string_view line) {
     Fail(InvalidArgument("QMP message is not a JSON object: " + Excerpt(line)));
     return;
   }
-  if (state_ == State::kAwaitingGreeting) {
-    HandleGreeting(message, line);
-    return;
-  }
+  // Events are accepted even before the greeting: QEMU 7.2 can emit one (e.g.
+  // RESUME) ahead of it when a client connects to a server=on,wait=off
+  // monitor while QEMU is still starting.
   if (auto it = message.find("event"); it != message.end()) {
     if (!it->is_string()) {
       Fail(InvalidArgument("QMP event name is not a string: " + Excerpt(line)));
       return;
     }
-    spdlog::debug("qmp: event {}", it->get_ref<const std::string&>());
+    spdlog::debug("qmp: event {}{}", it->get_ref<const std::string&>(),
+                  state_ == State::kAwaitingGreeting ? " (before the greeting)" : "");
     // A copy, so that the handler may replace itself or Close() the client.
     EventHandler handler = event_handler_;
     if (handler) handler(message);
+    return;
+  }
+  if (state_ == State::kAwaitingGreeting) {
+    HandleGreeting(message, line);
     return;
   }
   if (message.contains("return") || message.contains("error")) {
@@ -491,9 +493,9 @@ StatusOr<QmpSyncClient> QmpSyncClient::Connect(const std::string& unix_path,
     }
 
     QmpClient::Options options;
-    options.greeting_timeout = std::max(
-        std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          deadline - std::chrono::steady_clock::now()));
+    options.greeting_timeout = std::max(std::chrono::milliseconds(0),
+                                        std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            deadline - std::chrono::steady_clock::now()));
     client = QmpClient::Create(*io, options);
     auto ready = std::make_shared<std::optional<Status>>();
     client->Start(std::move(socket), [ready](Status s) { *ready = std::move(s); });

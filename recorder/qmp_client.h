@@ -9,7 +9,13 @@
 // In kReady, Execute() sends {"execute": C, "arguments": A, "id": N} with a
 // unique N and completes its callback with the reply carrying the same id.
 // Asynchronous events ({"event": ...}) go to the event handler only; QEMU
-// rate-limits some events, so the event stream is not a complete log.
+// rate-limits some events, so the event stream is not a complete log. Events
+// are accepted in every state, including before the greeting: QEMU 7.2 can
+// send one first when a client connects to a listening (server=on,wait=off)
+// monitor during start-up. The same start-up race once left a test without
+// any greeting (it ends in the greeting timeout). A QEMU that connects to
+// Blackbox (server=off), or that waits for its client (server=on,wait=on),
+// sets up the connection before the monitor starts and does not race.
 //
 // Framing: one JSON object per line. QEMU ends lines with "\r\n"; a trailing
 // '\r' is ignored, and so are empty lines. QMP's "pretty" mode (multi-line
@@ -18,9 +24,10 @@
 // Failure handling (input from QEMU is untrusted, a guest may control it):
 //   - a line longer than Options::max_message_bytes closes the connection
 //     with ResourceExhausted;
-//   - malformed JSON, a message that is not a JSON object, a greeting that is
-//     not {"QMP": {...}}, or a message that is neither a reply ("return" /
-//     "error") nor an event closes the connection with InvalidArgument;
+//   - malformed JSON, a message that is not a JSON object, a first non-event
+//     message that is not the greeting {"QMP": {...}}, or a message that is
+//     neither a reply ("return" / "error") nor an event closes the connection
+//     with InvalidArgument;
 //   - a reply whose id is unknown (including replies to calls that already
 //     timed out, and error replies without an id) is logged and ignored.
 //
@@ -68,8 +75,8 @@ namespace blackbox {
 struct QmpClientOptions {
   // Longest accepted message (one line, excluding its '\n'). A longer line
   // closes the connection with ResourceExhausted before it is parsed, so a
-  // misbehaving QEMU cannot make the client buffer without bound. QEMU's
-  // largest ordinary replies (query-qmp-schema) are a few hundred KiB.
+  // misbehaving QEMU cannot make the client buffer without bound. QEMU 7.2's
+  // largest ordinary reply (query-qmp-schema) is about 200 KiB.
   // Default: 1 MiB
   size_t max_message_bytes = 1 << 20;
 
@@ -208,7 +215,8 @@ class QmpClient : public std::enable_shared_from_this<QmpClient> {
 // A blocking QMP client for command-line tools. It connects to a QEMU that
 // listens on a unix socket (-chardev socket,server=on,...), runs its own
 // io_context and drives a QmpClient until each call completes. Events are
-// dropped.
+// dropped. Connecting while QEMU is still starting with wait=off can race (see
+// the top of this file); connect once QEMU is up, or use wait=on.
 //
 // Thread safety: none; use one QmpSyncClient from one thread at a time.
 class QmpSyncClient {

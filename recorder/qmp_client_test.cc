@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <functional>
+#include <istream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -286,8 +288,7 @@ TEST_F(QmpClientTest, EventsGoToTheEventHandlerNotToReplies) {
   ReplySlot slot;
   client->Execute("stop", nullptr, slot.Callback());
   ASSERT_TRUE(Received(2));
-  const json stop_event = {{"event", "STOP"},
-                           {"timestamp", {{"seconds", 1}, {"microseconds", 2}}}};
+  const json stop_event = {{"event", "STOP"}, {"timestamp", {{"seconds", 1}, {"microseconds", 2}}}};
   server_->Send(stop_event);
   // An event that carries an "id"-like field in its data must not complete a call.
   server_->Send({{"event", "JOB_STATUS_CHANGE"}, {"data", {{"id", Request(1).at("id")}}}});
@@ -301,7 +302,8 @@ TEST_F(QmpClientTest, EventsGoToTheEventHandlerNotToReplies) {
 
   // Events with no call pending still arrive; the handler may be replaced.
   std::vector<std::string> names;
-  client->SetEventHandler([&](const json& event) { names.push_back(event.at("event").get<std::string>()); });
+  client->SetEventHandler(
+      [&](const json& event) { names.push_back(event.at("event").get<std::string>()); });
   server_->Send({{"event", "RESUME"}});
   ASSERT_TRUE(RunUntil([&] { return !names.empty(); }));
   EXPECT_EQ(names, std::vector<std::string>{"RESUME"});
@@ -316,10 +318,10 @@ TEST_F(QmpClientTest, ErrorRepliesBecomeStatusWithClassAndDesc) {
   client->Execute("device_del", json{{"id", "x"}}, generic.Callback());
   client->Execute("block_resize", nullptr, inactive.Callback());
   ASSERT_TRUE(Received(4));
-  server_->Send({{"error",
-                  {{"class", "CommandNotFound"},
-                   {"desc", "The command no-such-command has not been found"}}},
-                 {"id", Request(1).at("id")}});
+  server_->Send(
+      {{"error",
+        {{"class", "CommandNotFound"}, {"desc", "The command no-such-command has not been found"}}},
+       {"id", Request(1).at("id")}});
   server_->Send({{"error", {{"class", "GenericError"}, {"desc", "Device 'x' not found"}}},
                  {"id", Request(2).at("id")}});
   server_->Send({{"error", {{"class", "DeviceNotActive"}, {"desc", "No medium"}}},
@@ -415,19 +417,45 @@ TEST_F(QmpClientTest, HandshakeTimeoutWhenCapabilitiesAreNeverAcknowledged) {
 
 TEST_F(QmpClientTest, BadGreetingFailsTheHandshake) {
   auto client = StartClient();
-  server_->Send({{"event", "STOP"}});
+  server_->Send({{"return", json::object()}, {"id", 1}});
   ASSERT_TRUE(RunUntil([&] { return ready_calls_ > 0; }));
   EXPECT_EQ(ready_status_.code(), StatusCode::kInvalidArgument) << ready_status_.ToString();
   EXPECT_NE(ready_status_.message().find("greeting"), std::string::npos);
   ASSERT_TRUE(RunUntil([&] { return server_->eof(); }));
+  EXPECT_TRUE(server_->received().empty()) << "qmp_capabilities sent without a greeting";
+}
+
+TEST_F(QmpClientTest, GreetingWhoseQmpMemberIsNotAnObjectIsRejected) {
+  auto client = StartClient();
+  server_->Send({{"QMP", "hello"}});
+  ASSERT_TRUE(RunUntil([&] { return ready_calls_ > 0; }));
+  EXPECT_EQ(ready_status_.code(), StatusCode::kInvalidArgument) << ready_status_.ToString();
+}
+
+// QEMU 7.2 can emit an event before the greeting (server=on,wait=off start-up
+// race); it is delivered and the handshake proceeds.
+TEST_F(QmpClientTest, EventBeforeGreetingIsDeliveredAndHandshakeContinues) {
+  auto client = StartClient();
+  std::vector<json> events;
+  client->SetEventHandler([&](const json& event) { events.push_back(event); });
+  server_->Send({{"timestamp", {{"seconds", 1}, {"microseconds", 0}}}, {"event", "RESUME"}});
+  server_->SendGreeting();
+  ASSERT_TRUE(Received(1));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "RESUME");
+  EXPECT_EQ(ready_calls_, 0);
+  EXPECT_EQ(Request(0).at("execute"), "qmp_capabilities");
+  server_->Reply(Request(0).at("id"), json::object());
+  ASSERT_TRUE(RunUntil([&] { return ready_calls_ > 0; }));
+  EXPECT_TRUE(ready_status_.ok()) << ready_status_.ToString();
 }
 
 TEST_F(QmpClientTest, RefusedCapabilitiesFailTheHandshake) {
   auto client = StartClient();
   server_->SendGreeting();
   ASSERT_TRUE(Received(1));
-  server_->Send({{"error", {{"class", "GenericError"}, {"desc", "nope"}}},
-                 {"id", Request(0).at("id")}});
+  server_->Send(
+      {{"error", {{"class", "GenericError"}, {"desc", "nope"}}}, {"id", Request(0).at("id")}});
   ASSERT_TRUE(RunUntil([&] { return ready_calls_ > 0; }));
   EXPECT_EQ(ready_status_.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(ready_status_.message().find("GenericError: nope"), std::string::npos);
@@ -537,8 +565,7 @@ TEST_F(QmpClientTest, MalformedJsonClosesWithInvalidArgument) {
   ASSERT_TRUE(Received(2));
   server_->SendRaw("{\"return\": {}, \"id\": \x01 nope\r\n");
   ASSERT_TRUE(RunUntil([&] { return disconnects > 0; }));
-  EXPECT_EQ(disconnect_status.code(), StatusCode::kInvalidArgument)
-      << disconnect_status.ToString();
+  EXPECT_EQ(disconnect_status.code(), StatusCode::kInvalidArgument) << disconnect_status.ToString();
   EXPECT_NE(disconnect_status.message().find("malformed JSON"), std::string::npos);
   ASSERT_TRUE(pending.done());
   EXPECT_EQ(pending.status().code(), StatusCode::kUnavailable);
@@ -687,6 +714,8 @@ class QmpSyncClientTest : public ::testing::Test {
     dir_ = dir_template;
     path_ = dir_ + "/qmp.sock";
   }
+  // The test body's QmpSyncClient is gone by now, so a server thread still
+  // blocked in a read sees EOF and exits.
   void TearDown() override {
     if (server_thread_.joinable()) server_thread_.join();
     std::error_code ignored;
@@ -695,16 +724,20 @@ class QmpSyncClientTest : public ::testing::Test {
 
   std::string dir_;
   std::string path_;
+  // Shared with the server thread; members so that they outlive it even when
+  // an ASSERT returns from the test body early.
+  asio::io_context server_io_;
+  std::optional<stream_protocol::acceptor> acceptor_;
+  std::vector<json> seen_;  // written by the server thread, read after join()
   std::thread server_thread_;
 };
 
 TEST_F(QmpSyncClientTest, ConnectExecuteAndErrors) {
-  asio::io_context server_io;
-  stream_protocol::acceptor acceptor(server_io, stream_protocol::endpoint(path_));
-  std::vector<json> seen;  // written by the server thread, read after join()
-  server_thread_ = std::thread([&] {
+  acceptor_.emplace(server_io_, stream_protocol::endpoint(path_));
+  server_thread_ = std::thread([this] {
+    std::vector<json>& seen = seen_;
     try {
-      stream_protocol::socket socket = acceptor.accept();
+      stream_protocol::socket socket = acceptor_->accept();
       asio::streambuf buffer;
       auto read_request = [&] {
         asio::read_until(socket, buffer, '\n');
@@ -722,7 +755,8 @@ TEST_F(QmpSyncClientTest, ConnectExecuteAndErrors) {
       send({{"event", "RESUME"}});  // dropped by the sync client
       send({{"return", {{"status", "running"}, {"running", true}}}, {"id", status["id"]}});
       json bogus = read_request();
-      send({{"error", {{"class", "CommandNotFound"}, {"desc", "The command bogus has not been found"}}},
+      send({{"error",
+             {{"class", "CommandNotFound"}, {"desc", "The command bogus has not been found"}}},
             {"id", bogus["id"]}});
       json quit = read_request();
       send({{"return", json::object()}, {"id", quit["id"]}});
@@ -750,10 +784,10 @@ TEST_F(QmpSyncClientTest, ConnectExecuteAndErrors) {
               after.status().code() == StatusCode::kFailedPrecondition)
       << after.status().ToString();
 
-  ASSERT_EQ(seen.size(), 4u);
-  EXPECT_EQ(seen[1].at("execute"), "query-status");
-  EXPECT_FALSE(seen[1].contains("arguments"));
-  EXPECT_EQ(seen[2].at("arguments"), (json{{"a", 1}}));
+  ASSERT_EQ(seen_.size(), 4u);
+  EXPECT_EQ(seen_[1].at("execute"), "query-status");
+  EXPECT_FALSE(seen_[1].contains("arguments"));
+  EXPECT_EQ(seen_[2].at("arguments"), (json{{"a", 1}}));
 
   // Moving keeps the connection state; the moved-from object is inert.
   QmpSyncClient moved = std::move(client).value();
@@ -772,8 +806,7 @@ TEST_F(QmpSyncClientTest, ConnectErrors) {
 }
 
 TEST_F(QmpSyncClientTest, ConnectTimesOutWithoutGreeting) {
-  asio::io_context server_io;
-  stream_protocol::acceptor acceptor(server_io, stream_protocol::endpoint(path_));
+  acceptor_.emplace(server_io_, stream_protocol::endpoint(path_));
   // Never accepted: the kernel completes the connection, nobody greets.
   auto client = QmpSyncClient::Connect(path_, 50ms);
   ASSERT_FALSE(client.ok());

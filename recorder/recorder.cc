@@ -162,7 +162,7 @@ Status Session::Prepare() {
   paths.rr_log = log_path_;
   paths.rr_snapshot = "init";
   paths.qmp_socket = qemu_->qmp_socket();
-  paths.serial_socket = qemu_->serial_socket();
+  paths.serial_file = qemu_->serial_file();
   paths.disk_overlays = overlays_;
   paths.state_image = state_image_;
   paths.sandbox = options_.sandbox;
@@ -353,7 +353,7 @@ Status Session::Finalize() {
   info_.ended_wall_ns = clock_->WallNanos();
   std::string qemu_exit = ChildProcess::DescribeWaitStatus(qemu_wait_status_);
   if (end_reason_.empty()) {
-    end_reason_ = st.shutdown_cause >= 0 ? "QEMU shut down (cause " + std::to_string(st.shutdown_cause) + ")"
+    end_reason_ = st.shutdown_cause >= 0 ? "QEMU shut down (" + rr::ShutdownCauseName(st.shutdown_cause) + ")"
                                          : "QEMU " + qemu_exit;
   }
   info_.extra["end_reason"] = end_reason_;

@@ -170,11 +170,22 @@ EventResult ParseOne(std::string_view data, Stats& stats) {
   stats.net_frames += delta.net_frames;
   stats.checkpoints += delta.checkpoints;
   if (delta.saw_end) stats.saw_end = true;
-  if (delta.shutdown_cause >= 0) stats.shutdown_cause = delta.shutdown_cause;
+  // QEMU appends a host-signal shutdown when it finishes any recording; the
+  // first cause is the one that ended the run.
+  if (delta.shutdown_cause >= 0 && stats.shutdown_cause < 0) stats.shutdown_cause = delta.shutdown_cause;
   return {Outcome::kComplete, r.pos(), {}};
 }
 
 }  // namespace
+
+std::string ShutdownCauseName(int cause) {
+  static constexpr std::array<const char*, 11> kNames = {
+      "none",           "host-error",  "host-qmp-quit", "host-qmp-system-reset",
+      "host-signal",    "host-ui",     "guest-shutdown", "guest-reset",
+      "guest-panic",    "subsystem-reset", "snapshot-load"};
+  if (cause < 0 || cause >= static_cast<int>(kNames.size())) return "unknown";
+  return kNames[static_cast<size_t>(cause)];
+}
 
 std::string EventName(uint8_t code) {
   if (code == kInstruction) return "instruction";
@@ -182,7 +193,7 @@ std::string EventName(uint8_t code) {
   if (code == kException) return "exception";
   if (code >= kAsync && code <= kAsyncLast) return std::string("async:") + kAsyncNames[code - kAsync];
   if (code >= kShutdown && code <= kShutdownLast) {
-    return "shutdown:" + std::to_string(code - kShutdown);
+    return "shutdown:" + ShutdownCauseName(code - kShutdown);
   }
   if (code == kCharWrite) return "char-write";
   if (code == kCharReadAll) return "char-read-all";

@@ -58,6 +58,9 @@ enum AsyncKind : uint8_t {
   kAsyncNet = 6,        // + u8 filter id, u32 flags, array (the frame)
 };
 
+// QEMU's ShutdownCause name ("guest-shutdown", "host-qmp-quit", ...).
+std::string ShutdownCauseName(int cause);
+
 // Human-readable name of an event code ("instruction", "async:net", ...).
 std::string EventName(uint8_t code);
 
@@ -69,7 +72,7 @@ struct Stats {
   uint64_t net_frames = 0;     // frames delivered to the guest
   uint64_t checkpoints = 0;
   bool saw_end = false;        // kEnd parsed; nothing may follow it
-  int shutdown_cause = -1;     // last shutdown cause seen, -1 if none
+  int shutdown_cause = -1;     // first shutdown cause seen, -1 if none
 };
 
 // Parses the event stream that follows the header.

@@ -254,7 +254,7 @@ std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const Qe
   if (!spec.append.empty()) add({"-append", spec.append});
   add({"-chardev", "socket,id=qmp,path=" + paths.qmp_socket + ",server=off"});
   add({"-mon", "chardev=qmp,mode=control"});
-  add({"-chardev", "socket,id=serial0,path=" + paths.serial_socket + ",server=off"});
+  add({"-chardev", "file,id=serial0,path=" + paths.serial_file});
   add({"-serial", "chardev:serial0"});
   for (int i = 1; i < spec.serial_ports; ++i) add({"-serial", "null"});
   for (size_t i = 0; i < spec.disks.size(); ++i) {

@@ -58,7 +58,11 @@ struct QemuRunPaths {
   std::string rr_log;               // -icount rrfile=
   std::string rr_snapshot = "init"; // rrsnapshot=; empty for none
   std::string qmp_socket;           // QEMU connects here (Blackbox listens)
-  std::string serial_socket;        // QEMU connects here (Blackbox listens)
+  // QEMU writes the first serial port to this file (a `file` chardev), which
+  // Blackbox tails. Not a socket: QEMU 7.2's socket chardev retries partial
+  // writes from host-side watches that the rr log does not capture, so a
+  // replay diverges (docs/rr-log-format.md, "Serial console").
+  std::string serial_file;
   std::vector<std::string> disk_overlays;  // one qcow2 per DiskSpec, same order
   std::string state_image;          // qcow2 with no device: holds VM snapshots
   std::vector<std::string> nic_sockets;  // one per NicSpec (overrides NicSpec::socket if set)

@@ -90,7 +90,7 @@ TEST(VmSpecTest, RecordAndReplayCommandLinesDifferOnlyInRrMode) {
   QemuRunPaths p;
   p.rr_log = "/r/rr.log";
   p.qmp_socket = "/r/qmp.sock";
-  p.serial_socket = "/r/serial.sock";
+  p.serial_file = "/r/serial.out";
   p.disk_overlays = {"/r/d0.qcow2", "/r/d1.qcow2"};
   p.state_image = "/r/state.qcow2";
   auto rec = BuildQemuArgs(*spec, RrMode::kRecord, p);
@@ -112,7 +112,7 @@ TEST(VmSpecTest, RecordAndReplayCommandLinesDifferOnlyInRrMode) {
   EXPECT_TRUE(Contains(rec, "filter-replay,id=n0-replay,netdev=n0"));
   EXPECT_TRUE(Contains(rec, "stream,id=n0,server=off,addr.type=unix,addr.path=/run/bb/port0.sock"));
   EXPECT_TRUE(Contains(rec, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
-  EXPECT_TRUE(Contains(rec, "socket,id=serial0,path=/r/serial.sock,server=off"));
+  EXPECT_TRUE(Contains(rec, "file,id=serial0,path=/r/serial.out"));
   EXPECT_TRUE(Contains(rec, "file=/r/state.qcow2,if=none,id=bb-state,format=qcow2"));
 }
 

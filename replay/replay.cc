@@ -167,7 +167,7 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   qemu_ptr = &qemu;
   RETURN_IF_ERROR(qemu.Prepare());
   paths.qmp_socket = qemu.qmp_socket();
-  paths.serial_socket = qemu.serial_socket();
+  paths.serial_file = qemu.serial_file();
   for (size_t i = 0; i < spec.nics.size(); ++i) {
     std::string sock = work + "/nic" + std::to_string(i) + ".sock";
     auto acc = std::make_unique<asio::local::stream_protocol::acceptor>(
