@@ -1,7 +1,7 @@
-// Child processes (QEMU, qemu-img). Spawned with posix_spawn, stdin from
-// /dev/null, stdout/stderr to a file, in their own process group so a
-// Ctrl-C aimed at Blackbox does not reach them directly: Blackbox decides
-// how they stop.
+// Child processes (QEMU, qemu-img). Started with stdin from /dev/null,
+// stdout/stderr to a file, in their own process group so a Ctrl-C aimed at
+// Blackbox does not reach them directly (Blackbox decides how they stop), and
+// with PR_SET_PDEATHSIG so they are killed if Blackbox itself dies.
 #pragma once
 
 #include <sys/types.h>

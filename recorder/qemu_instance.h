@@ -60,11 +60,12 @@ class QemuInstance {
   // Asks QEMU to quit over QMP (or SIGTERM before QMP is up) and kills it if
   // it has not exited after `grace`.
   void Quit(std::chrono::seconds grace = std::chrono::seconds(15));
+  // Delivers to on_serial whatever QEMU appended to the console file since
+  // the last call. Also runs every 20 ms by itself.
+  void ReadSerial();
   void Kill();
 
  private:
-  // Reads what QEMU appended to the console file since the last call.
-  void ReadSerial();
   void ArmSerialTimer();
   void OnChildExit(int status);
   void ArmSignals();

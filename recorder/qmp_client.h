@@ -21,7 +21,8 @@
 // '\r' is ignored, and so are empty lines. QMP's "pretty" mode (multi-line
 // JSON) is not supported.
 //
-// Failure handling (input from QEMU is untrusted, a guest may control it):
+// Failure handling (QEMU input is untrusted: a buggy or compromised QEMU must
+// not crash Blackbox):
 //   - a line longer than Options::max_message_bytes closes the connection
 //     with ResourceExhausted;
 //   - malformed JSON, a message that is not a JSON object, a first non-event

@@ -91,6 +91,7 @@ class Session {
   std::unique_ptr<RrChunker> chunker_;
   UniqueFd log_fd_;
   uint64_t log_read_pos_ = rr::kHeaderSize;
+  std::string log_buf_;
   std::string console_pending_;
   int64_t console_pending_wall_ = 0;
   uint64_t console_offset_ = 0;
@@ -219,25 +220,38 @@ void Session::PollLog() {
     if (fd < 0) return;  // QEMU has not created it yet
     log_fd_ = UniqueFd(fd);
   }
-  static thread_local std::string buf;
-  buf.resize(4 << 20);
-  while (true) {
-    ssize_t n = ::pread(log_fd_.get(), buf.data(), buf.size(), static_cast<off_t>(log_read_pos_));
+  // Read the log first, then the console: QEMU writes a console byte before
+  // the log event that records the write, so every write event in what we
+  // read here has its byte in the console file already. Storing the console
+  // before the chunk keeps that true in the store, even across a crash.
+  std::string& buf = log_buf_;
+  buf.clear();
+  constexpr size_t kMaxRead = 4 << 20;
+  while (buf.size() < kMaxRead) {
+    size_t old = buf.size();
+    buf.resize(old + (1 << 20));
+    ssize_t n = ::pread(log_fd_.get(), buf.data() + old, 1 << 20, static_cast<off_t>(log_read_pos_));
+    if (n < 0 && errno == EINTR) {
+      buf.resize(old);
+      continue;
+    }
     if (n < 0) {
-      if (errno == EINTR) continue;
+      buf.resize(old);
       Fail(ErrnoError("reading " + log_path_, errno));
       return;
     }
-    if (n == 0) break;
+    buf.resize(old + static_cast<size_t>(n));
     log_read_pos_ += static_cast<uint64_t>(n);
-    Status s = chunker_->Feed(std::string_view(buf.data(), static_cast<size_t>(n)));
-    if (!s.ok()) {
-      Fail(s.WithContext("rr log"));
-      return;
-    }
-    if (static_cast<size_t>(n) < buf.size()) break;
+    if (n == 0) break;
   }
-  Status s = chunker_->Tick();
+  qemu_->ReadSerial();
+  FlushConsole();
+  Status s = chunker_->Feed(buf);
+  if (!s.ok()) {
+    Fail(s.WithContext("rr log"));
+    return;
+  }
+  s = chunker_->Tick();
   if (!s.ok()) Fail(s);
 }
 
@@ -341,7 +355,11 @@ Status Session::Finalize() {
   bool header_ok = false;
   std::string header(rr::kHeaderSize, '\0');
   if (log_fd_.valid()) {
-    PollLog();
+    uint64_t before;
+    do {
+      before = log_read_pos_;
+      PollLog();
+    } while (log_read_pos_ != before && error_.ok());
     if (::pread(log_fd_.get(), header.data(), header.size(), 0) == static_cast<ssize_t>(header.size())) {
       header_ok = rr::CheckHeader(header).ok();
     }

@@ -1,0 +1,53 @@
+// Helpers for end-to-end tests: they run the real `blackbox` binary against
+// real QEMU guests built by guest/build-guest.sh. Paths come from the
+// environment ctest sets (see tests/CMakeLists.txt).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/files.h"
+#include "common/process.h"
+
+namespace blackbox::e2e {
+
+struct CommandResult {
+  int exit_code = -1;  // -1: killed or timed out
+  std::string output;  // stdout + stderr
+};
+
+// Built-in paths (from CMake); the environment may override them with
+// BB_BIN (the blackbox binary), BLACKBOX_GUEST_DIR and BB_EXAMPLES.
+std::string BlackboxBin();
+std::string Example(const std::string& name);
+std::string GuestDir();
+
+// A fresh data directory per test.
+class E2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  // Runs `blackbox --data <data> args...` to completion.
+  CommandResult Blackbox(const std::vector<std::string>& args,
+                         std::chrono::seconds timeout = std::chrono::seconds(300));
+  // Starts `blackbox --data <data> args...` in the background, output to a file.
+  ChildProcess StartBlackbox(const std::vector<std::string>& args, const std::string& output_file);
+  // The newest recording (from `blackbox ls --json`).
+  nlohmann::json LatestRecording();
+  std::string data() const { return data_->path(); }
+
+  std::optional<TempDir> data_;
+};
+
+// Waits until `path` contains `needle` (polling the file the process writes),
+// or fails after `timeout`. Returns whether it appeared.
+bool WaitForText(const std::string& path, const std::string& needle, std::chrono::seconds timeout);
+
+std::string Md5Hex(const std::string& data);
+
+}  // namespace blackbox::e2e
