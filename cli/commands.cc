@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_record.h"
 #include "common/clock.h"
 #include "common/files.h"
 #include "common/hash.h"
@@ -46,6 +47,20 @@ StatusOr<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool read_onl
   }
   if (!read_only) RETURN_IF_ERROR(MakeDirs(g.data_dir));
   return Store::Open(o);
+}
+
+// Opens the store read-only and resolves a recording id or prefix.
+StatusOr<std::pair<std::unique_ptr<Store>, std::string>> OpenRecording(const GlobalOptions& g,
+                                                                        const std::string& id_arg) {
+  auto store = OpenStore(g, true);
+  if (!store.ok()) {
+    if (store.status().code() == StatusCode::kNotFound) {
+      return NotFound("no recording '" + id_arg + "': nothing recorded in " + g.data_dir + " yet");
+    }
+    return store.status();
+  }
+  ASSIGN_OR_RETURN(std::string id, (*store)->ResolveRecordingId(id_arg));
+  return std::make_pair(std::move(*store), id);
 }
 
 // A recording whose recorder process is gone but never finalised it.
@@ -164,15 +179,15 @@ int RunLs(const GlobalOptions& g, bool json) {
 }
 
 int RunShow(const GlobalOptions& g, const std::string& id_arg, bool json) {
-  auto store = OpenStore(g, true);
-  if (!store.ok()) return Report(store.status());
-  auto id = (*store)->ResolveRecordingId(id_arg);
-  if (!id.ok()) return Report(id.status());
-  auto info = (*store)->GetRecording(*id);
+  auto opened = OpenRecording(g, id_arg);
+  if (!opened.ok()) return Report(opened.status());
+  auto& store = opened->first;
+  const std::string* id = &opened->second;
+  auto info = store->GetRecording(*id);
   if (!info.ok()) return Report(info.status());
-  auto chunks = (*store)->ListRrChunks(*id);
+  auto chunks = store->ListRrChunks(*id);
   if (!chunks.ok()) return Report(chunks.status());
-  auto events = (*store)->ListEvents(*id);
+  auto events = store->ListEvents(*id);
   if (!events.ok()) return Report(events.status());
   nlohmann::json j = info->ToJson();
   j["state"] = EffectiveState(*info);
@@ -219,11 +234,11 @@ int RunShow(const GlobalOptions& g, const std::string& id_arg, bool json) {
 }
 
 int RunConsole(const GlobalOptions& g, const std::string& id_arg) {
-  auto store = OpenStore(g, true);
-  if (!store.ok()) return Report(store.status());
-  auto id = (*store)->ResolveRecordingId(id_arg);
-  if (!id.ok()) return Report(id.status());
-  auto pieces = (*store)->ReadConsole(*id);
+  auto opened = OpenRecording(g, id_arg);
+  if (!opened.ok()) return Report(opened.status());
+  auto& store = opened->first;
+  const std::string* id = &opened->second;
+  auto pieces = store->ReadConsole(*id);
   if (!pieces.ok()) return Report(pieces.status());
   for (const auto& p : *pieces) std::fwrite(p.bytes.data(), 1, p.bytes.size(), stdout);
   return kExitOk;
@@ -231,11 +246,11 @@ int RunConsole(const GlobalOptions& g, const std::string& id_arg) {
 
 int RunExport(const GlobalOptions& g, const std::string& id_arg, const std::string& rr_path) {
   if (rr_path.empty()) return Report(InvalidArgument("export: say what to export, e.g. --rr FILE"));
-  auto store = OpenStore(g, true);
-  if (!store.ok()) return Report(store.status());
-  auto id = (*store)->ResolveRecordingId(id_arg);
-  if (!id.ok()) return Report(id.status());
-  if (Status s = ExportRrLog(**store, *id, rr_path); !s.ok()) return Report(s);
+  auto opened = OpenRecording(g, id_arg);
+  if (!opened.ok()) return Report(opened.status());
+  auto& store = opened->first;
+  const std::string* id = &opened->second;
+  if (Status s = ExportRrLog(*store, *id, rr_path); !s.ok()) return Report(s);
   std::fprintf(stderr, "blackbox: wrote %s (QEMU 7.2 rr log, replay with -icount rr=replay,rrfile=%s)\n",
                rr_path.c_str(), rr_path.c_str());
   return kExitOk;
@@ -273,11 +288,11 @@ StatusOr<ReplayOptions> MakeReplayOptions(const ReplayArgs& a, const RecordingIn
 }
 
 int RunReplay(const GlobalOptions& g, const ReplayArgs& a, bool verify) {
-  auto store = OpenStore(g, true);
-  if (!store.ok()) return Report(store.status());
-  auto id = (*store)->ResolveRecordingId(a.id);
-  if (!id.ok()) return Report(id.status());
-  auto info = (*store)->GetRecording(*id);
+  auto opened = OpenRecording(g, a.id);
+  if (!opened.ok()) return Report(opened.status());
+  auto& store = opened->first;
+  const std::string* id = &opened->second;
+  auto info = store->GetRecording(*id);
   if (!info.ok()) return Report(info.status());
   auto opts = MakeReplayOptions(a, *info);
   if (!opts.ok()) return Report(opts.status());
@@ -289,7 +304,7 @@ int RunReplay(const GlobalOptions& g, const ReplayArgs& a, bool verify) {
                      static_cast<double>(icount), static_cast<unsigned long long>(console));
       };
     }
-    auto report = VerifyRecording(**store, *id, *opts);
+    auto report = VerifyRecording(*store, *id, *opts);
     if (!a.quiet) std::fprintf(stderr, "\n");
     if (!report.ok()) return Report(report.status());
     std::printf("%s: %s\n", id->c_str(), report->summary.c_str());
@@ -302,11 +317,36 @@ int RunReplay(const GlobalOptions& g, const ReplayArgs& a, bool verify) {
                  "(reverse-stepi / reverse-continue work)\n",
                  id->c_str(), a.gdb);
   }
-  auto result = ReplayRecording(**store, *id, *opts);
+  auto result = ReplayRecording(*store, *id, *opts);
   if (!result.ok()) return Report(result.status());
   std::fprintf(stderr, "blackbox: replay of %s from snapshot '%s' ended after %.1f s: %s\n", id->c_str(),
                result->snapshot.c_str(), result->wall_seconds, result->stop_reason.c_str());
   return result->stalled ? kExitFailed : kExitOk;
+}
+
+int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& workload, const std::string& json_path) {
+  bench::RecordBenchOptions opts = o;
+  if (workload != "cpu" && workload != "idle" && workload != "all") {
+    return Report(InvalidArgument("--workload: '" + workload + "' is not cpu, idle or all"));
+  }
+  opts.cpu = workload != "idle";
+  opts.idle = workload != "cpu";
+  if (opts.runs < 1 || opts.runs > 20) return Report(InvalidArgument("--runs: 1..20"));
+  if (opts.guest_dir.empty()) {
+    const char* g = std::getenv("BLACKBOX_GUEST_DIR");
+    opts.guest_dir = g ? g : "";
+  }
+  if (opts.guest_dir.empty() || !PathExists(opts.guest_dir + "/vmlinuz")) {
+    return Report(InvalidArgument("--guest: no test guest at '" + opts.guest_dir +
+                                  "' (build it with guest/build-guest.sh DIR, or set BLACKBOX_GUEST_DIR)"));
+  }
+  auto result = bench::RunRecordBench(opts);
+  if (!result.ok()) return Report(result.status());
+  std::printf("\n%s\n", result->dump().c_str());
+  if (!json_path.empty()) {
+    if (Status s = WriteFileAtomic(json_path, result->dump(2) + "\n"); !s.ok()) return Report(s);
+  }
+  return kExitOk;
 }
 
 }  // namespace
@@ -352,6 +392,24 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global, std::vector<std::fun
   exp->add_option("id", *exp_id, "recording id (or a unique prefix)")->required();
   exp->add_option("--rr", *exp_rr, "write the rr log as a QEMU-replayable file");
   runners.push_back([exp, exp_id, exp_rr, &global]() { return exp->parsed() ? RunExport(global, *exp_id, *exp_rr) : -1; });
+
+  auto* bench_cmd = app.add_subcommand("bench", "benchmarks; each prints a table and JSON with its baseline");
+  bench_cmd->require_subcommand(1);
+  auto bench_opts = std::make_shared<bench::RecordBenchOptions>();
+  auto bench_workload = std::make_shared<std::string>("all");
+  auto bench_json = std::make_shared<std::string>();
+  auto* bench_rec = bench_cmd->add_subcommand(
+      "record", "record the test guest as plain TCG+icount, QEMU rr to a file, and through Blackbox; replay it");
+  bench_rec->add_option("--guest", bench_opts->guest_dir, "test guest directory (default $BLACKBOX_GUEST_DIR)");
+  bench_rec->add_option("--workload", *bench_workload, "cpu, idle or all")->capture_default_str();
+  bench_rec->add_option("--runs", bench_opts->runs, "runs per mode; medians are reported")->capture_default_str();
+  bench_rec->add_option("--idle-seconds", bench_opts->idle_seconds, "how long to record the idle guest")
+      ->capture_default_str();
+  bench_rec->add_option("--qemu", bench_opts->qemu_binary, "QEMU binary")->capture_default_str();
+  bench_rec->add_option("--json", *bench_json, "also write the figures to this file");
+  runners.push_back([bench_rec, bench_opts, bench_workload, bench_json]() {
+    return bench_rec->parsed() ? RunBenchRecord(*bench_opts, *bench_workload, *bench_json) : -1;
+  });
 
   for (bool verify : {false, true}) {
     auto args = std::make_shared<ReplayArgs>();

@@ -34,9 +34,9 @@ Status RrChunker::Feed(std::string_view bytes) {
   return Status::Ok();
 }
 
-Status RrChunker::Persist() {
+Status RrChunker::Persist(int zstd_level) {
   if (!open_dirty_) return Status::Ok();
-  ASSIGN_OR_RETURN(RrChunkInfo written, store_->AppendRrChunk(id_, open_, open_raw_));
+  ASSIGN_OR_RETURN(RrChunkInfo written, store_->AppendRrChunk(id_, open_, open_raw_, zstd_level));
   open_ = written;
   stored_raw_bytes_ += open_raw_.size() - open_persisted_raw_;
   stored_bytes_ += written.stored_size;
@@ -50,7 +50,8 @@ Status RrChunker::Persist() {
 
 Status RrChunker::Seal() {
   if (open_raw_.empty()) return Status::Ok();
-  RETURN_IF_ERROR(Persist());
+  open_dirty_ = true;  // rewrite at the sealed level even if the open copy is current
+  RETURN_IF_ERROR(Persist(options_.sealed_zstd_level));
   head_ = open_.chain;
   next_seq_ += 1;
   next_offset_ += open_raw_.size();
@@ -64,7 +65,7 @@ Status RrChunker::Tick() {
   if (open_raw_.empty()) return Status::Ok();
   int64_t now = clock_->MonotonicNanos();
   if (now - open_started_mono_ >= options_.max_chunk_age_ns) return Seal();
-  if (open_dirty_ && now - last_persist_mono_ >= options_.persist_interval_ns) return Persist();
+  if (open_dirty_ && now - last_persist_mono_ >= options_.persist_interval_ns) return Persist(options_.open_zstd_level);
   return Status::Ok();
 }
 

@@ -33,6 +33,13 @@ struct ChunkerOptions {
   // ago: the most a recorder crash can lose.
   // Default: 500 ms.
   int64_t persist_interval_ns = 500'000'000;
+  // zstd level for the open chunk, which is rewritten every persist_interval.
+  // Default: 1.
+  int open_zstd_level = 1;
+  // zstd level for a sealed chunk, written once. Level 19 stores the CPU
+  // workload's log about 1.27x smaller than level 3 for ~15 ms per raw MB.
+  // Default: 19.
+  int sealed_zstd_level = 19;
 };
 
 class RrChunker {
@@ -56,7 +63,7 @@ class RrChunker {
   const Sha256Digest& head() const { return head_; }
 
  private:
-  Status Persist();
+  Status Persist(int zstd_level);
   Status Seal();
 
   Store* store_;

@@ -347,6 +347,7 @@ struct Store::Impl {
 
   std::mutex rr_mu;  // guards cctx and serialises AppendRrChunk's check-then-write
   ZSTD_CCtx* cctx = nullptr;
+  int zstd_level = 3;  // StoreOptions::zstd_level
 
   std::mutex events_mu;  // serialises event seq assignment
 
@@ -678,6 +679,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
     return FromRocks(s, "store " + path + ": reading schema version");
   }
 
+  impl->zstd_level = options.zstd_level;
   impl->cctx = ZSTD_createCCtx();
   if (impl->cctx == nullptr) return Internal("cannot allocate a zstd compression context");
   size_t r = ZSTD_CCtx_setParameter(impl->cctx, ZSTD_c_compressionLevel, options.zstd_level);
@@ -776,7 +778,7 @@ StatusOr<std::string> Store::ResolveRecordingId(const std::string& id_or_prefix)
 // ---- rr log chunks ----
 
 StatusOr<RrChunkInfo> Store::AppendRrChunk(const std::string& recording_id, RrChunkInfo info,
-                                           std::string_view raw) {
+                                           std::string_view raw, int zstd_level) {
   RETURN_IF_ERROR(impl_->CheckWritable());
   RETURN_IF_ERROR(ValidateId(recording_id));
   const std::string& id = recording_id;
@@ -835,6 +837,12 @@ StatusOr<RrChunkInfo> Store::AppendRrChunk(const std::string& recording_id, RrCh
   value[5] = static_cast<char>(kCodecZstd);
   const size_t bound = ZSTD_compressBound(raw.size());
   value.resize(kChunkHeaderSize + bound);
+  const int level = zstd_level != 0 ? zstd_level : impl_->zstd_level;
+  if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()) {
+    return InvalidArgument(where + ": zstd level " + std::to_string(level) + " is out of range");
+  }
+  size_t lr = ZSTD_CCtx_setParameter(impl_->cctx, ZSTD_c_compressionLevel, level);
+  if (ZSTD_isError(lr)) return Internal(where + ": zstd level: " + ZSTD_getErrorName(lr));
   size_t n =
       ZSTD_compress2(impl_->cctx, value.data() + kChunkHeaderSize, bound, raw.data(), raw.size());
   if (ZSTD_isError(n)) {

@@ -131,8 +131,10 @@ class Store {
   // empty recording, the newest seq (replace) or newest + 1; InvalidArgument unless
   // prev_chain and raw_offset continue chunk seq-1 (zero prev_chain for seq 0);
   // ResourceExhausted above 64 MiB of raw.
+  // `zstd_level` 0 uses StoreOptions::zstd_level; the recorder compresses a
+  // chunk it will rewrite soon fast and the sealed chunk hard.
   StatusOr<RrChunkInfo> AppendRrChunk(const std::string& recording_id, RrChunkInfo info,
-                                      std::string_view raw);
+                                      std::string_view raw, int zstd_level = 0);
   // Index entries of a recording, by seq. Reads no payloads.
   StatusOr<std::vector<RrChunkInfo>> ListRrChunks(const std::string& recording_id) const;
   // Reads, decompresses and checks one chunk: raw_sha256 and the chain hash
