@@ -29,6 +29,15 @@ std::atomic<int> g_stop_requests{0};
 
 std::chrono::nanoseconds Ns(int64_t ns) { return std::chrono::nanoseconds(ns); }
 
+// Calls fn every `interval` until it returns false or the timer is cancelled.
+void RunEvery(asio::steady_timer& timer, std::chrono::nanoseconds interval, std::function<bool()> fn) {
+  timer.expires_after(interval);
+  timer.async_wait([&timer, interval, fn = std::move(fn)](const boost::system::error_code& ec) {
+    if (ec || !fn()) return;
+    RunEvery(timer, interval, fn);
+  });
+}
+
 StatusOr<nlohmann::json> HashInput(const std::string& role, const std::string& path) {
   ASSIGN_OR_RETURN(Sha256Digest digest, Sha256File(path));
   std::error_code ec;
@@ -256,11 +265,10 @@ void Session::PollLog() {
 }
 
 void Session::ScheduleTimers() {
-  poll_timer_.expires_after(Ns(options_.poll_interval_ns));
-  poll_timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (ec || qemu_exited_) return;
+  RunEvery(poll_timer_, Ns(options_.poll_interval_ns), [this]() {
+    if (qemu_exited_) return false;
     PollLog();
-    ScheduleTimers();
+    return true;
   });
 }
 
@@ -437,37 +445,25 @@ StatusOr<RecordingInfo> Session::Run() {
       if (!ec) Stop("duration reached");
     });
   }
-  std::function<void()> arm_snapshot = [this, &arm_snapshot]() {
-    if (options_.snapshot_interval_ns <= 0) return;
-    snapshot_timer_.expires_after(Ns(options_.snapshot_interval_ns));
-    snapshot_timer_.async_wait([this, &arm_snapshot](const boost::system::error_code& ec) {
-      if (ec) return;
+  if (options_.snapshot_interval_ns > 0) {
+    RunEvery(snapshot_timer_, Ns(options_.snapshot_interval_ns), [this]() {
       TakeSnapshot();
-      arm_snapshot();
+      return true;
     });
-  };
-  arm_snapshot();
-  std::function<void()> arm_progress = [this, &arm_progress]() {
-    if (options_.progress_interval_ns <= 0) return;
-    progress_timer_.expires_after(Ns(options_.progress_interval_ns));
-    progress_timer_.async_wait([this, &arm_progress](const boost::system::error_code& ec) {
-      if (ec) return;
+  }
+  if (options_.progress_interval_ns > 0) {
+    RunEvery(progress_timer_, Ns(options_.progress_interval_ns), [this]() {
       Progress();
-      arm_progress();
+      return true;
     });
-  };
-  arm_progress();
-  std::function<void()> arm_console = [this, &arm_console]() {
-    console_timer_.expires_after(milliseconds(100));
-    console_timer_.async_wait([this, &arm_console](const boost::system::error_code& ec) {
-      if (ec || qemu_exited_) return;
-      FlushConsole();
-      // Stop requests from RequestStopAllRecordings() arrive here.
-      if (g_stop_requests.load() > 0 && !stopping_) Stop("stop requested");
-      arm_console();
-    });
-  };
-  arm_console();
+  }
+  RunEvery(console_timer_, milliseconds(100), [this]() {
+    if (qemu_exited_) return false;
+    FlushConsole();
+    // Stop requests from RequestStopAllRecordings() arrive here.
+    if (g_stop_requests.load() > 0 && !stopping_) Stop("stop requested");
+    return true;
+  });
 
   io_.run();
   RETURN_IF_ERROR(Finalize());

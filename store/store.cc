@@ -55,6 +55,9 @@ constexpr size_t kConsoleHeaderSize = 9;
 enum Cf { kMeta = 0, kRecordings, kRrIndex, kRrChunks, kConsole, kEvents, kNumCfs };
 constexpr const char* kCfNames[kNumCfs] = {"meta",      "recordings", "rr_index",
                                            "rr_chunks", "console",    "events"};
+// How error messages name each column family.
+constexpr const char* kCfWhat[kNumCfs] = {"meta",      "recordings", "rr index",
+                                          "rr chunks", "console",    "events"};
 
 // ---- bytes ----
 
@@ -142,6 +145,10 @@ std::string KeyPrefixEnd(const std::string& id) {
   std::string k = id;
   k.push_back('\x01');
   return k;
+}
+// Hex of the key KeyPrefix(id) + key_suffix, for error messages.
+std::string KeyHex(const std::string& id, rocksdb::Slice key_suffix) {
+  return ToHex(KeyPrefix(id) + key_suffix.ToString());
 }
 std::string SeqKey(const std::string& id, uint64_t seq) {
   std::string k = KeyPrefix(id);
@@ -284,6 +291,62 @@ StatusOr<std::string> JsonString(const nlohmann::json& v, const char* field) {
   return v.get<std::string>();
 }
 
+// ---- per-recording values ----
+
+// Decodes the rr index value of chunk `seq` of recording `id`.
+StatusOr<RrChunkInfo> DecodeIndexOf(const std::string& id, uint64_t seq, std::string_view value) {
+  RrChunkInfo info;
+  std::string problem = DecodeIndex(value, &info);
+  if (problem.empty() && info.seq != seq) {
+    problem = "index entry belongs to chunk " + std::to_string(info.seq) + " (index altered)";
+  }
+  if (!problem.empty()) {
+    return Corruption("recording " + id + " chunk " + std::to_string(seq) + ": " + problem);
+  }
+  return info;
+}
+
+// The decoders below take a key of recording `id` without KeyPrefix(id) and its value.
+
+StatusOr<RrChunkInfo> DecodeRrIndexEntry(const std::string& id, rocksdb::Slice key_suffix,
+                                         rocksdb::Slice value) {
+  if (key_suffix.size() != 8) {
+    return Corruption("recording " + id + ": malformed rr index key " + KeyHex(id, key_suffix));
+  }
+  return DecodeIndexOf(id, GetBE64(key_suffix.data()), View(value));
+}
+
+StatusOr<ConsolePiece> DecodeConsolePiece(const std::string& id, rocksdb::Slice key_suffix,
+                                          rocksdb::Slice value) {
+  if (key_suffix.size() != 8) {
+    return Corruption("recording " + id + ": malformed console key " + KeyHex(id, key_suffix));
+  }
+  ConsolePiece piece;
+  piece.offset = GetBE64(key_suffix.data());
+  if (value.size() < kConsoleHeaderSize || static_cast<uint8_t>(value[0]) != kConsoleVersion ||
+      value.size() - kConsoleHeaderSize > kMaxConsolePieceSize) {
+    return Corruption("recording " + id + " console piece at offset " +
+                      std::to_string(piece.offset) + ": bad value header or size");
+  }
+  piece.wall_ns = static_cast<int64_t>(GetBE64(value.data() + 1));
+  piece.bytes.assign(value.data() + kConsoleHeaderSize, value.size() - kConsoleHeaderSize);
+  return piece;
+}
+
+StatusOr<StoredEvent> DecodeEvent(const std::string& id, rocksdb::Slice key_suffix,
+                                  rocksdb::Slice value) {
+  if (key_suffix.size() != 12) {
+    return Corruption("recording " + id + ": malformed event key " + KeyHex(id, key_suffix));
+  }
+  StoredEvent e;
+  e.wall_ns = static_cast<int64_t>(GetBE64(key_suffix.data()));
+  e.seq = GetBE32(key_suffix.data() + 8);
+  ASSIGN_OR_RETURN(e.body, ParseJson(View(value), kMaxEventSize,
+                                     "recording " + id + " event at " + std::to_string(e.wall_ns) +
+                                         " seq " + std::to_string(e.seq)));
+  return e;
+}
+
 }  // namespace
 
 // ---- RecordingInfo ----
@@ -366,6 +429,47 @@ struct Store::Impl {
   }
 
   rocksdb::ColumnFamilyHandle* cf(Cf c) const { return handles[c]; }
+
+  // Calls fn(key_suffix, value) for every key of recording `id` in column family `c`, in key
+  // order; key_suffix is the key without KeyPrefix(id). Reads with `ro` (e.g. its snapshot),
+  // bounded to the recording's keys. Stops at and returns the first error of fn.
+  Status ForEachRecordingKey(
+      const rocksdb::ReadOptions& ro, Cf c, const std::string& id,
+      const std::function<Status(rocksdb::Slice key_suffix, rocksdb::Slice value)>& fn) const {
+    const std::string prefix = KeyPrefix(id);
+    const std::string end = KeyPrefixEnd(id);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions bounded = ro;
+    bounded.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(bounded, cf(c)));
+    for (it->Seek(prefix); it->Valid(); it->Next()) {
+      rocksdb::Slice key_suffix = it->key();
+      key_suffix.remove_prefix(prefix.size());
+      RETURN_IF_ERROR(fn(key_suffix, it->value()));
+    }
+    if (!it->status().ok()) {
+      return FromRocks(it->status(), "recording " + id + " " + kCfWhat[c]);
+    }
+    return Status::Ok();
+  }
+
+  // Every value of recording `id` in column family `c`, in key order, each decoded by
+  // decode(id, key_suffix, value). Fails with the first error of decode.
+  template <typename T>
+  StatusOr<std::vector<T>> DecodeAll(Cf c, const std::string& id,
+                                     StatusOr<T> (*decode)(const std::string& id,
+                                                           rocksdb::Slice key_suffix,
+                                                           rocksdb::Slice value)) const {
+    std::vector<T> out;
+    RETURN_IF_ERROR(
+        ForEachRecordingKey(rocksdb::ReadOptions(), c, id,
+                            [&](rocksdb::Slice key_suffix, rocksdb::Slice value) -> Status {
+                              ASSIGN_OR_RETURN(T item, decode(id, key_suffix, value));
+                              out.push_back(std::move(item));
+                              return Status::Ok();
+                            }));
+    return out;
+  }
 
   Status CheckWritable() const {
     if (options.read_only) {
@@ -459,15 +563,7 @@ struct Store::Impl {
       return NotFound("recording " + id + " has no chunk " + std::to_string(seq));
     }
     if (!s.ok()) return FromRocks(s, "recording " + id + " chunk " + std::to_string(seq));
-    RrChunkInfo info;
-    std::string problem = DecodeIndex(value, &info);
-    if (problem.empty() && info.seq != seq) {
-      problem = "index entry belongs to chunk " + std::to_string(info.seq) + " (index altered)";
-    }
-    if (!problem.empty()) {
-      return Corruption("recording " + id + " chunk " + std::to_string(seq) + ": " + problem);
-    }
-    return info;
+    return DecodeIndexOf(id, seq, value);
   }
 
   struct ChunkFailure {
@@ -481,86 +577,88 @@ struct Store::Impl {
   Status WalkChain(const std::string& id,
                    const std::function<Status(const RrChunkInfo&, std::string_view)>& visit,
                    Store::ChainReport* report, std::optional<ChunkFailure>* failure) {
-    const rocksdb::Snapshot* snap = db->GetSnapshot();
-    struct Release {
-      rocksdb::DB* db;
-      const rocksdb::Snapshot* snap;
-      ~Release() { db->ReleaseSnapshot(snap); }
-    } release{db, snap};
+    rocksdb::ManagedSnapshot snap(db);
     rocksdb::ReadOptions ro;
-    ro.snapshot = snap;
+    ro.snapshot = snap.snapshot();
     const std::string prefix = KeyPrefix(id);
-    const std::string end = KeyPrefixEnd(id);
-    rocksdb::Slice upper(end);
-    ro.iterate_upper_bound = &upper;
 
+    // Records the failure in *failure. The error it returns only stops ForEachRecordingKey;
+    // WalkChain itself then returns OK.
     auto fail = [&](uint64_t seq, const std::string& what) {
       *failure =
           ChunkFailure{seq, "recording " + id + " chunk " + std::to_string(seq) + ": " + what};
-      return Status::Ok();
+      return Corruption((*failure)->message);
     };
 
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, cf(kRrIndex)));
     uint64_t expected = 0;
     RrChunkInfo prev;
     std::string raw;
-    for (it->Seek(prefix); it->Valid(); it->Next()) {
-      rocksdb::Slice key = it->key();
-      if (key.size() != prefix.size() + 8) {
-        return fail(expected, "malformed index key " + ToHex(View(key)));
-      }
-      uint64_t seq = GetBE64(key.data() + prefix.size());
-      if (seq != expected) {
-        return fail(expected, "chunk " + std::to_string(expected) +
-                                  " is missing (next stored chunk is " + std::to_string(seq) + ")");
-      }
-      RrChunkInfo info;
-      std::string problem = DecodeIndex(View(it->value()), &info);
-      if (!problem.empty()) return fail(seq, problem);
-      if (info.seq != seq) {
-        return fail(
-            seq, "index entry belongs to chunk " + std::to_string(info.seq) + " (index altered)");
-      }
-      if (seq == 0) {
-        if (!IsZero(info.prev_chain)) return fail(seq, "first chunk has a non-zero prev_chain");
-      } else {
-        uint64_t prev_end = prev.raw_offset + prev.raw_size;
-        if (prev_end < prev.raw_offset || info.raw_offset != prev_end) {
-          return fail(seq, "raw_offset " + std::to_string(info.raw_offset) +
-                               " is not contiguous (chunk " + std::to_string(seq - 1) +
-                               " ends at " + std::to_string(prev_end) + ")");
-        }
-        if (info.prev_chain != prev.chain) {
-          return fail(seq, "prev_chain does not match the chain of chunk " +
-                               std::to_string(seq - 1) +
-                               " (chain broken: a chunk was removed, inserted or altered)");
-        }
-      }
-      if (ComputeChunkChain(info) != info.chain) {
-        return fail(seq, "chain hash mismatch (index entry altered)");
-      }
-      std::string value;
-      rocksdb::Status s = db->Get(ro, cf(kRrChunks), key, &value);
-      if (s.IsNotFound()) return fail(seq, "payload missing (index entry without stored chunk)");
-      if (!s.ok()) return FromRocks(s, "recording " + id + " chunk " + std::to_string(seq));
-      problem = DecodePayload(info, value, &raw);
-      if (!problem.empty()) return fail(seq, problem);
-      if (visit) RETURN_IF_ERROR(visit(info, raw));
-      report->chunks++;
-      report->raw_bytes += info.raw_size;
-      report->head = info.chain;
-      prev = info;
-      expected = seq + 1;
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "recording " + id + " rr index");
+    Status walked = ForEachRecordingKey(
+        ro, kRrIndex, id, [&](rocksdb::Slice key_suffix, rocksdb::Slice index) -> Status {
+          if (key_suffix.size() != 8) {
+            return fail(expected, "malformed index key " + KeyHex(id, key_suffix));
+          }
+          uint64_t seq = GetBE64(key_suffix.data());
+          if (seq != expected) {
+            return fail(expected, "chunk " + std::to_string(expected) +
+                                      " is missing (next stored chunk is " + std::to_string(seq) +
+                                      ")");
+          }
+          RrChunkInfo info;
+          std::string problem = DecodeIndex(View(index), &info);
+          if (!problem.empty()) return fail(seq, problem);
+          if (info.seq != seq) {
+            return fail(seq, "index entry belongs to chunk " + std::to_string(info.seq) +
+                                 " (index altered)");
+          }
+          if (seq == 0) {
+            if (!IsZero(info.prev_chain)) return fail(seq, "first chunk has a non-zero prev_chain");
+          } else {
+            uint64_t prev_end = prev.raw_offset + prev.raw_size;
+            if (prev_end < prev.raw_offset || info.raw_offset != prev_end) {
+              return fail(seq, "raw_offset " + std::to_string(info.raw_offset) +
+                                   " is not contiguous (chunk " + std::to_string(seq - 1) +
+                                   " ends at " + std::to_string(prev_end) + ")");
+            }
+            if (info.prev_chain != prev.chain) {
+              return fail(seq, "prev_chain does not match the chain of chunk " +
+                                   std::to_string(seq - 1) +
+                                   " (chain broken: a chunk was removed, inserted or altered)");
+            }
+          }
+          if (ComputeChunkChain(info) != info.chain) {
+            return fail(seq, "chain hash mismatch (index entry altered)");
+          }
+          std::string value;
+          rocksdb::Status s = db->Get(ro, cf(kRrChunks), SeqKey(id, seq), &value);
+          if (s.IsNotFound()) {
+            return fail(seq, "payload missing (index entry without stored chunk)");
+          }
+          if (!s.ok()) return FromRocks(s, "recording " + id + " chunk " + std::to_string(seq));
+          problem = DecodePayload(info, value, &raw);
+          if (!problem.empty()) return fail(seq, problem);
+          if (visit) RETURN_IF_ERROR(visit(info, raw));
+          report->chunks++;
+          report->raw_bytes += info.raw_size;
+          report->head = info.chain;
+          prev = info;
+          expected = seq + 1;
+          return Status::Ok();
+        });
+    if (*failure) return Status::Ok();
+    RETURN_IF_ERROR(walked);
     // A payload after the last index entry means index entries were removed from the end.
+    const std::string end = KeyPrefixEnd(id);
+    rocksdb::Slice upper(end);
+    ro.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> pit(db->NewIterator(ro, cf(kRrChunks)));
     pit->Seek(SeqKey(id, expected));
     if (pit->Valid() && StartsWith(pit->key(), prefix)) {
       uint64_t seq = pit->key().size() == prefix.size() + 8
                          ? GetBE64(pit->key().data() + prefix.size())
                          : expected;
-      return fail(seq, "payload stored without an index entry (index entries removed)");
+      fail(seq, "payload stored without an index entry (index entries removed)").IgnoreError();
+      return Status::Ok();
     }
     if (!pit->status().ok()) return FromRocks(pit->status(), "recording " + id + " rr chunks");
     return Status::Ok();
@@ -865,32 +963,7 @@ StatusOr<RrChunkInfo> Store::AppendRrChunk(const std::string& recording_id, RrCh
 
 StatusOr<std::vector<RrChunkInfo>> Store::ListRrChunks(const std::string& recording_id) const {
   RETURN_IF_ERROR(ValidateId(recording_id));
-  const std::string& id = recording_id;
-  const std::string prefix = KeyPrefix(id);
-  const std::string end = KeyPrefixEnd(id);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper;
-  std::vector<RrChunkInfo> out;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(kRrIndex)));
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
-    rocksdb::Slice key = it->key();
-    if (key.size() != prefix.size() + 8) {
-      return Corruption("recording " + id + ": malformed rr index key " + ToHex(View(key)));
-    }
-    uint64_t seq = GetBE64(key.data() + prefix.size());
-    RrChunkInfo info;
-    std::string problem = DecodeIndex(View(it->value()), &info);
-    if (problem.empty() && info.seq != seq) {
-      problem = "index entry belongs to chunk " + std::to_string(info.seq) + " (index altered)";
-    }
-    if (!problem.empty()) {
-      return Corruption("recording " + id + " chunk " + std::to_string(seq) + ": " + problem);
-    }
-    out.push_back(info);
-  }
-  if (!it->status().ok()) return FromRocks(it->status(), "recording " + id + " rr index");
-  return out;
+  return impl_->DecodeAll(kRrIndex, recording_id, DecodeRrIndexEntry);
 }
 
 StatusOr<std::string> Store::ReadRrChunk(const std::string& recording_id, uint64_t seq) const {
@@ -898,14 +971,9 @@ StatusOr<std::string> Store::ReadRrChunk(const std::string& recording_id, uint64
   const std::string& id = recording_id;
   const std::string where = "recording " + id + " chunk " + std::to_string(seq);
   // One snapshot, so a concurrent replacement of the newest chunk is seen whole or not at all.
-  const rocksdb::Snapshot* snap = impl_->db->GetSnapshot();
-  struct Release {
-    rocksdb::DB* db;
-    const rocksdb::Snapshot* snap;
-    ~Release() { db->ReleaseSnapshot(snap); }
-  } release{impl_->db, snap};
+  rocksdb::ManagedSnapshot snap(impl_->db);
   rocksdb::ReadOptions ro;
-  ro.snapshot = snap;
+  ro.snapshot = snap.snapshot();
   ASSIGN_OR_RETURN(RrChunkInfo info, impl_->GetIndex(ro, id, seq));
   if (ComputeChunkChain(info) != info.chain) {
     return Corruption(where + ": chain hash mismatch (index entry altered)");
@@ -967,33 +1035,7 @@ Status Store::AppendConsole(const std::string& recording_id, const ConsolePiece&
 
 StatusOr<std::vector<ConsolePiece>> Store::ReadConsole(const std::string& recording_id) const {
   RETURN_IF_ERROR(ValidateId(recording_id));
-  const std::string& id = recording_id;
-  const std::string prefix = KeyPrefix(id);
-  const std::string end = KeyPrefixEnd(id);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper;
-  std::vector<ConsolePiece> out;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(kConsole)));
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
-    rocksdb::Slice key = it->key();
-    rocksdb::Slice value = it->value();
-    if (key.size() != prefix.size() + 8) {
-      return Corruption("recording " + id + ": malformed console key " + ToHex(View(key)));
-    }
-    ConsolePiece piece;
-    piece.offset = GetBE64(key.data() + prefix.size());
-    if (value.size() < kConsoleHeaderSize || static_cast<uint8_t>(value[0]) != kConsoleVersion ||
-        value.size() - kConsoleHeaderSize > kMaxConsolePieceSize) {
-      return Corruption("recording " + id + " console piece at offset " +
-                        std::to_string(piece.offset) + ": bad value header or size");
-    }
-    piece.wall_ns = static_cast<int64_t>(GetBE64(value.data() + 1));
-    piece.bytes.assign(value.data() + kConsoleHeaderSize, value.size() - kConsoleHeaderSize);
-    out.push_back(std::move(piece));
-  }
-  if (!it->status().ok()) return FromRocks(it->status(), "recording " + id + " console");
-  return out;
+  return impl_->DecodeAll(kConsole, recording_id, DecodeConsolePiece);
 }
 
 // ---- events ----
@@ -1043,30 +1085,7 @@ Status Store::PutEvent(const std::string& recording_id, int64_t wall_ns,
 
 StatusOr<std::vector<StoredEvent>> Store::ListEvents(const std::string& recording_id) const {
   RETURN_IF_ERROR(ValidateId(recording_id));
-  const std::string& id = recording_id;
-  const std::string prefix = KeyPrefix(id);
-  const std::string end = KeyPrefixEnd(id);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper;
-  std::vector<StoredEvent> out;
-  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(kEvents)));
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
-    rocksdb::Slice key = it->key();
-    if (key.size() != prefix.size() + 12) {
-      return Corruption("recording " + id + ": malformed event key " + ToHex(View(key)));
-    }
-    StoredEvent e;
-    e.wall_ns = static_cast<int64_t>(GetBE64(key.data() + prefix.size()));
-    e.seq = GetBE32(key.data() + prefix.size() + 8);
-    ASSIGN_OR_RETURN(
-        e.body, ParseJson(View(it->value()), kMaxEventSize,
-                          "recording " + id + " event at " + std::to_string(e.wall_ns) + " seq " +
-                              std::to_string(e.seq)));
-    out.push_back(std::move(e));
-  }
-  if (!it->status().ok()) return FromRocks(it->status(), "recording " + id + " events");
-  return out;
+  return impl_->DecodeAll(kEvents, recording_id, DecodeEvent);
 }
 
 // ---- maintenance ----
@@ -1085,46 +1104,33 @@ Status Store::Flush() {
 StatusOr<Store::Usage> Store::GetUsage(const std::string& recording_id) const {
   RETURN_IF_ERROR(ValidateId(recording_id));
   const std::string& id = recording_id;
-  const std::string prefix = KeyPrefix(id);
-  const std::string end = KeyPrefixEnd(id);
-  const rocksdb::Snapshot* snap = impl_->db->GetSnapshot();
-  struct Release {
-    rocksdb::DB* db;
-    const rocksdb::Snapshot* snap;
-    ~Release() { db->ReleaseSnapshot(snap); }
-  } release{impl_->db, snap};
-  rocksdb::Slice upper(end);
+  rocksdb::ManagedSnapshot snap(impl_->db);
   rocksdb::ReadOptions ro;
-  ro.snapshot = snap;
-  ro.iterate_upper_bound = &upper;
+  ro.snapshot = snap.snapshot();
   Usage u;
-  {
-    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(kRrIndex)));
-    for (it->Seek(prefix); it->Valid(); it->Next()) {
-      RrChunkInfo info;
-      std::string problem = DecodeIndex(View(it->value()), &info);
-      if (!problem.empty()) {
-        return Corruption("recording " + id + " rr index key " + ToHex(View(it->key())) + ": " +
-                          problem);
-      }
-      u.rr_raw_bytes += info.raw_size;
-      u.rr_stored_bytes += info.stored_size;
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "recording " + id + " rr index");
-  }
-  {
-    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(kConsole)));
-    for (it->Seek(prefix); it->Valid(); it->Next()) {
-      size_t n = it->value().size();
-      u.console_bytes += n > kConsoleHeaderSize ? n - kConsoleHeaderSize : 0;
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "recording " + id + " console");
-  }
-  {
-    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->cf(kEvents)));
-    for (it->Seek(prefix); it->Valid(); it->Next()) u.events++;
-    if (!it->status().ok()) return FromRocks(it->status(), "recording " + id + " events");
-  }
+  RETURN_IF_ERROR(impl_->ForEachRecordingKey(
+      ro, kRrIndex, id, [&](rocksdb::Slice key_suffix, rocksdb::Slice value) -> Status {
+        RrChunkInfo info;
+        std::string problem = DecodeIndex(View(value), &info);
+        if (!problem.empty()) {
+          return Corruption("recording " + id + " rr index key " + KeyHex(id, key_suffix) + ": " +
+                            problem);
+        }
+        u.rr_raw_bytes += info.raw_size;
+        u.rr_stored_bytes += info.stored_size;
+        return Status::Ok();
+      }));
+  RETURN_IF_ERROR(impl_->ForEachRecordingKey(
+      ro, kConsole, id, [&](rocksdb::Slice, rocksdb::Slice value) -> Status {
+        size_t n = value.size();
+        u.console_bytes += n > kConsoleHeaderSize ? n - kConsoleHeaderSize : 0;
+        return Status::Ok();
+      }));
+  RETURN_IF_ERROR(
+      impl_->ForEachRecordingKey(ro, kEvents, id, [&](rocksdb::Slice, rocksdb::Slice) -> Status {
+        u.events++;
+        return Status::Ok();
+      }));
   return u;
 }
 

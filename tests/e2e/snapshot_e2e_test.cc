@@ -39,7 +39,7 @@ class SnapshotTest : public E2eTest {};
 
 TEST_F(SnapshotTest, ReplayFromATimeAndReverseStepInGdb) {
   CommandResult rec =
-      Blackbox({"record", "-q", "--for", "16s", "--snapshot-every", "3s", Example("counter.yaml")});
+      Blackbox({"record", "-q", "--for", "30s", "--snapshot-every", "3s", Example("counter.yaml")});
   ASSERT_EQ(rec.exit_code, 0) << rec.output;
   nlohmann::json info = LatestRecording();
   std::string id = info["id"];
@@ -57,7 +57,8 @@ TEST_F(SnapshotTest, ReplayFromATimeAndReverseStepInGdb) {
 
   // --from: the replay starts at a periodic snapshot, not at boot, and runs
   // to the same end as the recording.
-  CommandResult from = Blackbox({"replay", id, "--from", "+10s"});
+  // The guest boots in about 10 s; a snapshot 24 s in is well into the counting.
+  CommandResult from = Blackbox({"replay", id, "--from", "+24s"});
   EXPECT_EQ(from.exit_code, 0) << from.output;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(from.output, m, std::regex("from snapshot '(bb-[0-9]+)'"))) << from.output;

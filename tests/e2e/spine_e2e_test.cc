@@ -162,6 +162,23 @@ TEST_F(SpineTest, RecorderKilledMidRecordingLeavesACleanStore) {
       << "log covers " << covered << " console bytes";
 }
 
+TEST_F(SpineTest, CtrlCStopsAndFinalisesARecording) {
+  std::string out = data() + "/record.out";
+  ChildProcess recorder = StartBlackbox({"record", "-q", "--console", Example("counter.yaml")}, out);
+  ASSERT_TRUE(WaitForText(out, "BB-COUNTER 2", seconds(120))) << *ReadFileToString(out);
+  recorder.Signal(SIGINT);
+  auto status = recorder.Wait(std::chrono::milliseconds(60000));
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(WEXITSTATUS(*status), 0) << *ReadFileToString(out);
+  nlohmann::json rec = LatestRecording();
+  EXPECT_EQ(rec["state"], "complete");
+  EXPECT_TRUE(rec["rr"]["complete"].get<bool>()) << "QEMU wrote its header and end event";
+  EXPECT_NE(rec["end_reason"].get<std::string>().find("signal 2"), std::string::npos) << rec.dump();
+  CommandResult verify = Blackbox({"verify", "-q", rec["id"]});
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+  EXPECT_EQ(verify.output.find("log covers"), std::string::npos) << "a finished log covers the whole console";
+}
+
 TEST_F(SpineTest, CorruptedChunkMakesVerifyFailAndNameIt) {
   nlohmann::json rec = RecordToEnd("cpu.yaml", {"--chunk-age", "1s"});
   std::string id = rec["id"];
