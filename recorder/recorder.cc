@@ -111,6 +111,7 @@ class Session {
   std::string end_reason_;
   int qemu_wait_status_ = 0;
   int64_t start_mono_ = 0;
+  int64_t qemu_run_ns_ = 0;  // QEMU start to exit
   nlohmann::json snapshots_ = nlohmann::json::array();
   Status error_;
 };
@@ -343,6 +344,7 @@ void Session::Stop(const std::string& reason) {
 
 void Session::OnQemuExited(int wait_status) {
   qemu_exited_ = true;
+  qemu_run_ns_ = clock_->MonotonicNanos() - start_mono_;
   qemu_wait_status_ = wait_status;
   poll_timer_.cancel();
   snapshot_timer_.cancel();
@@ -384,6 +386,7 @@ Status Session::Finalize() {
   }
   info_.extra["end_reason"] = end_reason_;
   info_.extra["qemu_exit"] = qemu_exit;
+  info_.extra["qemu_run_seconds"] = qemu_run_ns_ / 1e9;
   info_.extra["qemu_stderr_tail"] = TailOfFile(qemu_log_path_, 5);
   info_.extra["console_bytes"] = console_offset_;
   info_.extra["rr"] = {{"complete", complete},
