@@ -40,11 +40,16 @@ int main(int argc, char** argv) {
   }
   spdlog::set_pattern("blackbox: %^%l%$: %v");
   spdlog::set_level(global.verbose ? spdlog::level::debug : spdlog::level::warn);
-  for (auto& run : runners) {
-    if (run) {
-      int rc = run();
-      if (rc >= 0) return rc;
+  try {
+    for (auto& run : runners) {
+      if (run) {
+        int rc = run();
+        if (rc >= 0) return rc;
+      }
     }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "blackbox: internal error: %s\n", e.what());
+    return kExitError;
   }
   return 0;
 }

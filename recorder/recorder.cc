@@ -53,6 +53,31 @@ std::string QemuVersion(const std::string& binary) {
   return first;
 }
 
+// Copies icount and VM clock of snapshot `name` on the bb-state image from a
+// query-block reply into `snap`. Tolerates any shape of reply.
+void FindSnapshotInfo(const nlohmann::json& blocks, const std::string& name, nlohmann::json& snap) {
+  if (!blocks.is_array()) return;
+  for (const auto& b : blocks) {
+    if (!b.is_object() || b.value("device", "") != "bb-state") continue;
+    const nlohmann::json* image = nullptr;
+    if (b.contains("inserted") && b["inserted"].is_object() && b["inserted"].contains("image")) {
+      image = &b["inserted"]["image"];
+    }
+    if (image == nullptr || !image->is_object() || !image->contains("snapshots")) continue;
+    const auto& list = (*image)["snapshots"];
+    if (!list.is_array()) continue;
+    for (const auto& s : list) {
+      if (!s.is_object() || s.value("name", "") != name) continue;
+      auto num = [&](const char* key) -> int64_t {
+        return s.contains(key) && s[key].is_number_integer() ? s[key].get<int64_t>() : -1;
+      };
+      if (num("icount") < 0) continue;
+      snap["icount"] = num("icount");
+      snap["vm_clock_ns"] = num("vm-clock-sec") * 1'000'000'000 + num("vm-clock-nsec");
+    }
+  }
+}
+
 class Session {
  public:
   Session(Store* store, const VmSpec& spec, const RecorderOptions& options)
@@ -298,18 +323,11 @@ void Session::TakeSnapshot() {
         qmp2->Execute("query-block", nullptr, [this, name, wall](StatusOr<nlohmann::json> blocks) {
           snapshot_in_flight_ = false;
           nlohmann::json snap = {{"name", name}, {"wall_ns", wall}};
-          if (blocks.ok()) {
-            for (const auto& b : *blocks) {
-              if (b.value("device", "") != "bb-state") continue;
-              const auto& image = b["inserted"]["image"];
-              for (const auto& s : image.value("snapshots", nlohmann::json::array())) {
-                if (s.value("name", "") == name) {
-                  snap["icount"] = s.value("icount", int64_t{-1});
-                  snap["vm_clock_ns"] = s.value("vm-clock-sec", int64_t{0}) * 1'000'000'000 +
-                                        s.value("vm-clock-nsec", int64_t{0});
-                }
-              }
-            }
+          if (blocks.ok()) FindSnapshotInfo(*blocks, name, snap);
+          if (!snap.contains("icount")) {
+            // QEMU went away meanwhile (or did not list it): not a usable snapshot.
+            spdlog::debug("snapshot {} not found in query-block", name);
+            return;
           }
           snapshots_.push_back(snap);
           info_.extra["snapshots"] = snapshots_;
@@ -468,7 +486,17 @@ StatusOr<RecordingInfo> Session::Run() {
     return true;
   });
 
-  io_.run();
+  // A handler that throws is a Blackbox bug; it must not cost the recording:
+  // note it, stop QEMU cleanly and finalise what was recorded.
+  while (true) {
+    try {
+      io_.run();
+      break;
+    } catch (const std::exception& e) {
+      spdlog::error("internal error in the recorder: {}", e.what());
+      Fail(Internal(std::string("internal error: ") + e.what()));
+    }
+  }
   RETURN_IF_ERROR(Finalize());
   if (qemu_wait_status_ != 0 && info_.state == "interrupted" && chunker_->chunks() == 0) {
     return Unavailable("QEMU " + ChildProcess::DescribeWaitStatus(qemu_wait_status_) + ": " +
