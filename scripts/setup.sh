@@ -14,7 +14,7 @@ PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   libgtest-dev libgmock-dev
   qemu-system-x86 qemu-utils seabios ipxe-qemu
-  busybox-static cpio gdb
+  busybox-static cpio gdb tshark
 )
 
 log() { echo "setup: $*" >&2; }
