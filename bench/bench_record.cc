@@ -30,11 +30,13 @@ double Median(std::vector<double> v) {
 double CpuSeconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 StatusOr<VmSpec> Spec(const RecordBenchOptions& o, const std::string& role) {
-  std::string yaml = "name: bench-" + role + "\nkernel: " + o.guest_dir + "/vmlinuz\ninitrd: " + o.guest_dir +
+  std::string yaml = "name: bench-" + role + "\nkernel: " + o.guest_dir +
+                     "/vmlinuz\ninitrd: " + o.guest_dir +
                      "/initrd.img\nappend: console=ttyS0 quiet panic=-1 bb.role=" + role +
                      (role == "cpu" ? " bb.poweroff=1" : "") + "\nmemory: 256M\n";
   return ParseVmSpec(yaml, o.guest_dir);
@@ -42,8 +44,8 @@ StatusOr<VmSpec> Spec(const RecordBenchOptions& o, const std::string& role) {
 
 // Runs QEMU directly (no Blackbox reading the log) until the guest powers
 // off, or for `seconds` if > 0. Returns wall seconds; fills log_bytes.
-StatusOr<double> RunQemuAlone(const VmSpec& spec, RrMode mode, const RecordBenchOptions& o, double seconds,
-                              uint64_t* log_bytes) {
+StatusOr<double> RunQemuAlone(const VmSpec& spec, RrMode mode, const RecordBenchOptions& o,
+                              double seconds, uint64_t* log_bytes) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench"));
   boost::asio::io_context io;
   Status error;
@@ -62,7 +64,8 @@ StatusOr<double> RunQemuAlone(const VmSpec& spec, RrMode mode, const RecordBench
   paths.qmp_socket = qemu.qmp_socket();
   paths.serial_file = qemu.serial_file();
   paths.state_image = dir.path() + "/state.qcow2";
-  RETURN_IF_ERROR(RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", paths.state_image, "8G"}).status());
+  RETURN_IF_ERROR(
+      RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", paths.state_image, "8G"}).status());
   auto args = BuildQemuArgs(spec, mode, paths, o.qemu_binary);
   int64_t start = RealClock::Get().MonotonicNanos();
   RETURN_IF_ERROR(qemu.Start(args, dir.path() + "/qemu.log"));
@@ -91,7 +94,8 @@ struct BlackboxRun {
   bool verified = false;
 };
 
-StatusOr<BlackboxRun> RunBlackbox(const VmSpec& spec, const RecordBenchOptions& o, double seconds, bool replay) {
+StatusOr<BlackboxRun> RunBlackbox(const VmSpec& spec, const RecordBenchOptions& o, double seconds,
+                                  bool replay) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench"));
   StoreOptions so;
   so.path = dir.path() + "/store";
@@ -159,21 +163,33 @@ StatusOr<nlohmann::json> RunRecordBench(const RecordBenchOptions& o) {
       stored = b.stored;
       all_verified = all_verified && b.verified;
     }
-    double mp = Median(plain), mr = Median(rr), mb = Median(bb), mc = Median(bb_cpu), mrep = Median(replay);
+    double mp = Median(plain), mr = Median(rr), mb = Median(bb), mc = Median(bb_cpu),
+           mrep = Median(replay);
     double mq = Median(bb_qemu), mpair = Median(paired);
     double raw_mb = raw / 1e6;
-    nlohmann::json cpu = {{"plain_icount_s", mp},       {"qemu_rr_file_s", mr},
-                          {"blackbox_s", mb},           {"blackbox_qemu_run_s", mq},
-                          {"blackbox_vs_qemu_rr", mpair}, {"blackbox_end_to_end_vs_qemu_rr", mb / mr},
-                          {"qemu_rr_vs_plain", mr / mp}, {"raw_log_bytes", raw},
-                          {"qemu_rr_log_bytes", rr_bytes}, {"stored_bytes", stored},
+    nlohmann::json cpu = {{"plain_icount_s", mp},
+                          {"qemu_rr_file_s", mr},
+                          {"blackbox_s", mb},
+                          {"blackbox_qemu_run_s", mq},
+                          {"blackbox_vs_qemu_rr", mpair},
+                          {"blackbox_end_to_end_vs_qemu_rr", mb / mr},
+                          {"qemu_rr_vs_plain", mr / mp},
+                          {"raw_log_bytes", raw},
+                          {"qemu_rr_log_bytes", rr_bytes},
+                          {"stored_bytes", stored},
                           {"compression", stored ? double(raw) / stored : 0.0},
-                          {"raw_bytes_per_s", raw / mb}, {"stored_bytes_per_s", stored / mb},
-                          {"recorder_cpu_s", mc},       {"recorder_cpu_s_per_raw_mb", raw_mb > 0 ? mc / raw_mb : 0},
-                          {"replay_s", mrep},           {"replay_vs_record", mrep / mq},
+                          {"raw_bytes_per_s", raw / mb},
+                          {"stored_bytes_per_s", stored / mb},
+                          {"recorder_cpu_s", mc},
+                          {"recorder_cpu_s_per_raw_mb", raw_mb > 0 ? mc / raw_mb : 0},
+                          {"replay_s", mrep},
+                          {"replay_vs_record", mrep / mq},
                           {"replay_verified", all_verified}};
     out["cpu"] = cpu;
-    std::printf("\nrecord benchmark, CPU workload (guest boots, computes, powers off); median of %d run(s)\n", o.runs);
+    std::printf(
+        "\nrecord benchmark, CPU workload (guest boots, computes, powers off); median of %d "
+        "run(s)\n",
+        o.runs);
     Row("plain TCG + icount (baseline)", F(mp) + " s");
     Row("QEMU rr writing a local file", F(mr) + " s", F(mr / mp, "%.3fx plain"));
     Row("rr through Blackbox: QEMU start to exit", F(mq) + " s",
@@ -193,8 +209,8 @@ StatusOr<nlohmann::json> RunRecordBench(const RecordBenchOptions& o) {
     uint64_t raw = 0, stored = 0;
     double wall = 0, cpu_s = 0;
     for (int i = 0; i < o.runs; ++i) {
-      std::fprintf(stderr, "bench: idle workload, run %d/%d: %d s through Blackbox...\n", i + 1, o.runs,
-                   o.idle_seconds);
+      std::fprintf(stderr, "bench: idle workload, run %d/%d: %d s through Blackbox...\n", i + 1,
+                   o.runs, o.idle_seconds);
       ASSIGN_OR_RETURN(BlackboxRun b, RunBlackbox(spec, o, o.idle_seconds, false));
       ratios.push_back(b.stored ? double(b.raw) / b.stored : 0);
       raw = b.raw;
@@ -202,10 +218,12 @@ StatusOr<nlohmann::json> RunRecordBench(const RecordBenchOptions& o) {
       wall = b.wall;
       cpu_s = b.cpu;
     }
-    out["idle"] = {{"seconds", o.idle_seconds}, {"raw_log_bytes", raw},  {"stored_bytes", stored},
-                   {"compression", Median(ratios)}, {"raw_bytes_per_s", raw / wall},
-                   {"stored_bytes_per_s", stored / wall}, {"recorder_cpu_s", cpu_s}};
-    std::printf("\nrecord benchmark, idle guest recorded for %d s (boot included)\n", o.idle_seconds);
+    out["idle"] = {{"seconds", o.idle_seconds},     {"raw_log_bytes", raw},
+                   {"stored_bytes", stored},        {"compression", Median(ratios)},
+                   {"raw_bytes_per_s", raw / wall}, {"stored_bytes_per_s", stored / wall},
+                   {"recorder_cpu_s", cpu_s}};
+    std::printf("\nrecord benchmark, idle guest recorded for %d s (boot included)\n",
+                o.idle_seconds);
     Row("raw log", F(raw / 1e6) + " MB", F(raw / wall / 1e3, "%.2f KB/s"));
     Row("stored", F(stored / 1e3) + " KB", F(stored / wall, "%.0f B/s"));
     Row("compression", F(Median(ratios), "%.0fx"), "(target >= 100x)");

@@ -2,19 +2,18 @@
 // against its baselines in the same run (see docs/BENCHMARKS.md).
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/status.h"
 
 namespace blackbox::bench {
 
 struct RecordBenchOptions {
-  std::string guest_dir;        // kernel + initrd from guest/build-guest.sh
+  std::string guest_dir;  // kernel + initrd from guest/build-guest.sh
   std::string qemu_binary = "qemu-system-x86_64";
-  int runs = 1;                 // repetitions of each mode; medians are reported
-  int idle_seconds = 30;        // how long the idle guest is recorded
+  int runs = 1;           // repetitions of each mode; medians are reported
+  int idle_seconds = 30;  // how long the idle guest is recorded
   bool cpu = true;
   bool idle = true;
 };

@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_record.h"
@@ -51,7 +50,7 @@ StatusOr<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool read_onl
 
 // Opens the store read-only and resolves a recording id or prefix.
 StatusOr<std::pair<std::unique_ptr<Store>, std::string>> OpenRecording(const GlobalOptions& g,
-                                                                        const std::string& id_arg) {
+                                                                       const std::string& id_arg) {
   auto store = OpenStore(g, true);
   if (!store.ok()) {
     if (store.status().code() == StatusCode::kNotFound) {
@@ -73,10 +72,14 @@ std::string EffectiveState(const RecordingInfo& info) {
 
 std::string HumanBytes(double b) {
   char buf[32];
-  if (b >= 1e9) std::snprintf(buf, sizeof buf, "%.1fG", b / 1e9);
-  else if (b >= 1e6) std::snprintf(buf, sizeof buf, "%.1fM", b / 1e6);
-  else if (b >= 1e3) std::snprintf(buf, sizeof buf, "%.1fK", b / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", b);
+  if (b >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.1fG", b / 1e9);
+  else if (b >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.1fM", b / 1e6);
+  else if (b >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fK", b / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", b);
   return buf;
 }
 
@@ -112,11 +115,14 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
   o.sandbox = !a.no_sandbox;
   if (!a.duration.empty()) {
     o.duration_ns = ParseDurationNanos(a.duration);
-    if (o.duration_ns <= 0) return Report(InvalidArgument("--for: '" + a.duration + "' is not a duration like 30s or 2m"));
+    if (o.duration_ns <= 0)
+      return Report(
+          InvalidArgument("--for: '" + a.duration + "' is not a duration like 30s or 2m"));
   }
   o.snapshot_interval_ns = ParseDurationNanos(a.snapshot_every);
   if (o.snapshot_interval_ns < 0) {
-    return Report(InvalidArgument("--snapshot-every: '" + a.snapshot_every + "' is not a duration"));
+    return Report(
+        InvalidArgument("--snapshot-every: '" + a.snapshot_every + "' is not a duration"));
   }
   o.chunker.max_chunk_age_ns = ParseDurationNanos(a.chunk_age);
   if (o.chunker.max_chunk_age_ns <= 0) {
@@ -129,18 +135,20 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
   auto store = OpenStore(g, false);
   if (!store.ok()) return Report(store.status());
   o.on_started = [&](const std::string& id) {
-    if (!a.quiet) std::fprintf(stderr, "blackbox: recording %s (Ctrl-C stops and finalises)\n", id.c_str());
+    if (!a.quiet)
+      std::fprintf(stderr, "blackbox: recording %s (Ctrl-C stops and finalises)\n", id.c_str());
   };
   auto info = RecordVm(store->get(), *spec, o);
   if (!info.ok()) return Report(info.status());
   const auto& rr = info->extra["rr"];
   double raw = rr.value("raw_bytes", 0.0), stored = rr.value("stored_bytes", 0.0);
-  std::printf("%s %s: %s; log %s raw -> %s stored (%.0fx), %llu chunks, icount %llu, console %llu bytes\n",
-              info->id.c_str(), info->state.c_str(), info->extra.value("end_reason", "").c_str(),
-              HumanBytes(raw).c_str(), HumanBytes(stored).c_str(), stored > 0 ? raw / stored : 0.0,
-              static_cast<unsigned long long>(rr.value("chunks", 0)),
-              static_cast<unsigned long long>(rr.value("icount", 0ull)),
-              static_cast<unsigned long long>(info->extra.value("console_bytes", 0ull)));
+  std::printf(
+      "%s %s: %s; log %s raw -> %s stored (%.0fx), %llu chunks, icount %llu, console %llu bytes\n",
+      info->id.c_str(), info->state.c_str(), info->extra.value("end_reason", "").c_str(),
+      HumanBytes(raw).c_str(), HumanBytes(stored).c_str(), stored > 0 ? raw / stored : 0.0,
+      static_cast<unsigned long long>(rr.value("chunks", 0)),
+      static_cast<unsigned long long>(rr.value("icount", 0ull)),
+      static_cast<unsigned long long>(info->extra.value("console_bytes", 0ull)));
   return info->state == "complete" ? kExitOk : kExitFailed;
 }
 
@@ -163,15 +171,16 @@ int RunLs(const GlobalOptions& g, bool json) {
     }
     return kExitOk;
   }
-  std::printf("%-36s %-14s %-13s %-24s %8s %10s %9s %9s %7s\n", "ID", "VM", "STATE", "STARTED (UTC)",
-              "SECONDS", "ICOUNT", "LOG RAW", "STORED", "RATIO");
+  std::printf("%-36s %-14s %-13s %-24s %8s %10s %9s %9s %7s\n", "ID", "VM", "STATE",
+              "STARTED (UTC)", "SECONDS", "ICOUNT", "LOG RAW", "STORED", "RATIO");
   for (const auto& r : *list) {
     const auto rr = r.extra.value("rr", nlohmann::json::object());
     double raw = rr.value("raw_bytes", 0.0), stored = rr.value("stored_bytes", 0.0);
     double secs = r.ended_wall_ns > 0 ? (r.ended_wall_ns - r.started_wall_ns) / 1e9 : 0;
-    std::printf("%-36s %-14s %-13s %-24s %8.1f %10.3g %9s %9s %6.0fx\n", r.id.c_str(), r.vm_name.c_str(),
-                EffectiveState(r).c_str(), FormatWallTime(r.started_wall_ns).c_str(), secs,
-                rr.value("icount", 0.0), HumanBytes(raw).c_str(), HumanBytes(stored).c_str(),
+    std::printf("%-36s %-14s %-13s %-24s %8.1f %10.3g %9s %9s %6.0fx\n", r.id.c_str(),
+                r.vm_name.c_str(), EffectiveState(r).c_str(),
+                FormatWallTime(r.started_wall_ns).c_str(), secs, rr.value("icount", 0.0),
+                HumanBytes(raw).c_str(), HumanBytes(stored).c_str(),
                 stored > 0 ? raw / stored : 0.0);
   }
   if (list->empty()) std::printf("(no recordings)\n");
@@ -194,11 +203,17 @@ int RunShow(const GlobalOptions& g, const std::string& id_arg, bool json) {
   if (json) {
     nlohmann::json cj = nlohmann::json::array();
     for (const auto& c : *chunks) {
-      cj.push_back({{"seq", c.seq}, {"raw_offset", c.raw_offset}, {"raw_size", c.raw_size},
-                    {"stored_size", c.stored_size}, {"first_icount", c.first_icount},
-                    {"last_icount", c.last_icount}, {"first_wall_ns", c.first_wall_ns},
-                    {"last_wall_ns", c.last_wall_ns}, {"events", c.event_count},
-                    {"console_bytes", c.console_bytes}, {"chain", ToHex(c.chain)}});
+      cj.push_back({{"seq", c.seq},
+                    {"raw_offset", c.raw_offset},
+                    {"raw_size", c.raw_size},
+                    {"stored_size", c.stored_size},
+                    {"first_icount", c.first_icount},
+                    {"last_icount", c.last_icount},
+                    {"first_wall_ns", c.first_wall_ns},
+                    {"last_wall_ns", c.last_wall_ns},
+                    {"events", c.event_count},
+                    {"console_bytes", c.console_bytes},
+                    {"chain", ToHex(c.chain)}});
     }
     j["chunks"] = cj;
     nlohmann::json ej = nlohmann::json::array();
@@ -207,23 +222,27 @@ int RunShow(const GlobalOptions& g, const std::string& id_arg, bool json) {
     std::printf("%s\n", j.dump(2).c_str());
     return kExitOk;
   }
-  std::printf("recording  %s\nvm         %s\nstate      %s (%s)\n", info->id.c_str(), info->vm_name.c_str(),
-              j["state"].get<std::string>().c_str(), info->extra.value("end_reason", "").c_str());
+  std::printf("recording  %s\nvm         %s\nstate      %s (%s)\n", info->id.c_str(),
+              info->vm_name.c_str(), j["state"].get<std::string>().c_str(),
+              info->extra.value("end_reason", "").c_str());
   std::printf("started    %s\n", FormatWallTime(info->started_wall_ns).c_str());
-  if (info->ended_wall_ns) std::printf("ended      %s\n", FormatWallTime(info->ended_wall_ns).c_str());
+  if (info->ended_wall_ns)
+    std::printf("ended      %s\n", FormatWallTime(info->ended_wall_ns).c_str());
   if (info->extra.contains("qemu")) {
     std::printf("qemu       %s\n", info->extra["qemu"].value("version", "").c_str());
   }
   for (const auto& in : info->extra.value("inputs", nlohmann::json::array())) {
-    std::printf("input      %-8s %s sha256:%s\n", in.value("role", "").c_str(), in.value("path", "").c_str(),
-                in.value("sha256", "").substr(0, 16).c_str());
+    std::printf("input      %-8s %s sha256:%s\n", in.value("role", "").c_str(),
+                in.value("path", "").c_str(), in.value("sha256", "").substr(0, 16).c_str());
   }
   const auto rr = info->extra.value("rr", nlohmann::json::object());
   std::printf("rr log     %zu chunks, %s raw, %s stored, icount %llu, %s\n", chunks->size(),
-              HumanBytes(rr.value("raw_bytes", 0.0)).c_str(), HumanBytes(rr.value("stored_bytes", 0.0)).c_str(),
+              HumanBytes(rr.value("raw_bytes", 0.0)).c_str(),
+              HumanBytes(rr.value("stored_bytes", 0.0)).c_str(),
               static_cast<unsigned long long>(rr.value("icount", 0ull)),
               rr.value("complete", false) ? "complete (header and end event)" : "incomplete");
-  std::printf("console    %llu bytes\n", static_cast<unsigned long long>(info->extra.value("console_bytes", 0ull)));
+  std::printf("console    %llu bytes\n",
+              static_cast<unsigned long long>(info->extra.value("console_bytes", 0ull)));
   for (const auto& s : info->extra.value("snapshots", nlohmann::json::array())) {
     std::printf("snapshot   %-6s %s icount %lld\n", s.value("name", "").c_str(),
                 FormatWallTime(s.value("wall_ns", int64_t{0})).c_str(),
@@ -251,7 +270,8 @@ int RunExport(const GlobalOptions& g, const std::string& id_arg, const std::stri
   auto& store = opened->first;
   const std::string* id = &opened->second;
   if (Status s = ExportRrLog(*store, *id, rr_path); !s.ok()) return Report(s);
-  std::fprintf(stderr, "blackbox: wrote %s (QEMU 7.2 rr log, replay with -icount rr=replay,rrfile=%s)\n",
+  std::fprintf(stderr,
+               "blackbox: wrote %s (QEMU 7.2 rr log, replay with -icount rr=replay,rrfile=%s)\n",
                rr_path.c_str(), rr_path.c_str());
   return kExitOk;
 }
@@ -276,12 +296,14 @@ StatusOr<ReplayOptions> MakeReplayOptions(const ReplayArgs& a, const RecordingIn
   o.sandbox = !a.no_sandbox;
   o.work_dir = a.keep;
   o.stall_timeout_ns = ParseDurationNanos(a.stall);
-  if (o.stall_timeout_ns < 0) return InvalidArgument("--stall-timeout: '" + a.stall + "' is not a duration");
+  if (o.stall_timeout_ns < 0)
+    return InvalidArgument("--stall-timeout: '" + a.stall + "' is not a duration");
   if (a.gdb < 0 || a.gdb > 65535) return InvalidArgument("--gdb: port must be 1..65535");
   if (!a.from.empty()) {
     o.from_wall_ns = ParseTimeNanos(a.from, info.started_wall_ns);
     if (o.from_wall_ns < 0) {
-      return InvalidArgument("--from: '" + a.from + "' is not a time (2026-11-21T02:10:00Z or +SECONDS from the start)");
+      return InvalidArgument("--from: '" + a.from +
+                             "' is not a time (2026-11-21T02:10:00Z or +SECONDS from the start)");
     }
   }
   return o;
@@ -319,12 +341,14 @@ int RunReplay(const GlobalOptions& g, const ReplayArgs& a, bool verify) {
   }
   auto result = ReplayRecording(*store, *id, *opts);
   if (!result.ok()) return Report(result.status());
-  std::fprintf(stderr, "blackbox: replay of %s from snapshot '%s' ended after %.1f s: %s\n", id->c_str(),
-               result->snapshot.c_str(), result->wall_seconds, result->stop_reason.c_str());
+  std::fprintf(stderr, "blackbox: replay of %s from snapshot '%s' ended after %.1f s: %s\n",
+               id->c_str(), result->snapshot.c_str(), result->wall_seconds,
+               result->stop_reason.c_str());
   return result->stalled ? kExitFailed : kExitOk;
 }
 
-int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& workload, const std::string& json_path) {
+int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& workload,
+                   const std::string& json_path) {
   bench::RecordBenchOptions opts = o;
   if (workload != "cpu" && workload != "idle" && workload != "all") {
     return Report(InvalidArgument("--workload: '" + workload + "' is not cpu, idle or all"));
@@ -337,8 +361,9 @@ int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& worklo
     opts.guest_dir = g ? g : "";
   }
   if (opts.guest_dir.empty() || !PathExists(opts.guest_dir + "/vmlinuz")) {
-    return Report(InvalidArgument("--guest: no test guest at '" + opts.guest_dir +
-                                  "' (build it with guest/build-guest.sh DIR, or set BLACKBOX_GUEST_DIR)"));
+    return Report(
+        InvalidArgument("--guest: no test guest at '" + opts.guest_dir +
+                        "' (build it with guest/build-guest.sh DIR, or set BLACKBOX_GUEST_DIR)"));
   }
   auto result = bench::RunRecordBench(opts);
   if (!result.ok()) return Report(result.status());
@@ -351,26 +376,32 @@ int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& worklo
 
 }  // namespace
 
-void RegisterCommands(CLI::App& app, GlobalOptions& global, std::vector<std::function<int()>>& runners) {
+void RegisterCommands(CLI::App& app, GlobalOptions& global,
+                      std::vector<std::function<int()>>& runners) {
   auto rec_args = std::make_shared<RecordArgs>();
   auto* rec = app.add_subcommand("record", "start a VM from its spec and record it into the store");
   rec->add_option("spec", rec_args->spec, "VM spec (YAML)")->required();
-  rec->add_option("--for", rec_args->duration, "stop after this long (30s, 2m); default: until the guest powers off or Ctrl-C");
+  rec->add_option("--for", rec_args->duration,
+                  "stop after this long (30s, 2m); default: until the guest powers off or Ctrl-C");
   rec->add_option("--snapshot-every", rec_args->snapshot_every,
                   "take a VM snapshot this often for replay --from and reverse debugging (0: off)")
       ->capture_default_str();
-  rec->add_option("--chunk-age", rec_args->chunk_age, "seal a log chunk after this long at most")->capture_default_str();
+  rec->add_option("--chunk-age", rec_args->chunk_age, "seal a log chunk after this long at most")
+      ->capture_default_str();
   rec->add_flag("--console", rec_args->console, "copy the guest console to stdout");
-  rec->add_flag("--keep-raw", rec_args->keep_raw, "keep QEMU's raw rr log file beside the recording");
+  rec->add_flag("--keep-raw", rec_args->keep_raw,
+                "keep QEMU's raw rr log file beside the recording");
   rec->add_flag("--no-sandbox", rec_args->no_sandbox, "do not run QEMU under -sandbox");
   rec->add_flag("-q,--quiet", rec_args->quiet, "no progress lines");
   rec->add_option("--qemu", rec_args->qemu, "QEMU binary")->capture_default_str();
-  runners.push_back([rec, rec_args, &global]() { return rec->parsed() ? RunRecord(global, *rec_args) : -1; });
+  runners.push_back(
+      [rec, rec_args, &global]() { return rec->parsed() ? RunRecord(global, *rec_args) : -1; });
 
   auto ls_json = std::make_shared<bool>(false);
   auto* ls = app.add_subcommand("ls", "list recordings");
   ls->add_flag("--json", *ls_json, "one JSON object per line");
-  runners.push_back([ls, ls_json, &global]() { return ls->parsed() ? RunLs(global, *ls_json) : -1; });
+  runners.push_back(
+      [ls, ls_json, &global]() { return ls->parsed() ? RunLs(global, *ls_json) : -1; });
 
   auto show_id = std::make_shared<std::string>();
   auto show_json = std::make_shared<bool>(false);
@@ -384,26 +415,35 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global, std::vector<std::fun
   auto console_id = std::make_shared<std::string>();
   auto* console = app.add_subcommand("console", "print a recording's serial console as recorded");
   console->add_option("id", *console_id, "recording id (or a unique prefix)")->required();
-  runners.push_back([console, console_id, &global]() { return console->parsed() ? RunConsole(global, *console_id) : -1; });
+  runners.push_back([console, console_id, &global]() {
+    return console->parsed() ? RunConsole(global, *console_id) : -1;
+  });
 
   auto exp_id = std::make_shared<std::string>();
   auto exp_rr = std::make_shared<std::string>();
   auto* exp = app.add_subcommand("export", "export a recording's data");
   exp->add_option("id", *exp_id, "recording id (or a unique prefix)")->required();
   exp->add_option("--rr", *exp_rr, "write the rr log as a QEMU-replayable file");
-  runners.push_back([exp, exp_id, exp_rr, &global]() { return exp->parsed() ? RunExport(global, *exp_id, *exp_rr) : -1; });
+  runners.push_back([exp, exp_id, exp_rr, &global]() {
+    return exp->parsed() ? RunExport(global, *exp_id, *exp_rr) : -1;
+  });
 
-  auto* bench_cmd = app.add_subcommand("bench", "benchmarks; each prints a table and JSON with its baseline");
+  auto* bench_cmd =
+      app.add_subcommand("bench", "benchmarks; each prints a table and JSON with its baseline");
   bench_cmd->require_subcommand(1);
   auto bench_opts = std::make_shared<bench::RecordBenchOptions>();
   auto bench_workload = std::make_shared<std::string>("all");
   auto bench_json = std::make_shared<std::string>();
-  auto* bench_rec = bench_cmd->add_subcommand(
-      "record", "record the test guest as plain TCG+icount, QEMU rr to a file, and through Blackbox; replay it");
-  bench_rec->add_option("--guest", bench_opts->guest_dir, "test guest directory (default $BLACKBOX_GUEST_DIR)");
+  auto* bench_rec = bench_cmd->add_subcommand("record",
+                                              "record the test guest as plain TCG+icount, QEMU rr "
+                                              "to a file, and through Blackbox; replay it");
+  bench_rec->add_option("--guest", bench_opts->guest_dir,
+                        "test guest directory (default $BLACKBOX_GUEST_DIR)");
   bench_rec->add_option("--workload", *bench_workload, "cpu, idle or all")->capture_default_str();
-  bench_rec->add_option("--runs", bench_opts->runs, "runs per mode; medians are reported")->capture_default_str();
-  bench_rec->add_option("--idle-seconds", bench_opts->idle_seconds, "how long to record the idle guest")
+  bench_rec->add_option("--runs", bench_opts->runs, "runs per mode; medians are reported")
+      ->capture_default_str();
+  bench_rec
+      ->add_option("--idle-seconds", bench_opts->idle_seconds, "how long to record the idle guest")
       ->capture_default_str();
   bench_rec->add_option("--qemu", bench_opts->qemu_binary, "QEMU binary")->capture_default_str();
   bench_rec->add_option("--json", *bench_json, "also write the figures to this file");
@@ -413,26 +453,32 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global, std::vector<std::fun
 
   for (bool verify : {false, true}) {
     auto args = std::make_shared<ReplayArgs>();
-    auto* cmd = verify ? app.add_subcommand("verify",
-                                            "check the chunk chain and replay headless: the console must "
-                                            "match the recording byte for byte (exit 0 only then)")
-                       : app.add_subcommand("replay", "replay a recording under QEMU, showing its console");
+    auto* cmd =
+        verify ? app.add_subcommand("verify",
+                                    "check the chunk chain and replay headless: the console must "
+                                    "match the recording byte for byte (exit 0 only then)")
+               : app.add_subcommand("replay", "replay a recording under QEMU, showing its console");
     cmd->add_option("id", args->id, "recording id (or a unique prefix)")->required();
     if (!verify) {
-      cmd->add_option("--from", args->from,
-                      "start from the latest snapshot at or before this time (RFC 3339 UTC, or +SECONDS "
-                      "from the recording's start)");
+      cmd->add_option(
+          "--from", args->from,
+          "start from the latest snapshot at or before this time (RFC 3339 UTC, or +SECONDS "
+          "from the recording's start)");
       cmd->add_option("--gdb", args->gdb, "serve QEMU's gdbstub on 127.0.0.1:PORT, start paused");
     }
-    cmd->add_option("--stall-timeout", args->stall, "fail when the replay makes no progress this long (0: never)")
+    cmd->add_option("--stall-timeout", args->stall,
+                    "fail when the replay makes no progress this long (0: never)")
         ->capture_default_str();
     cmd->add_flag("--no-input-check", args->no_input_check,
                   "replay even if kernel/initrd/disks differ from the recorded hashes");
     cmd->add_flag("--no-sandbox", args->no_sandbox, "do not run QEMU under -sandbox");
     cmd->add_option("--qemu", args->qemu, "QEMU binary (default: the one used to record)");
     cmd->add_option("--keep", args->keep, "rebuild into this directory and keep it");
-    cmd->add_flag("-q,--quiet", args->quiet, verify ? "no progress line" : "do not print the console");
-    runners.push_back([cmd, args, verify, &global]() { return cmd->parsed() ? RunReplay(global, *args, verify) : -1; });
+    cmd->add_flag("-q,--quiet", args->quiet,
+                  verify ? "no progress line" : "do not print the console");
+    runners.push_back([cmd, args, verify, &global]() {
+      return cmd->parsed() ? RunReplay(global, *args, verify) : -1;
+    });
   }
 }
 

@@ -21,6 +21,7 @@ inline constexpr int kExitError = 3;
 
 // Adds every subcommand to `app`. Each pushes a runner that returns an exit
 // code when its subcommand was chosen, or -1 when it was not.
-void RegisterCommands(CLI::App& app, GlobalOptions& global, std::vector<std::function<int()>>& runners);
+void RegisterCommands(CLI::App& app, GlobalOptions& global,
+                      std::vector<std::function<int()>>& runners);
 
 }  // namespace blackbox::cli

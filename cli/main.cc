@@ -3,31 +3,33 @@
 //   0  success   1  the operation ran and failed (e.g. verify found a difference)
 //   2  bad input (usage, spec, unknown id)   3  internal/environment error
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
 
-#include <spdlog/spdlog.h>
-
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
   using namespace blackbox::cli;
-  CLI::App app{"Blackbox: records protected VMs (QEMU record/replay) into a compressed store, "
-               "replays them bit-exact."};
+  CLI::App app{
+      "Blackbox: records protected VMs (QEMU record/replay) into a compressed store, "
+      "replays them bit-exact."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "blackbox 0.1.0");
   GlobalOptions global;
   const char* env_data = std::getenv("BLACKBOX_DATA");
   global.data_dir = env_data && *env_data ? env_data : "/var/lib/blackbox";
-  app.add_option("--data", global.data_dir,
-                 "data directory (store and recordings); default $BLACKBOX_DATA or /var/lib/blackbox")
+  app.add_option(
+         "--data", global.data_dir,
+         "data directory (store and recordings); default $BLACKBOX_DATA or /var/lib/blackbox")
       ->capture_default_str();
   app.add_flag("-v,--verbose", global.verbose, "log debug details (QEMU command lines, ...)");
-  app.add_flag("--sync", global.sync_writes,
-               "fsync every store write (survives power loss, slower); default: survives process crashes");
+  app.add_flag(
+      "--sync", global.sync_writes,
+      "fsync every store write (survives power loss, slower); default: survives process crashes");
 
   std::vector<std::function<int()>> runners;
   RegisterCommands(app, global, runners);

@@ -41,13 +41,20 @@ int64_t ParseDurationNanos(const std::string& text) {
   if (end == text.c_str() || !std::isfinite(v) || v < 0) return -1;
   std::string unit(end);
   double scale;
-  if (unit == "ns") scale = 1;
-  else if (unit == "us") scale = 1e3;
-  else if (unit == "ms") scale = 1e6;
-  else if (unit == "s" || unit.empty()) scale = 1e9;
-  else if (unit == "m") scale = 60e9;
-  else if (unit == "h") scale = 3600e9;
-  else return -1;
+  if (unit == "ns")
+    scale = 1;
+  else if (unit == "us")
+    scale = 1e3;
+  else if (unit == "ms")
+    scale = 1e6;
+  else if (unit == "s" || unit.empty())
+    scale = 1e9;
+  else if (unit == "m")
+    scale = 60e9;
+  else if (unit == "h")
+    scale = 3600e9;
+  else
+    return -1;
   double ns = v * scale;
   if (ns > 9e18) return -1;
   return static_cast<int64_t>(ns);

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <deque>
 #include <fstream>
 #include <thread>
-#include <deque>
 
 #include "common/files.h"
 
@@ -77,8 +77,7 @@ StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
   return child;
 }
 
-ChildProcess::ChildProcess(ChildProcess&& o) noexcept
-    : pid_(o.pid_), exit_status_(o.exit_status_) {
+ChildProcess::ChildProcess(ChildProcess&& o) noexcept : pid_(o.pid_), exit_status_(o.exit_status_) {
   o.pid_ = -1;
 }
 
@@ -110,8 +109,10 @@ StatusOr<int> ChildProcess::Wait(std::optional<std::chrono::milliseconds> timeou
     while (!exit_status_) {
       int status = 0;
       pid_t r = ::waitpid(pid_, &status, 0);
-      if (r == pid_) exit_status_ = status;
-      else if (r < 0 && errno != EINTR) return ErrnoError("waitpid", errno);
+      if (r == pid_)
+        exit_status_ = status;
+      else if (r < 0 && errno != EINTR)
+        return ErrnoError("waitpid", errno);
     }
     return *exit_status_;
   }
@@ -190,8 +191,10 @@ std::string ShellJoin(const std::vector<std::string>& argv) {
     } else {
       out += '\'';
       for (char c : a) {
-        if (c == '\'') out += "'\\''";
-        else out += c;
+        if (c == '\'')
+          out += "'\\''";
+        else
+          out += c;
       }
       out += '\'';
     }

@@ -19,8 +19,8 @@ namespace blackbox {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,     // bad input from a user, a file or a guest
-  kNotFound,            // an id, key or file that does not exist
+  kInvalidArgument,  // bad input from a user, a file or a guest
+  kNotFound,         // an id, key or file that does not exist
   kAlreadyExists,
   kCorruption,          // stored data fails a checksum or chain check
   kIOError,             // the operating system said no
@@ -59,13 +59,17 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
 inline Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
 inline Status IOError(std::string m) { return {StatusCode::kIOError, std::move(m)}; }
 inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
-inline Status DeadlineExceeded(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
+inline Status DeadlineExceeded(std::string m) {
+  return {StatusCode::kDeadlineExceeded, std::move(m)};
+}
 inline Status FailedPrecondition(std::string m) {
   return {StatusCode::kFailedPrecondition, std::move(m)};
 }
@@ -120,10 +124,10 @@ class [[nodiscard]] StatusOr {
 #define BB_CONCAT(a, b) BB_CONCAT_INNER(a, b)
 
 // Returns from the current function if `expr` (a Status) is not OK.
-#define RETURN_IF_ERROR(expr)                                   \
-  do {                                                          \
-    ::blackbox::Status bb_status_ = (expr);                     \
-    if (!bb_status_.ok()) return bb_status_;                    \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::blackbox::Status bb_status_ = (expr);  \
+    if (!bb_status_.ok()) return bb_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, Foo());` declares x from a StatusOr or returns its error.

@@ -2,11 +2,10 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
-
-#include <spdlog/spdlog.h>
 
 namespace blackbox {
 
@@ -97,7 +96,8 @@ Status QemuInstance::Start(const std::vector<std::string>& argv, const std::stri
 
 void QemuInstance::ReadSerial() {
   while (serial_fd_.valid()) {
-    ssize_t n = ::pread(serial_fd_.get(), buf_.data(), buf_.size(), static_cast<off_t>(serial_pos_));
+    ssize_t n =
+        ::pread(serial_fd_.get(), buf_.data(), buf_.size(), static_cast<off_t>(serial_pos_));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     serial_pos_ += static_cast<uint64_t>(n);
@@ -140,7 +140,8 @@ void QemuInstance::Quit(std::chrono::seconds grace) {
     child_->Signal(SIGKILL);
   });
   if (qmp_ready_) {
-    qmp_->Execute("quit", nullptr, [](StatusOr<nlohmann::json>) {}, std::chrono::seconds(10));
+    qmp_->Execute(
+        "quit", nullptr, [](StatusOr<nlohmann::json>) {}, std::chrono::seconds(10));
   } else if (!qmp_) {
     child_->Signal(SIGTERM);
   }

@@ -8,16 +8,15 @@
 // io_context given at construction; call methods from that thread only.
 #pragma once
 
+#include <boost/asio.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <boost/asio.hpp>
-#include <nlohmann/json.hpp>
 
 #include "common/files.h"
 #include "common/process.h"
@@ -29,7 +28,7 @@ namespace blackbox {
 class QemuInstance {
  public:
   struct Callbacks {
-    std::function<void(std::string_view)> on_serial;       // console bytes, in order
+    std::function<void(std::string_view)> on_serial;      // console bytes, in order
     std::function<void()> on_qmp_ready;                   // handshake done
     std::function<void(const nlohmann::json&)> on_event;  // QMP events
     std::function<void(int wait_status)> on_exit;         // after the console drained

@@ -1,14 +1,13 @@
 #include "recorder/qmp_client.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/un.h>
 
 #include <algorithm>
-#include <utility>
-
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/system/system_error.hpp>
-#include <spdlog/spdlog.h>
+#include <utility>
 
 namespace blackbox {
 namespace {

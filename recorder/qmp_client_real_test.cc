@@ -3,6 +3,7 @@
 // the binary is not installed. Every QEMU started here is killed on every exit
 // path (ChildProcess's destructor, and PR_SET_PDEATHSIG if the test dies).
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -12,22 +13,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "recorder/qmp_client.h"
 
@@ -275,8 +274,7 @@ TEST_F(QmpClientRealTest, SyncClientAgainstListeningQemu) {
       << strerror(errno);
   ASSERT_EQ(listen(listen_fd, 4), 0) << strerror(errno);
   ChildProcess qemu(ChildProcess::Spawn(
-      QemuArgs("socket,id=qmp,fd=" + std::to_string(listen_fd) + ",server=on,wait=on"),
-      listen_fd));
+      QemuArgs("socket,id=qmp,fd=" + std::to_string(listen_fd) + ",server=on,wait=on"), listen_fd));
   close(listen_fd);
 
   auto client = QmpSyncClient::Connect(socket_path_, 30s);

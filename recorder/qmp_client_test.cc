@@ -5,27 +5,26 @@
 // earlier messages were processed.
 #include "recorder/qmp_client.h"
 
+#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-#include <chrono>
-#include <deque>
-#include <filesystem>
-#include <functional>
-#include <istream>
-#include <memory>
-#include <optional>
-#include <string>
-#include <thread>
-#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <istream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
 
 namespace blackbox {
 namespace {

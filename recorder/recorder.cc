@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,8 +11,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-
-#include <spdlog/spdlog.h>
 
 #include "common/files.h"
 #include "common/hash.h"
@@ -30,7 +29,8 @@ std::atomic<int> g_stop_requests{0};
 std::chrono::nanoseconds Ns(int64_t ns) { return std::chrono::nanoseconds(ns); }
 
 // Calls fn every `interval` until it returns false or the timer is cancelled.
-void RunEvery(asio::steady_timer& timer, std::chrono::nanoseconds interval, std::function<bool()> fn) {
+void RunEvery(asio::steady_timer& timer, std::chrono::nanoseconds interval,
+              std::function<bool()> fn) {
   timer.expires_after(interval);
   timer.async_wait([&timer, interval, fn = std::move(fn)](const boost::system::error_code& ec) {
     if (ec || !fn()) return;
@@ -42,8 +42,8 @@ StatusOr<nlohmann::json> HashInput(const std::string& role, const std::string& p
   ASSIGN_OR_RETURN(Sha256Digest digest, Sha256File(path));
   std::error_code ec;
   auto size = std::filesystem::file_size(path, ec);
-  return nlohmann::json{{"role", role}, {"path", path}, {"sha256", ToHex(digest)},
-                        {"size", ec ? 0 : size}};
+  return nlohmann::json{
+      {"role", role}, {"path", path}, {"sha256", ToHex(digest)}, {"size", ec ? 0 : size}};
 }
 
 std::string QemuVersion(const std::string& binary) {
@@ -265,7 +265,8 @@ void Session::PollLog() {
   while (buf.size() < kMaxRead) {
     size_t old = buf.size();
     buf.resize(old + (1 << 20));
-    ssize_t n = ::pread(log_fd_.get(), buf.data() + old, 1 << 20, static_cast<off_t>(log_read_pos_));
+    ssize_t n =
+        ::pread(log_fd_.get(), buf.data() + old, 1 << 20, static_cast<off_t>(log_read_pos_));
     if (n < 0 && errno == EINTR) {
       buf.resize(old);
       continue;
@@ -344,7 +345,8 @@ void Session::Progress() {
   double raw_mb = (chunker_->stored_raw_bytes()) / 1e6;
   uint64_t stored = chunker_->stored_bytes();
   std::fprintf(stderr,
-               "blackbox: %s %.1fs: log %.2f MB raw -> %.1f KB stored (%.0fx), icount %.3g, console %llu B\n",
+               "blackbox: %s %.1fs: log %.2f MB raw -> %.1f KB stored (%.0fx), icount %.3g, "
+               "console %llu B\n",
                info_.id.c_str(), secs, raw_mb, stored / 1e3,
                stored ? chunker_->stored_raw_bytes() / static_cast<double>(stored) : 0.0,
                static_cast<double>(st.icount), static_cast<unsigned long long>(console_offset_));
@@ -388,7 +390,8 @@ Status Session::Finalize() {
       before = log_read_pos_;
       PollLog();
     } while (log_read_pos_ != before && error_.ok());
-    if (::pread(log_fd_.get(), header.data(), header.size(), 0) == static_cast<ssize_t>(header.size())) {
+    if (::pread(log_fd_.get(), header.data(), header.size(), 0) ==
+        static_cast<ssize_t>(header.size())) {
       header_ok = rr::CheckHeader(header).ok();
     }
   }
@@ -399,8 +402,9 @@ Status Session::Finalize() {
   info_.ended_wall_ns = clock_->WallNanos();
   std::string qemu_exit = ChildProcess::DescribeWaitStatus(qemu_wait_status_);
   if (end_reason_.empty()) {
-    end_reason_ = st.shutdown_cause >= 0 ? "QEMU shut down (" + rr::ShutdownCauseName(st.shutdown_cause) + ")"
-                                         : "QEMU " + qemu_exit;
+    end_reason_ = st.shutdown_cause >= 0
+                      ? "QEMU shut down (" + rr::ShutdownCauseName(st.shutdown_cause) + ")"
+                      : "QEMU " + qemu_exit;
   }
   info_.extra["end_reason"] = end_reason_;
   info_.extra["qemu_exit"] = qemu_exit;
@@ -431,7 +435,10 @@ Status Session::Finalize() {
     info_.extra["state_image_sha256_end"] = ToHex(*digest);
   }
   if (!error_.ok()) info_.extra["recorder_error"] = error_.message();
-  Event({{"kind", "recorder"}, {"what", "finished"}, {"state", info_.state}, {"reason", end_reason_}});
+  Event({{"kind", "recorder"},
+         {"what", "finished"},
+         {"state", info_.state},
+         {"reason", end_reason_}});
   RETURN_IF_ERROR(store_->PutRecording(info_));
   RETURN_IF_ERROR(seal);
   if (!options_.keep_raw_log && seal.ok()) ::unlink(log_path_.c_str());
@@ -445,7 +452,8 @@ StatusOr<RecordingInfo> Session::Run() {
   on_signal = [this, &on_signal](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     if (!qemu_exited_) {
-      std::fprintf(stderr, "blackbox: stopping (signal %d); the recording is being finalised\n", sig);
+      std::fprintf(stderr, "blackbox: stopping (signal %d); the recording is being finalised\n",
+                   sig);
       Stop("stopped by signal " + std::to_string(sig));
     }
     if (!qemu_exited_) signals_.async_wait(on_signal);

@@ -65,7 +65,8 @@ Status RrChunker::Tick() {
   if (open_raw_.empty()) return Status::Ok();
   int64_t now = clock_->MonotonicNanos();
   if (now - open_started_mono_ >= options_.max_chunk_age_ns) return Seal();
-  if (open_dirty_ && now - last_persist_mono_ >= options_.persist_interval_ns) return Persist(options_.open_zstd_level);
+  if (open_dirty_ && now - last_persist_mono_ >= options_.persist_interval_ns)
+    return Persist(options_.open_zstd_level);
   return Status::Ok();
 }
 

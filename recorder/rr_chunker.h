@@ -71,15 +71,15 @@ class RrChunker {
   ChunkerOptions options_;
   Clock* clock_;
   rr::Parser parser_;
-  std::string pending_;        // bytes not yet forming a complete event
-  std::string open_raw_;       // complete events of the open chunk
-  RrChunkInfo open_;           // its index fields so far
+  std::string pending_;   // bytes not yet forming a complete event
+  std::string open_raw_;  // complete events of the open chunk
+  RrChunkInfo open_;      // its index fields so far
   bool open_dirty_ = false;
   int64_t open_started_mono_ = 0;
   int64_t last_persist_mono_ = 0;
-  uint64_t next_seq_ = 0;      // seq of the open chunk
+  uint64_t next_seq_ = 0;  // seq of the open chunk
   uint64_t next_offset_ = rr::kHeaderSize;
-  Sha256Digest head_{};        // chain of the last sealed chunk
+  Sha256Digest head_{};            // chain of the last sealed chunk
   uint64_t stored_raw_bytes_ = 0;  // raw bytes in sealed chunks + open chunk as persisted
   uint64_t stored_bytes_ = 0;
   uint64_t open_stored_bytes_ = 0;

@@ -6,11 +6,17 @@ namespace blackbox::rr {
 
 namespace {
 
-constexpr std::array<const char*, 7> kAsyncNames = {"bh",         "bh-oneshot", "input", "input-sync",
-                                                    "char-read", "block",      "net"};
-constexpr std::array<const char*, 9> kCheckpointNames = {
-    "clock-warp-start", "clock-warp-account", "reset-requested", "suspend-requested",
-    "clock-virtual",    "clock-host",         "clock-virtual-rt", "init", "reset"};
+constexpr std::array<const char*, 7> kAsyncNames = {
+    "bh", "bh-oneshot", "input", "input-sync", "char-read", "block", "net"};
+constexpr std::array<const char*, 9> kCheckpointNames = {"clock-warp-start",
+                                                         "clock-warp-account",
+                                                         "reset-requested",
+                                                         "suspend-requested",
+                                                         "clock-virtual",
+                                                         "clock-host",
+                                                         "clock-virtual-rt",
+                                                         "init",
+                                                         "reset"};
 
 // Reads big-endian integers from a bounded buffer. `ok` turns false when the
 // buffer ends first, which means "incomplete event" to the caller.
@@ -172,7 +178,8 @@ EventResult ParseOne(std::string_view data, Stats& stats) {
   if (delta.saw_end) stats.saw_end = true;
   // QEMU appends a host-signal shutdown when it finishes any recording; the
   // first cause is the one that ended the run.
-  if (delta.shutdown_cause >= 0 && stats.shutdown_cause < 0) stats.shutdown_cause = delta.shutdown_cause;
+  if (delta.shutdown_cause >= 0 && stats.shutdown_cause < 0)
+    stats.shutdown_cause = delta.shutdown_cause;
   return {Outcome::kComplete, r.pos(), {}};
 }
 
@@ -180,9 +187,9 @@ EventResult ParseOne(std::string_view data, Stats& stats) {
 
 std::string ShutdownCauseName(int cause) {
   static constexpr std::array<const char*, 11> kNames = {
-      "none",           "host-error",  "host-qmp-quit", "host-qmp-system-reset",
-      "host-signal",    "host-ui",     "guest-shutdown", "guest-reset",
-      "guest-panic",    "subsystem-reset", "snapshot-load"};
+      "none",        "host-error",      "host-qmp-quit",  "host-qmp-system-reset",
+      "host-signal", "host-ui",         "guest-shutdown", "guest-reset",
+      "guest-panic", "subsystem-reset", "snapshot-load"};
   if (cause < 0 || cause >= static_cast<int>(kNames.size())) return "unknown";
   return kNames[static_cast<size_t>(cause)];
 }
@@ -191,7 +198,8 @@ std::string EventName(uint8_t code) {
   if (code == kInstruction) return "instruction";
   if (code == kInterrupt) return "interrupt";
   if (code == kException) return "exception";
-  if (code >= kAsync && code <= kAsyncLast) return std::string("async:") + kAsyncNames[code - kAsync];
+  if (code >= kAsync && code <= kAsyncLast)
+    return std::string("async:") + kAsyncNames[code - kAsync];
   if (code >= kShutdown && code <= kShutdownLast) {
     return "shutdown:" + ShutdownCauseName(code - kShutdown);
   }
@@ -248,7 +256,8 @@ Status CheckHeader(std::string_view header) {
     return FailedPrecondition("rr log header not written (QEMU did not finish the recording)");
   }
   if (header != MakeHeader()) {
-    return Corruption("rr log header has version " + std::to_string(static_cast<uint8_t>(header[1])) +
+    return Corruption("rr log header has version " +
+                      std::to_string(static_cast<uint8_t>(header[1])) +
                       "... not QEMU 7.2's 0xe0200c");
   }
   return Status::Ok();

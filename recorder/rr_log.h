@@ -26,22 +26,22 @@ inline constexpr uint32_t kMaxArrayBytes = 1 << 20;
 
 // Event codes (QEMU 7.2 replay/replay-internal.h, enum ReplayEvents).
 enum EventCode : uint8_t {
-  kInstruction = 0,      // + u32 instruction count
+  kInstruction = 0,  // + u32 instruction count
   kInterrupt = 1,
   kException = 2,
-  kAsync = 3,            // 3..9: + async kind payload
+  kAsync = 3,  // 3..9: + async kind payload
   kAsyncLast = 9,
-  kShutdown = 10,        // 10..21: cause = code - 10
+  kShutdown = 10,  // 10..21: cause = code - 10
   kShutdownLast = 21,
-  kCharWrite = 22,       // + u32 result, u32 offset
-  kCharReadAll = 23,     // + array
+  kCharWrite = 22,         // + u32 result, u32 offset
+  kCharReadAll = 23,       // + array
   kCharReadAllError = 24,  // + u32
-  kAudioOut = 25,        // + u64
-  kAudioIn = 26,         // + u64 recorded, u64 wpos, recorded * (u64, u64)
-  kRandom = 27,          // + u32 ret, array
-  kClock = 28,           // 28..29: + u64 value (host, virtual_rt)
+  kAudioOut = 25,          // + u64
+  kAudioIn = 26,           // + u64 recorded, u64 wpos, recorded * (u64, u64)
+  kRandom = 27,            // + u32 ret, array
+  kClock = 28,             // 28..29: + u64 value (host, virtual_rt)
   kClockLast = 29,
-  kCheckpoint = 30,      // 30..38
+  kCheckpoint = 30,  // 30..38
   kCheckpointLast = 38,
   kEnd = 39,
   kEventCount = 40,
@@ -53,9 +53,9 @@ enum AsyncKind : uint8_t {
   kAsyncBhOneshot = 1,  // + u64 id
   kAsyncInput = 2,      // + input event
   kAsyncInputSync = 3,
-  kAsyncCharRead = 4,   // + u8 chardev id, array
-  kAsyncBlock = 5,      // + u64 id
-  kAsyncNet = 6,        // + u8 filter id, u32 flags, array (the frame)
+  kAsyncCharRead = 4,  // + u8 chardev id, array
+  kAsyncBlock = 5,     // + u64 id
+  kAsyncNet = 6,       // + u8 filter id, u32 flags, array (the frame)
 };
 
 // QEMU's ShutdownCause name ("guest-shutdown", "host-qmp-quit", ...).
@@ -71,8 +71,8 @@ struct Stats {
   uint64_t console_bytes = 0;  // sum of kCharWrite results (bytes the guest wrote to serial)
   uint64_t net_frames = 0;     // frames delivered to the guest
   uint64_t checkpoints = 0;
-  bool saw_end = false;        // kEnd parsed; nothing may follow it
-  int shutdown_cause = -1;     // first shutdown cause seen, -1 if none
+  bool saw_end = false;     // kEnd parsed; nothing may follow it
+  int shutdown_cause = -1;  // first shutdown cause seen, -1 if none
 };
 
 // Parses the event stream that follows the header.

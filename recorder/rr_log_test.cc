@@ -28,7 +28,9 @@ class LogWriter {
   LogWriter& Instructions(uint32_t n) { return U8(kInstruction).U32(n); }
   LogWriter& Clock(uint64_t v) { return U8(kClock).U64(v); }
   LogWriter& CharWrite(uint32_t res) { return U8(kCharWrite).U32(res).U32(res); }
-  LogWriter& Net(const std::string& frame) { return U8(kAsync + kAsyncNet).U8(0).U32(0).Array(frame); }
+  LogWriter& Net(const std::string& frame) {
+    return U8(kAsync + kAsyncNet).U8(0).U32(0).Array(frame);
+  }
   LogWriter& Checkpoint(uint8_t n) { return U8(kCheckpoint + n); }
   const std::string& str() const { return s_; }
 

@@ -23,7 +23,8 @@ Status SpecError(const YAML::Node& node, const std::string& field, const std::st
   return InvalidArgument(where + ": " + field + ": " + what);
 }
 
-StatusOr<std::string> Expand(const std::string& in, const YAML::Node& node, const std::string& field) {
+StatusOr<std::string> Expand(const std::string& in, const YAML::Node& node,
+                             const std::string& field) {
   std::string out;
   for (size_t i = 0; i < in.size(); ++i) {
     if (in[i] == '$' && i + 1 < in.size() && in[i + 1] == '{') {
@@ -31,7 +32,8 @@ StatusOr<std::string> Expand(const std::string& in, const YAML::Node& node, cons
       if (close == std::string::npos) return SpecError(node, field, "unterminated ${");
       std::string var = in.substr(i + 2, close - i - 2);
       const char* value = std::getenv(var.c_str());
-      if (value == nullptr) return SpecError(node, field, "environment variable " + var + " is not set");
+      if (value == nullptr)
+        return SpecError(node, field, "environment variable " + var + " is not set");
       out += value;
       i = close;
     } else {
@@ -41,8 +43,8 @@ StatusOr<std::string> Expand(const std::string& in, const YAML::Node& node, cons
   return out;
 }
 
-StatusOr<std::string> GetString(const YAML::Node& map, const std::string& key, const std::string& field,
-                                bool required) {
+StatusOr<std::string> GetString(const YAML::Node& map, const std::string& key,
+                                const std::string& field, bool required) {
   YAML::Node n = map[key];
   if (!n.IsDefined() || n.IsNull()) {
     if (required) return SpecError(map, field, "is required");
@@ -52,7 +54,8 @@ StatusOr<std::string> GetString(const YAML::Node& map, const std::string& key, c
   return Expand(n.Scalar(), n, field);
 }
 
-Status CheckKeys(const YAML::Node& map, const std::set<std::string>& allowed, const std::string& where) {
+Status CheckKeys(const YAML::Node& map, const std::set<std::string>& allowed,
+                 const std::string& where) {
   for (const auto& kv : map) {
     std::string key = kv.first.as<std::string>();
     if (!allowed.count(key)) {
@@ -71,10 +74,10 @@ bool ValidName(const std::string& s, size_t max) {
 
 Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec& spec) {
   if (!root.IsMap()) return InvalidArgument("spec: the top level must be a mapping");
-  RETURN_IF_ERROR(CheckKeys(root,
-                            {"name", "kernel", "initrd", "append", "memory", "machine", "disks",
-                             "nics", "serial_ports"},
-                            ""));
+  RETURN_IF_ERROR(CheckKeys(
+      root,
+      {"name", "kernel", "initrd", "append", "memory", "machine", "disks", "nics", "serial_ports"},
+      ""));
   ASSIGN_OR_RETURN(spec.name, GetString(root, "name", "name", true));
   if (!ValidName(spec.name, 64)) {
     return SpecError(root["name"], "name", "'" + spec.name + "' must be 1-64 of [A-Za-z0-9_.-]");
@@ -96,8 +99,9 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
     int64_t bytes = ParseSize(memory);
     if (bytes < 0) return SpecError(root["memory"], "memory", "'" + memory + "' is not a size");
     if (bytes < (32ll << 20) || bytes > (64ll << 30)) {
-      return SpecError(root["memory"], "memory",
-                       "'" + memory + "' is outside 32M..64G (QEMU would refuse or the host cannot back it)");
+      return SpecError(
+          root["memory"], "memory",
+          "'" + memory + "' is outside 32M..64G (QEMU would refuse or the host cannot back it)");
     }
     if (bytes % (1 << 20) != 0) {
       return SpecError(root["memory"], "memory", "'" + memory + "' is not a whole number of MiB");
@@ -125,7 +129,8 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
       DiskSpec disk;
       ASSIGN_OR_RETURN(disk.name, GetString(d, "name", field + ".name", true));
       if (!ValidName(disk.name, 32) || !ids.insert(disk.name).second) {
-        return SpecError(d["name"], field + ".name", "'" + disk.name + "' is invalid or not unique");
+        return SpecError(d["name"], field + ".name",
+                         "'" + disk.name + "' is invalid or not unique");
       }
       ASSIGN_OR_RETURN(std::string base, GetString(d, "base", field + ".base", false));
       ASSIGN_OR_RETURN(disk.base_format, GetString(d, "format", field + ".format", false));
@@ -137,12 +142,14 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
         disk.base = ResolvePath(base, base_dir);
         if (disk.base_format.empty()) disk.base_format = "raw";
         if (disk.base_format != "raw" && disk.base_format != "qcow2") {
-          return SpecError(d["format"], field + ".format", "'" + disk.base_format + "' is not raw or qcow2");
+          return SpecError(d["format"], field + ".format",
+                           "'" + disk.base_format + "' is not raw or qcow2");
         }
       } else {
         int64_t bytes = ParseSize(size);
         if (bytes < (1 << 20) || bytes > (1ll << 40)) {
-          return SpecError(d["size"], field + ".size", "'" + size + "' is not a size from 1M to 1T");
+          return SpecError(d["size"], field + ".size",
+                           "'" + size + "' is not a size from 1M to 1T");
         }
         disk.size_bytes = static_cast<uint64_t>(bytes);
       }
@@ -164,7 +171,8 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
       }
       ASSIGN_OR_RETURN(nic.mac, GetString(n, "mac", field + ".mac", true));
       if (!std::regex_match(nic.mac, mac_re)) {
-        return SpecError(n["mac"], field + ".mac", "'" + nic.mac + "' is not a lower-case MAC like 52:54:00:12:34:56");
+        return SpecError(n["mac"], field + ".mac",
+                         "'" + nic.mac + "' is not a lower-case MAC like 52:54:00:12:34:56");
       }
       if (std::stoi(nic.mac.substr(0, 2), nullptr, 16) & 1) {
         return SpecError(n["mac"], field + ".mac", "'" + nic.mac + "' is a multicast address");
@@ -187,12 +195,18 @@ int64_t ParseSize(const std::string& text) {
   int64_t n = std::stoll(text.substr(0, i));
   std::string unit = text.substr(i);
   int64_t mul;
-  if (unit.empty() || unit == "B") mul = 1;
-  else if (unit == "K" || unit == "KiB" || unit == "k") mul = 1ll << 10;
-  else if (unit == "M" || unit == "MiB") mul = 1ll << 20;
-  else if (unit == "G" || unit == "GiB") mul = 1ll << 30;
-  else if (unit == "T" || unit == "TiB") mul = 1ll << 40;
-  else return -1;
+  if (unit.empty() || unit == "B")
+    mul = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k")
+    mul = 1ll << 10;
+  else if (unit == "M" || unit == "MiB")
+    mul = 1ll << 20;
+  else if (unit == "G" || unit == "GiB")
+    mul = 1ll << 30;
+  else if (unit == "T" || unit == "TiB")
+    mul = 1ll << 40;
+  else
+    return -1;
   if (n > (int64_t{1} << 62) / mul) return -1;
   return n * mul;
 }
@@ -277,7 +291,8 @@ std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const Qe
                            ? paths.nic_sockets[i]
                            : nic.socket;
     add({"-netdev", "stream,id=" + nic.name + ",server=off,addr.type=unix,addr.path=" + sock});
-    add({"-device", "virtio-net-pci,netdev=" + nic.name + ",mac=" + nic.mac + ",id=" + nic.name + "-dev"});
+    add({"-device",
+         "virtio-net-pci,netdev=" + nic.name + ",mac=" + nic.mac + ",id=" + nic.name + "-dev"});
     if (mode != RrMode::kNone) {
       add({"-object", "filter-replay,id=" + nic.name + "-replay,netdev=" + nic.name});
     }

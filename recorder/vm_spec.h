@@ -27,17 +27,17 @@ struct NicSpec {
 };
 
 struct VmSpec {
-  std::string name;          // [A-Za-z0-9_.-]{1,64}
-  std::string kernel;        // absolute path
-  std::string initrd;        // absolute path; may be empty
-  std::string append;        // kernel command line
+  std::string name;    // [A-Za-z0-9_.-]{1,64}
+  std::string kernel;  // absolute path
+  std::string initrd;  // absolute path; may be empty
+  std::string append;  // kernel command line
   uint64_t memory_bytes = 256ull << 20;
   std::string machine = "pc";
   std::vector<DiskSpec> disks;
   std::vector<NicSpec> nics;
-  int serial_ports = 1;      // only the first is captured; 1..4
-  std::string source_text;   // the YAML as given (kept with the recording)
-  std::string source_dir;    // directory relative paths were resolved against
+  int serial_ports = 1;     // only the first is captured; 1..4
+  std::string source_text;  // the YAML as given (kept with the recording)
+  std::string source_dir;   // directory relative paths were resolved against
 };
 
 // Parses a spec. Relative paths resolve against `base_dir`; `${VAR}` in
@@ -55,20 +55,20 @@ enum class RrMode { kNone, kRecord, kReplay };
 
 // Everything that varies between two runs of the same spec.
 struct QemuRunPaths {
-  std::string rr_log;               // -icount rrfile=
-  std::string rr_snapshot = "init"; // rrsnapshot=; empty for none
-  std::string qmp_socket;           // QEMU connects here (Blackbox listens)
+  std::string rr_log;                // -icount rrfile=
+  std::string rr_snapshot = "init";  // rrsnapshot=; empty for none
+  std::string qmp_socket;            // QEMU connects here (Blackbox listens)
   // QEMU writes the first serial port to this file (a `file` chardev), which
   // Blackbox tails. Not a socket: QEMU 7.2's socket chardev retries partial
   // writes from host-side watches that the rr log does not capture, so a
   // replay diverges (docs/rr-log-format.md, "Serial console").
   std::string serial_file;
   std::vector<std::string> disk_overlays;  // one qcow2 per DiskSpec, same order
-  std::string state_image;          // qcow2 with no device: holds VM snapshots
-  std::vector<std::string> nic_sockets;  // one per NicSpec (overrides NicSpec::socket if set)
-  int gdb_port = 0;                 // >0: -gdb tcp:127.0.0.1:PORT
-  bool start_paused = false;        // -S
-  bool sandbox = true;              // -sandbox on with every restriction
+  std::string state_image;                 // qcow2 with no device: holds VM snapshots
+  std::vector<std::string> nic_sockets;    // one per NicSpec (overrides NicSpec::socket if set)
+  int gdb_port = 0;                        // >0: -gdb tcp:127.0.0.1:PORT
+  bool start_paused = false;               // -S
+  bool sandbox = true;                     // -sandbox on with every restriction
 };
 
 // Builds argv (argv[0] is the QEMU binary) for the spec in the given mode.

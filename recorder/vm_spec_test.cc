@@ -59,7 +59,8 @@ TEST(VmSpecTest, RejectsBadSpecsNamingTheField) {
       {"name: a\nkernel: k\nmemory: 4M\n", "is outside 32M"},
       {"name: 'a b'\nkernel: k\n", "name: 'a b' must be"},
       {"name: a\nkernel: k\ndisks:\n  - name: d\n", "give exactly one of base"},
-      {"name: a\nkernel: k\ndisks:\n  - name: d\n    size: 1M\n  - name: d\n    size: 1M\n", "not unique"},
+      {"name: a\nkernel: k\ndisks:\n  - name: d\n    size: 1M\n  - name: d\n    size: 1M\n",
+       "not unique"},
       {"name: a\nkernel: k\nnics:\n  - name: n\n    mac: 01:00:5e:00:00:01\n", "multicast"},
       {"name: a\nkernel: k\nnics:\n  - name: n\n    mac: zz\n", "mac: 'zz' is not"},
       {"name: a\nkernel: k\nserial_ports: 9\n", "serial_ports: must be"},
@@ -72,7 +73,8 @@ TEST(VmSpecTest, RejectsBadSpecsNamingTheField) {
     ASSERT_FALSE(spec.ok()) << c.yaml;
     EXPECT_EQ(spec.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(spec.status().message().find(c.expect), std::string::npos)
-        << "yaml:\n" << c.yaml << "\nerror: " << spec.status().message();
+        << "yaml:\n"
+        << c.yaml << "\nerror: " << spec.status().message();
     EXPECT_EQ(spec.status().message().find('\n'), std::string::npos) << "one line";
   }
 }
@@ -111,7 +113,8 @@ TEST(VmSpecTest, RecordAndReplayCommandLinesDifferOnlyInRrMode) {
   EXPECT_TRUE(Contains(rec, "file=/r/d0.qcow2,if=none,id=data-file,format=qcow2,discard=unmap"));
   EXPECT_TRUE(Contains(rec, "filter-replay,id=n0-replay,netdev=n0"));
   EXPECT_TRUE(Contains(rec, "stream,id=n0,server=off,addr.type=unix,addr.path=/run/bb/port0.sock"));
-  EXPECT_TRUE(Contains(rec, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+  EXPECT_TRUE(
+      Contains(rec, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
   EXPECT_TRUE(Contains(rec, "file,id=serial0,path=/r/serial.out"));
   EXPECT_TRUE(Contains(rec, "file=/r/state.qcow2,if=none,id=bb-state,format=qcow2"));
 }

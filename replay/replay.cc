@@ -2,13 +2,12 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <boost/asio.hpp>
 #include <cstdio>
-
-#include <spdlog/spdlog.h>
 
 #include "common/clock.h"
 #include "common/files.h"
@@ -68,9 +67,8 @@ Status ExportRrLog(const Store& store, const std::string& recording_id, const st
     return Status::Ok();
   };
   RETURN_IF_ERROR(write_all(header));
-  RETURN_IF_ERROR(store.ReadRrLog(recording_id, [&](const RrChunkInfo&, std::string_view raw) {
-    return write_all(raw);
-  }));
+  RETURN_IF_ERROR(store.ReadRrLog(
+      recording_id, [&](const RrChunkInfo&, std::string_view raw) { return write_all(raw); }));
   if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + path, errno);
   return Status::Ok();
 }
@@ -134,7 +132,8 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> nic_sinks;
 
   std::string qemu_binary = options.qemu_binary;
-  if (qemu_binary.empty() && info.extra.contains("qemu")) qemu_binary = Str(info.extra["qemu"], "binary");
+  if (qemu_binary.empty() && info.extra.contains("qemu"))
+    qemu_binary = Str(info.extra["qemu"], "binary");
   if (qemu_binary.empty()) qemu_binary = "qemu-system-x86_64";
 
   asio::io_context io;
@@ -258,7 +257,8 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
   std::string recorded;
   for (const auto& p : pieces) {
     if (p.offset != recorded.size()) {
-      report.summary = "FAIL: stored console has a gap at offset " + std::to_string(recorded.size());
+      report.summary =
+          "FAIL: stored console has a gap at offset " + std::to_string(recorded.size());
       return report;
     }
     recorded += p.bytes;
@@ -280,13 +280,15 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
   report.replayed_console = replayed.size();
   std::string_view want(recorded.data(), expected);
   size_t common = 0;
-  while (common < replayed.size() && common < want.size() && replayed[common] == want[common]) ++common;
+  while (common < replayed.size() && common < want.size() && replayed[common] == want[common])
+    ++common;
   bool same = common == want.size() && replayed.size() == want.size();
   auto show = [](std::string_view s, size_t at) {
     std::string out;
     for (size_t i = at; i < s.size() && i < at + 24; ++i) {
       unsigned char c = static_cast<unsigned char>(s[i]);
-      if (c >= 32 && c < 127) out += static_cast<char>(c);
+      if (c >= 32 && c < 127)
+        out += static_cast<char>(c);
       else {
         char buf[8];
         std::snprintf(buf, sizeof buf, "\\x%02x", c);
@@ -309,13 +311,13 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
     return report;
   }
   report.ok = true;
-  report.summary = "OK: " + std::to_string(report.chain.chunks) + " chunks chained, console " +
-                   std::to_string(expected) + " bytes identical" +
-                   (expected < recorded.size()
-                        ? " (log covers " + std::to_string(expected) + " of " +
-                              std::to_string(recorded.size()) + " recorded bytes)"
-                        : "") +
-                   ", replay " + std::to_string(report.replay.wall_seconds).substr(0, 5) + " s";
+  report.summary =
+      "OK: " + std::to_string(report.chain.chunks) + " chunks chained, console " +
+      std::to_string(expected) + " bytes identical" +
+      (expected < recorded.size() ? " (log covers " + std::to_string(expected) + " of " +
+                                        std::to_string(recorded.size()) + " recorded bytes)"
+                                  : "") +
+      ", replay " + std::to_string(report.replay.wall_seconds).substr(0, 5) + " s";
   return report;
 }
 

@@ -42,14 +42,14 @@ struct ReplayOptions {
 };
 
 struct ReplayResult {
-  std::string console;              // bytes the replayed guest wrote to serial
-  std::string snapshot;             // snapshot replay started from
+  std::string console;   // bytes the replayed guest wrote to serial
+  std::string snapshot;  // snapshot replay started from
   int qemu_wait_status = 0;
-  std::string qemu_exit;            // "exited with status 0"
+  std::string qemu_exit;  // "exited with status 0"
   std::string qemu_stderr_tail;
-  std::string stop_reason;          // why it ended ("end of log", "stalled at icount N", ...)
+  std::string stop_reason;  // why it ended ("end of log", "stalled at icount N", ...)
   bool stalled = false;
-  uint64_t last_icount = 0;         // as QEMU last reported it
+  uint64_t last_icount = 0;  // as QEMU last reported it
   double wall_seconds = 0;
 };
 
@@ -68,7 +68,7 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
 
 struct VerifyReport {
   bool ok = false;
-  std::string summary;          // one line, printed by `blackbox verify`
+  std::string summary;  // one line, printed by `blackbox verify`
   Store::ChainReport chain;
   uint64_t recorded_console = 0;  // bytes in the stored console
   uint64_t expected_console = 0;  // bytes the stored log says the guest wrote

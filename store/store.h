@@ -23,12 +23,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/hash.h"
 #include "common/status.h"
@@ -81,7 +80,7 @@ struct ConsolePiece {
 
 struct StoredEvent {
   int64_t wall_ns = 0;
-  uint32_t seq = 0;  // tie-breaker for events with the same wall time
+  uint32_t seq = 0;     // tie-breaker for events with the same wall time
   nlohmann::json body;  // {"kind": "...", ...}
 };
 
@@ -90,9 +89,9 @@ struct StoredEvent {
 struct RecordingInfo {
   std::string id;
   std::string vm_name;
-  std::string state;          // "recording", "complete", "interrupted"
+  std::string state;  // "recording", "complete", "interrupted"
   int64_t started_wall_ns = 0;
-  int64_t ended_wall_ns = 0;  // 0 while recording
+  int64_t ended_wall_ns = 0;                        // 0 while recording
   nlohmann::json extra = nlohmann::json::object();  // spec, inputs, overlays, snapshots, stats ...
 
   nlohmann::json ToJson() const;

@@ -19,7 +19,9 @@ std::string Env(const char* name, const char* fallback) {
 }  // namespace
 
 std::string BlackboxBin() { return Env("BB_BIN", BB_DEFAULT_BIN); }
-std::string Example(const std::string& name) { return Env("BB_EXAMPLES", BB_DEFAULT_EXAMPLES) + "/" + name; }
+std::string Example(const std::string& name) {
+  return Env("BB_EXAMPLES", BB_DEFAULT_EXAMPLES) + "/" + name;
+}
 std::string GuestDir() { return Env("BLACKBOX_GUEST_DIR", BB_DEFAULT_GUEST_DIR); }
 
 void E2eTest::SetUp() {
@@ -31,7 +33,8 @@ void E2eTest::SetUp() {
   if (std::getenv("BB_KEEP_E2E")) data_->Keep();
 }
 
-CommandResult E2eTest::Blackbox(const std::vector<std::string>& args, std::chrono::seconds timeout) {
+CommandResult E2eTest::Blackbox(const std::vector<std::string>& args,
+                                std::chrono::seconds timeout) {
   std::vector<std::string> argv = {BlackboxBin(), "--data", data()};
   argv.insert(argv.end(), args.begin(), args.end());
   std::string out = data() + "/cmd-output.txt";
@@ -54,7 +57,8 @@ CommandResult E2eTest::Blackbox(const std::vector<std::string>& args, std::chron
   return r;
 }
 
-ChildProcess E2eTest::StartBlackbox(const std::vector<std::string>& args, const std::string& output_file) {
+ChildProcess E2eTest::StartBlackbox(const std::vector<std::string>& args,
+                                    const std::string& output_file) {
   std::vector<std::string> argv = {BlackboxBin(), "--data", data()};
   argv.insert(argv.end(), args.begin(), args.end());
   auto child = ChildProcess::Spawn(argv, output_file);

@@ -29,7 +29,8 @@ int FreeTcpPort() {
 std::vector<std::string> CounterLines(const std::string& text) {
   std::vector<std::string> out;
   std::regex re("BB-COUNTER [0-9]+");
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), re); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), re); it != std::sregex_iterator();
+       ++it) {
     out.push_back(it->str());
   }
   return out;
@@ -61,13 +62,16 @@ TEST_F(SnapshotTest, ReplayFromATimeAndReverseStepInGdb) {
   CommandResult from = Blackbox({"replay", id, "--from", "+24s"});
   EXPECT_EQ(from.exit_code, 0) << from.output;
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(from.output, m, std::regex("from snapshot '(bb-[0-9]+)'"))) << from.output;
-  EXPECT_EQ(from.output.find("BB-BOOT"), std::string::npos) << "replay started at boot:\n" << from.output;
+  ASSERT_TRUE(std::regex_search(from.output, m, std::regex("from snapshot '(bb-[0-9]+)'")))
+      << from.output;
+  EXPECT_EQ(from.output.find("BB-BOOT"), std::string::npos) << "replay started at boot:\n"
+                                                            << from.output;
   std::vector<std::string> replayed = CounterLines(from.output);
   ASSERT_FALSE(replayed.empty()) << from.output;
   EXPECT_LT(replayed.size(), recorded.size());
   // What it replayed is the tail of what was recorded.
-  std::vector<std::string> tail(recorded.end() - static_cast<long>(replayed.size()), recorded.end());
+  std::vector<std::string> tail(recorded.end() - static_cast<long>(replayed.size()),
+                                recorded.end());
   EXPECT_EQ(replayed, tail);
 
   // --gdb: step forward, step back, land where we were.
@@ -75,11 +79,29 @@ TEST_F(SnapshotTest, ReplayFromATimeAndReverseStepInGdb) {
   std::string out = data() + "/replay-gdb.out";
   ChildProcess replay = StartBlackbox({"replay", id, "-q", "--gdb", std::to_string(port)}, out);
   ASSERT_TRUE(WaitForText(out, "paused", seconds(60))) << *ReadFileToString(out);
-  auto gdb = RunCommand({"timeout", "120", "gdb", "-batch", "-nx", "-ex", "set pagination off",
-                         "-ex", "target remote 127.0.0.1:" + std::to_string(port),
-                         "-ex", "stepi", "-ex", "stepi", "-ex", "printf \"PC1=%lx\\n\", $pc",
-                         "-ex", "stepi", "-ex", "printf \"PC2=%lx\\n\", $pc",
-                         "-ex", "reverse-stepi", "-ex", "printf \"PC3=%lx\\n\", $pc"},
+  auto gdb = RunCommand({"timeout",
+                         "120",
+                         "gdb",
+                         "-batch",
+                         "-nx",
+                         "-ex",
+                         "set pagination off",
+                         "-ex",
+                         "target remote 127.0.0.1:" + std::to_string(port),
+                         "-ex",
+                         "stepi",
+                         "-ex",
+                         "stepi",
+                         "-ex",
+                         "printf \"PC1=%lx\\n\", $pc",
+                         "-ex",
+                         "stepi",
+                         "-ex",
+                         "printf \"PC2=%lx\\n\", $pc",
+                         "-ex",
+                         "reverse-stepi",
+                         "-ex",
+                         "printf \"PC3=%lx\\n\", $pc"},
                         std::chrono::minutes(3));
   replay.Signal(SIGTERM);
   replay.Wait(std::chrono::milliseconds(30000)).IgnoreError();

@@ -61,7 +61,8 @@ TEST_F(SpineTest, CpuWorkloadReplaysByteExactAndExportsAReplayableLog) {
   CommandResult verify = Blackbox({"verify", "-q", id});
   EXPECT_EQ(verify.exit_code, 0) << verify.output;
   EXPECT_NE(verify.output.find("OK:"), std::string::npos) << verify.output;
-  EXPECT_NE(verify.output.find(std::to_string(console.size()) + " bytes identical"), std::string::npos)
+  EXPECT_NE(verify.output.find(std::to_string(console.size()) + " bytes identical"),
+            std::string::npos)
       << verify.output;
 
   std::string exported = data() + "/exported.rr";
@@ -109,7 +110,8 @@ int QemuPid(const nlohmann::json& show) {
 
 TEST_F(SpineTest, QemuKilledMidRecordingLeavesAReplayablePrefix) {
   std::string out = data() + "/record.out";
-  ChildProcess recorder = StartBlackbox({"record", "-q", "--console", Example("counter.yaml")}, out);
+  ChildProcess recorder =
+      StartBlackbox({"record", "-q", "--console", Example("counter.yaml")}, out);
   ASSERT_TRUE(WaitForText(out, "BB-COUNTER 3", seconds(120))) << *ReadFileToString(out);
   nlohmann::json rec = LatestRecording();
   int pid = QemuPid(Show(rec["id"]));
@@ -131,7 +133,8 @@ TEST_F(SpineTest, QemuKilledMidRecordingLeavesAReplayablePrefix) {
 
 TEST_F(SpineTest, RecorderKilledMidRecordingLeavesACleanStore) {
   std::string out = data() + "/record.out";
-  ChildProcess recorder = StartBlackbox({"record", "-q", "--console", Example("counter.yaml")}, out);
+  ChildProcess recorder =
+      StartBlackbox({"record", "-q", "--console", Example("counter.yaml")}, out);
   ASSERT_TRUE(WaitForText(out, "BB-COUNTER 4", seconds(120))) << *ReadFileToString(out);
   nlohmann::json rec = LatestRecording();
   int qemu = QemuPid(Show(rec["id"]));
@@ -164,7 +167,8 @@ TEST_F(SpineTest, RecorderKilledMidRecordingLeavesACleanStore) {
 
 TEST_F(SpineTest, CtrlCStopsAndFinalisesARecording) {
   std::string out = data() + "/record.out";
-  ChildProcess recorder = StartBlackbox({"record", "-q", "--console", Example("counter.yaml")}, out);
+  ChildProcess recorder =
+      StartBlackbox({"record", "-q", "--console", Example("counter.yaml")}, out);
   ASSERT_TRUE(WaitForText(out, "BB-COUNTER 2", seconds(120))) << *ReadFileToString(out);
   recorder.Signal(SIGINT);
   auto status = recorder.Wait(std::chrono::milliseconds(60000));
@@ -176,7 +180,8 @@ TEST_F(SpineTest, CtrlCStopsAndFinalisesARecording) {
   EXPECT_NE(rec["end_reason"].get<std::string>().find("signal 2"), std::string::npos) << rec.dump();
   CommandResult verify = Blackbox({"verify", "-q", rec["id"]});
   EXPECT_EQ(verify.exit_code, 0) << verify.output;
-  EXPECT_EQ(verify.output.find("log covers"), std::string::npos) << "a finished log covers the whole console";
+  EXPECT_EQ(verify.output.find("log covers"), std::string::npos)
+      << "a finished log covers the whole console";
 }
 
 TEST_F(SpineTest, CorruptedChunkMakesVerifyFailAndNameIt) {
@@ -223,8 +228,9 @@ TEST_F(SpineTest, ChangedInputIsRefusedBeforeReplay) {
   ASSERT_TRUE(CopyFile(src + "/vmlinuz", guest + "/vmlinuz").ok());
   ASSERT_TRUE(CopyFile(src + "/initrd.img", guest + "/initrd.img").ok());
   std::string spec = data() + "/cpu.yaml";
-  std::ofstream(spec) << "name: copy\nkernel: guest/vmlinuz\ninitrd: guest/initrd.img\n"
-                         "append: console=ttyS0 quiet panic=-1 bb.role=cpu bb.rounds=1 bb.poweroff=1\n";
+  std::ofstream(spec)
+      << "name: copy\nkernel: guest/vmlinuz\ninitrd: guest/initrd.img\n"
+         "append: console=ttyS0 quiet panic=-1 bb.role=cpu bb.rounds=1 bb.poweroff=1\n";
   CommandResult r = Blackbox({"record", "-q", spec});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::ofstream(guest + "/initrd.img", std::ios::app) << "tampered";
