@@ -184,6 +184,12 @@ int RunLs(const GlobalOptions& g, bool json) {
                 stored > 0 ? raw / stored : 0.0);
   }
   if (list->empty()) std::printf("(no recordings)\n");
+  for (const auto& r : *list) {
+    if (EffectiveState(r) == "interrupted*") {
+      std::printf("* its recorder stopped without finalising it; it replays up to its last stored chunk\n");
+      break;
+    }
+  }
   return kExitOk;
 }
 
@@ -320,14 +326,20 @@ int RunReplay(const GlobalOptions& g, const ReplayArgs& a, bool verify) {
   if (!opts.ok()) return Report(opts.status());
   InstallStopHandler();
   if (verify) {
+    const bool tty = ::isatty(STDERR_FILENO) != 0;
     if (!a.quiet) {
-      opts->on_progress = [](uint64_t icount, uint64_t console) {
-        std::fprintf(stderr, "\rblackbox: verifying... icount %.3g, console %llu bytes   ",
+      // On a terminal the line is redrawn every second; in a log, one line
+      // every 10 s is enough to show the replay is alive.
+      auto calls = std::make_shared<int>(0);
+      opts->on_progress = [tty, calls](uint64_t icount, uint64_t console) {
+        if (!tty && (*calls)++ % 10 != 0) return;
+        std::fprintf(stderr, tty ? "\rblackbox: verifying... icount %.3g, console %llu bytes   "
+                                 : "blackbox: verifying... icount %.3g, console %llu bytes\n",
                      static_cast<double>(icount), static_cast<unsigned long long>(console));
       };
     }
     auto report = VerifyRecording(*store, *id, *opts);
-    if (!a.quiet) std::fprintf(stderr, "\n");
+    if (!a.quiet && tty) std::fprintf(stderr, "\n");
     if (!report.ok()) return Report(report.status());
     std::printf("%s: %s\n", id->c_str(), report->summary.c_str());
     return report->ok ? kExitOk : kExitFailed;
