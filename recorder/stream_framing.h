@@ -56,12 +56,16 @@ class StreamDecoder {
               const std::function<void(std::span<const uint8_t>)>& on_frame);
 
   // Counters (since construction).
-  uint64_t frames() const { return frames_; }            // frames delivered
-  uint64_t bytes() const { return bytes_; }              // frame bytes delivered (no prefixes)
+  uint64_t frames() const { return frames_; }  // frames delivered
+  uint64_t bytes() const { return bytes_; }    // frame bytes delivered (no prefixes)
   uint64_t zero_length_frames() const { return zero_length_frames_; }
 
   // Bytes held from an incomplete record (prefix and frame).
-  size_t buffered() const { return header_fill_ + pending_.size(); }
+  size_t buffered() const {
+    return (have_length_ ? kStreamHeaderSize : header_fill_) + pending_.size();
+  }
+  // Bytes allocated for partial frames (at most max_frame; for memory accounting).
+  size_t buffer_capacity() const { return pending_.capacity(); }
 
   size_t max_frame() const { return max_frame_; }
 
@@ -70,9 +74,9 @@ class StreamDecoder {
   Status error_;  // sticky once not OK
 
   uint8_t header_[kStreamHeaderSize] = {};
-  size_t header_fill_ = 0;      // bytes of header_ received
-  bool have_length_ = false;    // header complete; reading frame bytes
-  size_t frame_length_ = 0;     // valid if have_length_
+  size_t header_fill_ = 0;        // bytes of header_ received
+  bool have_length_ = false;      // header complete; reading frame bytes
+  size_t frame_length_ = 0;       // valid if have_length_
   std::vector<uint8_t> pending_;  // partial frame, only when split across Feed()s
 
   uint64_t frames_ = 0;

@@ -146,7 +146,8 @@ TEST(StreamFramingTest, HugeLengthFieldDoesNotAllocate) {
   Bytes header = {0xff, 0xff, 0xff, 0xff, 0x01, 0x02};
   Status status = decoder.Feed(header, [](std::span<const uint8_t>) { FAIL(); });
   EXPECT_EQ(status.code(), StatusCode::kResourceExhausted);
-  EXPECT_EQ(decoder.buffered(), 0u);  // nothing was reserved or kept for the frame
+  EXPECT_EQ(decoder.buffered(), 0u);
+  EXPECT_EQ(decoder.buffer_capacity(), 0u);  // nothing was reserved from the length
 }
 
 }  // namespace
