@@ -33,19 +33,24 @@ StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes
   return ss.str();
 }
 
+Status WriteAll(int fd, std::string_view data, const std::string& what) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("cannot write " + what, errno);
+    }
+    off += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
 Status WriteFileAtomic(const std::string& path, std::string_view data) {
   std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd.valid()) return ErrnoError("cannot create " + tmp, errno);
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError("cannot write " + tmp, errno);
-    }
-    off += static_cast<size_t>(n);
-  }
+  RETURN_IF_ERROR(WriteAll(fd.get(), data, tmp));
   if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + tmp, errno);
   fd.Reset();
   if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename to " + path, errno);

@@ -38,6 +38,10 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// Writes all of `data` to `fd`, retrying short writes and EINTR. IOError
+// names `what` (usually the path).
+Status WriteAll(int fd, std::string_view data, const std::string& what);
+
 // Reads a whole file, refusing files larger than max_bytes (ResourceExhausted).
 StatusOr<std::string> ReadFileToString(const std::string& path, size_t max_bytes = 64 << 20);
 // Writes via a temporary file, fsync and rename, so readers see old or new, never half.

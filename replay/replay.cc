@@ -54,18 +54,7 @@ Status ExportRrLog(const Store& store, const std::string& recording_id, const st
   std::string header = rr::MakeHeader();
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd.valid()) return ErrnoError("cannot create " + path, errno);
-  auto write_all = [&](std::string_view data) -> Status {
-    size_t off = 0;
-    while (off < data.size()) {
-      ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoError("cannot write " + path, errno);
-      }
-      off += static_cast<size_t>(n);
-    }
-    return Status::Ok();
-  };
+  auto write_all = [&](std::string_view data) { return WriteAll(fd.get(), data, path); };
   RETURN_IF_ERROR(write_all(header));
   RETURN_IF_ERROR(store.ReadRrLog(
       recording_id, [&](const RrChunkInfo&, std::string_view raw) { return write_all(raw); }));
