@@ -64,8 +64,7 @@ StatusOr<double> RunQemuAlone(const VmSpec& spec, RrMode mode, const RecordBench
   paths.qmp_socket = qemu.qmp_socket();
   paths.serial_file = qemu.serial_file();
   paths.state_image = dir.path() + "/state.qcow2";
-  RETURN_IF_ERROR(
-      RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", paths.state_image, "8G"}).status());
+  RETURN_IF_ERROR(CreateStateImage(paths.state_image));
   auto args = BuildQemuArgs(spec, mode, paths, o.qemu_binary);
   int64_t start = RealClock::Get().MonotonicNanos();
   RETURN_IF_ERROR(qemu.Start(args, dir.path() + "/qemu.log"));

@@ -60,7 +60,7 @@ Status QemuInstance::Start(const std::vector<std::string>& argv, const std::stri
   ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, output_path));
   child_.emplace(std::move(child));
 
-  ArmSerialTimer();
+  if (cb_.poll_serial) ArmSerialTimer();
   auto qmp_socket = std::make_shared<Socket>(io_);
   qmp_acceptor_->async_accept(*qmp_socket, [this, qmp_socket](const boost::system::error_code& ec) {
     if (ec) return;

@@ -33,6 +33,10 @@ class QemuInstance {
     std::function<void(const nlohmann::json&)> on_event;  // QMP events
     std::function<void(int wait_status)> on_exit;         // after the console drained
     std::function<void(Status)> on_error;                 // start-up failures
+    // Read the console file every 20 ms. False when the owner calls
+    // ReadSerial() on its own schedule (the recorder does, to order console
+    // and log reads), so the file is not read twice as often.
+    bool poll_serial = true;
   };
 
   QemuInstance(boost::asio::io_context& io, Callbacks callbacks);
@@ -60,7 +64,7 @@ class QemuInstance {
   // it has not exited after `grace`.
   void Quit(std::chrono::seconds grace = std::chrono::seconds(15));
   // Delivers to on_serial whatever QEMU appended to the console file since
-  // the last call. Also runs every 20 ms by itself.
+  // the last call. Also runs every 20 ms by itself when Callbacks::poll_serial.
   void ReadSerial();
   void Kill();
 

@@ -163,22 +163,16 @@ Status Session::Prepare() {
   nlohmann::json disks = nlohmann::json::array();
   for (const auto& d : spec_.disks) {
     std::string overlay = dir_ + "/disk-" + d.name + ".qcow2";
-    std::vector<std::string> cmd = {"qemu-img", "create", "-q", "-f", "qcow2"};
     if (!d.base.empty()) {
       ASSIGN_OR_RETURN(auto base, HashInput("disk:" + d.name, d.base));
       inputs.push_back(base);
-      cmd.insert(cmd.end(), {"-b", d.base, "-F", d.base_format, overlay});
-    } else {
-      cmd.insert(cmd.end(), {overlay, std::to_string(d.size_bytes)});
     }
-    auto made = RunCommand(cmd);
-    if (!made.ok()) return made.status().WithContext("creating overlay for disk " + d.name);
+    RETURN_IF_ERROR(CreateDiskOverlay(d, overlay));
     overlays_.push_back(overlay);
     disks.push_back({{"name", d.name}, {"overlay", overlay}, {"base", d.base}});
   }
   state_image_ = dir_ + "/state.qcow2";
-  auto made = RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", state_image_, "8G"});
-  if (!made.ok()) return made.status().WithContext("creating the snapshot image");
+  RETURN_IF_ERROR(CreateStateImage(state_image_));
 
   QemuInstance::Callbacks cb;
   cb.on_serial = [this](std::string_view bytes) { OnSerial(bytes); };
@@ -192,6 +186,7 @@ Status Session::Prepare() {
   };
   cb.on_exit = [this](int status) { OnQemuExited(status); };
   cb.on_error = [this](Status s) { Fail(std::move(s)); };
+  cb.poll_serial = false;  // PollLog reads it, right after the log
   qemu_ = std::make_unique<QemuInstance>(io_, std::move(cb));
   RETURN_IF_ERROR(qemu_->Prepare());
   QemuRunPaths paths;
@@ -252,7 +247,11 @@ void Session::FlushConsole() {
 void Session::PollLog() {
   if (!log_fd_.valid()) {
     int fd = ::open(log_path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;  // QEMU has not created it yet
+    if (fd < 0) {  // QEMU has not created it yet: nothing to order against
+      qemu_->ReadSerial();
+      FlushConsole();
+      return;
+    }
     log_fd_ = UniqueFd(fd);
   }
   // Read the log first, then the console: QEMU writes a console byte before

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/files.h"
+#include "common/process.h"
 
 namespace blackbox {
 
@@ -244,6 +245,25 @@ Status CheckSpecFiles(const VmSpec& spec) {
   for (const auto& d : spec.disks) {
     if (!d.base.empty()) RETURN_IF_ERROR(check(d.base, "disks." + d.name + ".base"));
   }
+  return Status::Ok();
+}
+
+Status CreateDiskOverlay(const DiskSpec& disk, const std::string& overlay_path) {
+  std::vector<std::string> cmd = {"qemu-img", "create", "-q", "-f", "qcow2"};
+  if (!disk.base.empty()) {
+    cmd.insert(cmd.end(), {"-b", disk.base, "-F", disk.base_format, overlay_path});
+  } else {
+    cmd.insert(cmd.end(), {overlay_path, std::to_string(disk.size_bytes)});
+  }
+  auto made = RunCommand(cmd);
+  if (!made.ok()) return made.status().WithContext("creating overlay for disk " + disk.name);
+  return Status::Ok();
+}
+
+Status CreateStateImage(const std::string& path) {
+  // Sparse: only snapshots written into it use space.
+  auto made = RunCommand({"qemu-img", "create", "-q", "-f", "qcow2", path, "8G"});
+  if (!made.ok()) return made.status().WithContext("creating the snapshot image");
   return Status::Ok();
 }
 

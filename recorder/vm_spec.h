@@ -76,6 +76,13 @@ struct QemuRunPaths {
 std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const QemuRunPaths& paths,
                                        const std::string& qemu_binary = "qemu-system-x86_64");
 
+// Creates the per-recording qcow2 overlay of a disk: backed by its read-only
+// base, or blank at the disk's size. The base is never written.
+Status CreateDiskOverlay(const DiskSpec& disk, const std::string& overlay_path);
+// Creates the device-less qcow2 image that holds VM snapshots
+// (QemuRunPaths::state_image).
+Status CreateStateImage(const std::string& path);
+
 // Parses "256M", "1G", "512MiB", "1048576" into bytes; -1 if malformed.
 int64_t ParseSize(const std::string& text);
 
