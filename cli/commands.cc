@@ -1,4 +1,6 @@
 #include "cli/commands.h"
+#include "cli/capture_commands.h"
+#include "cli/util.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include "common/clock.h"
 #include "common/files.h"
 #include "common/hash.h"
+#include "recorder/lab.h"
 #include "recorder/recorder.h"
 #include "recorder/vm_spec.h"
 #include "replay/replay.h"
@@ -20,68 +23,6 @@
 namespace blackbox::cli {
 
 namespace {
-
-int Report(const Status& s) {
-  std::fprintf(stderr, "blackbox: error: %s\n", s.message().c_str());
-  switch (s.code()) {
-    case StatusCode::kInvalidArgument:
-    case StatusCode::kNotFound:
-    case StatusCode::kFailedPrecondition:
-    case StatusCode::kAlreadyExists:
-      return kExitBadInput;
-    case StatusCode::kCorruption:
-      return kExitFailed;
-    default:
-      return kExitError;
-  }
-}
-
-StatusOr<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool read_only) {
-  StoreOptions o;
-  o.path = g.data_dir + "/store";
-  o.read_only = read_only;
-  o.sync_writes = g.sync_writes;
-  if (read_only && !PathExists(o.path)) {
-    return NotFound("no store at " + o.path + " (nothing recorded yet; --data or $BLACKBOX_DATA?)");
-  }
-  if (!read_only) RETURN_IF_ERROR(MakeDirs(g.data_dir));
-  return Store::Open(o);
-}
-
-// Opens the store read-only and resolves a recording id or prefix.
-StatusOr<std::pair<std::unique_ptr<Store>, std::string>> OpenRecording(const GlobalOptions& g,
-                                                                       const std::string& id_arg) {
-  auto store = OpenStore(g, true);
-  if (!store.ok()) {
-    if (store.status().code() == StatusCode::kNotFound) {
-      return NotFound("no recording '" + id_arg + "': nothing recorded in " + g.data_dir + " yet");
-    }
-    return store.status();
-  }
-  ASSIGN_OR_RETURN(std::string id, (*store)->ResolveRecordingId(id_arg));
-  return std::make_pair(std::move(*store), id);
-}
-
-// A recording whose recorder process is gone but never finalised it.
-std::string EffectiveState(const RecordingInfo& info) {
-  if (info.state != "recording") return info.state;
-  int pid = info.extra.value("recorder_pid", 0);
-  if (pid > 0 && ::kill(pid, 0) == 0) return "recording";
-  return "interrupted*";
-}
-
-std::string HumanBytes(double b) {
-  char buf[32];
-  if (b >= 1e9)
-    std::snprintf(buf, sizeof buf, "%.1fG", b / 1e9);
-  else if (b >= 1e6)
-    std::snprintf(buf, sizeof buf, "%.1fM", b / 1e6);
-  else if (b >= 1e3)
-    std::snprintf(buf, sizeof buf, "%.1fK", b / 1e3);
-  else
-    std::snprintf(buf, sizeof buf, "%.0f", b);
-  return buf;
-}
 
 void InstallStopHandler() {
   struct sigaction sa {};
@@ -129,27 +70,63 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
     return Report(InvalidArgument("--chunk-age: '" + a.chunk_age + "' is not a duration"));
   }
   if (a.quiet) o.progress_interval_ns = 0;
-  auto spec = LoadVmSpec(a.spec);
-  if (!spec.ok()) return Report(spec.status());
-  if (Status s = CheckSpecFiles(*spec); !s.ok()) return Report(s);
+  auto lab = LoadLabSpec(a.spec);
+  if (!lab.ok()) return Report(lab.status());
+  for (const LabVm& vm : lab->vms) {
+    if (Status s = CheckSpecFiles(vm.spec); !s.ok()) return Report(s.WithContext(vm.spec.name));
+  }
   auto store = OpenStore(g, false);
   if (!store.ok()) return Report(store.status());
-  o.on_started = [&](const std::string& id) {
+  LabOptions lo;
+  lo.recorder = o;
+  lo.recorder.on_started = [&](const std::string& id) {
     if (!a.quiet)
       std::fprintf(stderr, "blackbox: recording %s (Ctrl-C stops and finalises)\n", id.c_str());
   };
-  auto info = RecordVm(store->get(), *spec, o);
-  if (!info.ok()) return Report(info.status());
-  const auto& rr = info->extra["rr"];
-  double raw = rr.value("raw_bytes", 0.0), stored = rr.value("stored_bytes", 0.0);
-  std::printf(
-      "%s %s: %s; log %s raw -> %s stored (%.0fx), %llu chunks, icount %llu, console %llu bytes\n",
-      info->id.c_str(), info->state.c_str(), info->extra.value("end_reason", "").c_str(),
-      HumanBytes(raw).c_str(), HumanBytes(stored).c_str(), stored > 0 ? raw / stored : 0.0,
-      static_cast<unsigned long long>(rr.value("chunks", 0)),
-      static_cast<unsigned long long>(rr.value("icount", 0ull)),
-      static_cast<unsigned long long>(info->extra.value("console_bytes", 0ull)));
-  return info->state == "complete" ? kExitOk : kExitFailed;
+  lo.on_capture = [&](const std::string& id) {
+    if (!a.quiet) std::fprintf(stderr, "blackbox: switch capture %s\n", id.c_str());
+  };
+  auto result = RunLab(store->get(), *lab, lo);
+  if (!result.ok()) return Report(result.status());
+  bool all_complete = result->failures.empty();
+  for (const RecordingInfo& info : result->recordings) {
+    const auto& rr = info.extra["rr"];
+    double raw = rr.value("raw_bytes", 0.0), stored = rr.value("stored_bytes", 0.0);
+    if (rr.value("enabled", true)) {
+      std::printf(
+          "%s %s: %s; log %s raw -> %s stored (%.0fx), %llu chunks, icount %llu, console %llu "
+          "bytes\n",
+          info.id.c_str(), info.state.c_str(), info.extra.value("end_reason", "").c_str(),
+          HumanBytes(raw).c_str(), HumanBytes(stored).c_str(), stored > 0 ? raw / stored : 0.0,
+          static_cast<unsigned long long>(rr.value("chunks", 0)),
+          static_cast<unsigned long long>(rr.value("icount", 0ull)),
+          static_cast<unsigned long long>(info.extra.value("console_bytes", 0ull)));
+    } else {
+      std::printf("%s %s: %s; not rr-recorded, console %llu bytes\n", info.id.c_str(),
+                  info.state.c_str(), info.extra.value("end_reason", "").c_str(),
+                  static_cast<unsigned long long>(info.extra.value("console_bytes", 0ull)));
+    }
+    all_complete = all_complete && info.state == "complete";
+  }
+  for (const std::string& f : result->failures) std::printf("failed: %s\n", f.c_str());
+  if (!result->capture_id.empty()) {
+    const CaptureWriter::Stats& c = result->capture;
+    uint64_t dropped = 0;
+    for (const auto& p : result->capture_meta["ports"]) {
+      for (const auto& [reason, n] : p["counters"]["drops"].items()) dropped += n.get<uint64_t>();
+    }
+    std::printf("%s capture %s: %llu frames (%llu dropped by the switch), %s -> %s stored, "
+                "%llu flows, %llu events%s\n",
+                result->capture_id.c_str(), result->capture_meta.value("state", "").c_str(),
+                static_cast<unsigned long long>(c.frames),
+                static_cast<unsigned long long>(dropped), HumanBytes(c.frame_bytes).c_str(),
+                HumanBytes(c.stored_bytes).c_str(), static_cast<unsigned long long>(c.flows),
+                static_cast<unsigned long long>(c.events),
+                c.shed_frames ? (", " + std::to_string(c.shed_frames) + " frames shed").c_str()
+                              : "");
+    all_complete = all_complete && c.first_error.empty();
+  }
+  return all_complete ? kExitOk : kExitFailed;
 }
 
 int RunLs(const GlobalOptions& g, bool json) {
@@ -270,7 +247,6 @@ int RunConsole(const GlobalOptions& g, const std::string& id_arg) {
 }
 
 int RunExport(const GlobalOptions& g, const std::string& id_arg, const std::string& rr_path) {
-  if (rr_path.empty()) return Report(InvalidArgument("export: say what to export, e.g. --rr FILE"));
   auto opened = OpenRecording(g, id_arg);
   if (!opened.ok()) return Report(opened.status());
   auto& store = opened->first;
@@ -391,8 +367,9 @@ int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& worklo
 void RegisterCommands(CLI::App& app, GlobalOptions& global,
                       std::vector<std::function<int()>>& runners) {
   auto rec_args = std::make_shared<RecordArgs>();
-  auto* rec = app.add_subcommand("record", "start a VM from its spec and record it into the store");
-  rec->add_option("spec", rec_args->spec, "VM spec (YAML)")->required();
+  auto* rec = app.add_subcommand("record", "start a VM (or a lab of VMs and the switch between them) and record it into the store");
+  rec->add_option("spec", rec_args->spec, "VM spec or lab (YAML; see docs/lab-spec.md)")
+      ->required();
   rec->add_option("--for", rec_args->duration,
                   "stop after this long (30s, 2m); default: until the guest powers off or Ctrl-C");
   rec->add_option("--snapshot-every", rec_args->snapshot_every,
@@ -431,13 +408,44 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
     return console->parsed() ? RunConsole(global, *console_id) : -1;
   });
 
-  auto exp_id = std::make_shared<std::string>();
+  auto exp_sel = std::make_shared<CaptureSelection>();
   auto exp_rr = std::make_shared<std::string>();
+  auto exp_pcap = std::make_shared<std::string>();
   auto* exp = app.add_subcommand("export", "export a recording's data");
-  exp->add_option("id", *exp_id, "recording id (or a unique prefix)")->required();
+  exp->add_option("id", exp_sel->id,
+                  "recording id (or a unique prefix); for --pcapng also a VM name or capture id")
+      ->required();
   exp->add_option("--rr", *exp_rr, "write the rr log as a QEMU-replayable file");
-  runners.push_back([exp, exp_id, exp_rr, &global]() {
-    return exp->parsed() ? RunExport(global, *exp_id, *exp_rr) : -1;
+  exp->add_option("--pcapng", *exp_pcap,
+                  "write the frames the switch saw (of the recording's ports, or all of a "
+                  "capture) as pcapng");
+  exp->add_option("--port", exp_sel->ports, "--pcapng: only this port (vm/nic or id); repeatable");
+  exp->add_option("--since", exp_sel->since,
+                  "--pcapng: from this time (RFC 3339 UTC, or +SECONDS from the capture's start)");
+  exp->add_option("--until", exp_sel->until, "--pcapng: up to this time");
+  runners.push_back([exp, exp_sel, exp_rr, exp_pcap, &global]() {
+    if (!exp->parsed()) return -1;
+    if (exp_rr->empty() == exp_pcap->empty()) {
+      return Report(InvalidArgument("export: give exactly one of --rr FILE or --pcapng FILE"));
+    }
+    if (!exp_rr->empty()) return RunExport(global, exp_sel->id, *exp_rr);
+    return RunExportPcapng(global, *exp_sel, *exp_pcap);
+  });
+
+  auto flows_sel = std::make_shared<CaptureSelection>();
+  auto flows_json = std::make_shared<bool>(false);
+  auto* flows = app.add_subcommand(
+      "flows", "list the flows the switch saw: a recording's, a VM's latest, or a whole capture's");
+  flows->add_option("id", flows_sel->id, "recording id or prefix, VM name, or capture id")
+      ->required();
+  flows->add_option("--since", flows_sel->since,
+                    "flows that had frames at or after this time (RFC 3339 UTC, or +SECONDS "
+                    "from the capture's start)");
+  flows->add_option("--until", flows_sel->until, "flows that started at or before this time");
+  flows->add_option("--port", flows_sel->ports, "only flows of this port (vm/nic or id)");
+  flows->add_flag("--json", *flows_json, "one JSON flow record per line");
+  runners.push_back([flows, flows_sel, flows_json, &global]() {
+    return flows->parsed() ? RunFlows(global, *flows_sel, *flows_json) : -1;
   });
 
   auto* bench_cmd =

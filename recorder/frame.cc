@@ -241,6 +241,15 @@ std::string IpAddr::ToString() const {
   return buf;
 }
 
+StatusOr<IpAddr> IpAddr::Parse(const std::string& text) {
+  std::array<uint8_t, 16> buf{};
+  if (inet_pton(AF_INET, text.c_str(), buf.data()) == 1) {
+    return V4(std::span<const uint8_t, 4>(buf.data(), 4));
+  }
+  if (inet_pton(AF_INET6, text.c_str(), buf.data()) == 1) return V6(buf);
+  return InvalidArgument("'" + text + "' is not an IPv4 or IPv6 address");
+}
+
 IpAddr IpAddr::V4(std::span<const uint8_t, 4> b) {
   IpAddr a;
   a.family = IpFamily::kIpv4;

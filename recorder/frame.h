@@ -63,6 +63,8 @@ struct IpAddr {
 
   static IpAddr V4(std::span<const uint8_t, 4> b);
   static IpAddr V6(std::span<const uint8_t, 16> b);
+  // Parses dotted IPv4 or any textual IPv6 form; InvalidArgument otherwise.
+  static StatusOr<IpAddr> Parse(const std::string& text);
 
   friend bool operator==(const IpAddr&, const IpAddr&) = default;
 };

@@ -150,7 +150,7 @@ Status Session::Prepare() {
   info_.started_wall_ns = now;
   dir_ = options_.data_dir + "/recordings/" + info_.id;
   RETURN_IF_ERROR(MakeDirs(dir_));
-  log_path_ = dir_ + "/rr.log";
+  if (options_.rr) log_path_ = dir_ + "/rr.log";
   qemu_log_path_ = dir_ + "/qemu.log";
 
   nlohmann::json inputs = nlohmann::json::array();
@@ -196,8 +196,13 @@ Status Session::Prepare() {
   paths.serial_file = qemu_->serial_file();
   paths.disk_overlays = overlays_;
   paths.state_image = state_image_;
+  paths.nic_sockets = options_.nic_sockets;
   paths.sandbox = options_.sandbox;
-  qemu_args_ = BuildQemuArgs(spec_, RrMode::kRecord, paths, options_.qemu_binary);
+  qemu_args_ = BuildQemuArgs(spec_, options_.rr ? RrMode::kRecord : RrMode::kNone, paths,
+                             options_.qemu_binary);
+  if (options_.extra.is_object()) {
+    for (const auto& [key, value] : options_.extra.items()) info_.extra[key] = value;
+  }
 
   info_.extra["spec"] = spec_.source_text;
   info_.extra["spec_dir"] = spec_.source_dir;
@@ -209,6 +214,7 @@ Status Session::Prepare() {
                          {"version", QemuVersion(options_.qemu_binary)},
                          {"args", qemu_args_}};
   info_.extra["recorder_pid"] = ::getpid();
+  info_.extra["rr"] = {{"enabled", options_.rr}};
   info_.extra["snapshots"] = snapshots_;
   RETURN_IF_ERROR(store_->PutRecording(info_));
   if (options_.on_started) options_.on_started(info_.id);
@@ -245,6 +251,11 @@ void Session::FlushConsole() {
 }
 
 void Session::PollLog() {
+  if (!options_.rr) {
+    qemu_->ReadSerial();
+    FlushConsole();
+    return;
+  }
   if (!log_fd_.valid()) {
     int fd = ::open(log_path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {  // QEMU has not created it yet: nothing to order against
@@ -396,7 +407,8 @@ Status Session::Finalize() {
   }
   Status seal = chunker_->Finish();
   const rr::Stats& st = chunker_->stats();
-  bool complete = header_ok && st.saw_end;
+  bool complete = options_.rr ? header_ok && st.saw_end
+                              : qemu_wait_status_ == 0 || (stopping_ && error_.ok());
   info_.state = complete ? "complete" : "interrupted";
   info_.ended_wall_ns = clock_->WallNanos();
   std::string qemu_exit = ChildProcess::DescribeWaitStatus(qemu_wait_status_);
@@ -410,8 +422,9 @@ Status Session::Finalize() {
   info_.extra["qemu_run_seconds"] = qemu_run_ns_ / 1e9;
   info_.extra["qemu_stderr_tail"] = TailOfFile(qemu_log_path_, 5);
   info_.extra["console_bytes"] = console_offset_;
-  info_.extra["rr"] = {{"complete", complete},
-                       {"header", ToHex(complete ? header : rr::MakeHeader())},
+  info_.extra["rr"] = {{"enabled", options_.rr},
+                       {"complete", options_.rr && complete},
+                       {"header", ToHex(options_.rr && complete ? header : rr::MakeHeader())},
                        {"header_written_by_qemu", header_ok},
                        {"chunks", chunker_->chunks()},
                        {"raw_bytes", chunker_->stored_raw_bytes()},
@@ -473,7 +486,7 @@ StatusOr<RecordingInfo> Session::Run() {
       if (!ec) Stop("duration reached");
     });
   }
-  if (options_.snapshot_interval_ns > 0) {
+  if (options_.snapshot_interval_ns > 0 && options_.rr) {
     RunEvery(snapshot_timer_, Ns(options_.snapshot_interval_ns), [this]() {
       TakeSnapshot();
       return true;
@@ -490,6 +503,7 @@ StatusOr<RecordingInfo> Session::Run() {
     FlushConsole();
     // Stop requests from RequestStopAllRecordings() arrive here.
     if (g_stop_requests.load() > 0 && !stopping_) Stop("stop requested");
+    if (options_.stop && options_.stop->load() && !stopping_) Stop("stopped with its lab");
     return true;
   });
 
@@ -505,7 +519,8 @@ StatusOr<RecordingInfo> Session::Run() {
     }
   }
   RETURN_IF_ERROR(Finalize());
-  if (qemu_wait_status_ != 0 && info_.state == "interrupted" && chunker_->chunks() == 0) {
+  bool nothing_recorded = options_.rr ? chunker_->chunks() == 0 : console_offset_ == 0;
+  if (qemu_wait_status_ != 0 && info_.state == "interrupted" && nothing_recorded) {
     return Unavailable("QEMU " + ChildProcess::DescribeWaitStatus(qemu_wait_status_) + ": " +
                        TailOfFile(qemu_log_path_, 3));
   }
@@ -516,20 +531,30 @@ StatusOr<RecordingInfo> Session::Run() {
 
 void RequestStopAllRecordings() { g_stop_requests.fetch_add(1); }
 
-StatusOr<std::string> NewRecordingId(Store* store, const std::string& vm_name, int64_t wall_ns) {
+StatusOr<std::string> NewTimestampedId(
+    const std::string& name, int64_t wall_ns,
+    const std::function<StatusOr<bool>(const std::string&)>& taken) {
   time_t secs = static_cast<time_t>(wall_ns / 1'000'000'000);
   tm t{};
   gmtime_r(&secs, &t);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &t);
-  std::string base = vm_name + "-" + stamp;
+  std::string base = name + "-" + stamp;
   for (int n = 0; n < 1000; ++n) {
     std::string id = n == 0 ? base : base + "-" + std::to_string(n);
-    auto existing = store->GetRecording(id);
-    if (!existing.ok() && existing.status().code() == StatusCode::kNotFound) return id;
-    if (!existing.ok()) return existing.status();
+    ASSIGN_OR_RETURN(bool used, taken(id));
+    if (!used) return id;
   }
-  return AlreadyExists("too many recordings named " + base);
+  return AlreadyExists("too many ids named " + base);
+}
+
+StatusOr<std::string> NewRecordingId(Store* store, const std::string& vm_name, int64_t wall_ns) {
+  return NewTimestampedId(vm_name, wall_ns, [store](const std::string& id) -> StatusOr<bool> {
+    auto existing = store->GetRecording(id);
+    if (!existing.ok() && existing.status().code() == StatusCode::kNotFound) return false;
+    if (!existing.ok()) return existing.status();
+    return true;
+  });
 }
 
 StatusOr<RecordingInfo> RecordVm(Store* store, const VmSpec& spec, const RecorderOptions& options) {

@@ -7,12 +7,17 @@
 //   "complete"    QEMU ended normally: the log has its header and end event
 //   "interrupted" QEMU died or was killed: the log ends at the last complete
 //                 event that reached the store
+// With RecorderOptions::rr == false there is no log: "complete" means QEMU
+// exited cleanly (or was stopped by Blackbox), "interrupted" that it died.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -45,6 +50,18 @@ struct RecorderOptions {
   // How often the log file is polled for new bytes. Default: 20 ms.
   int64_t poll_interval_ns = 20'000'000;
   ChunkerOptions chunker;
+  // Record the VM's execution (QEMU rr). false: run it with the same command
+  // line minus rr, keeping only console and events (a VM on the switch that is
+  // not protected itself). Default: true.
+  bool rr = true;
+  // Switch port sockets of the spec's NICs, in order (QemuRunPaths::nic_sockets).
+  std::vector<std::string> nic_sockets;
+  // Merged into RecordingInfo::extra when the recording is created (the lab
+  // runner stores the capture id and switch ports here).
+  nlohmann::json extra = nlohmann::json::object();
+  // Optional: set to true to stop this recording cleanly (QMP quit), like
+  // RequestStopAllRecordings() does for all. Checked every 100 ms.
+  std::shared_ptr<std::atomic<bool>> stop;
   // Optional: called once with the recording id as soon as it exists.
   std::function<void(const std::string&)> on_started;
 };
@@ -57,6 +74,12 @@ StatusOr<RecordingInfo> RecordVm(Store* store, const VmSpec& spec, const Recorde
 // Asks every RecordVm running in this process to stop cleanly (QMP quit),
 // as Ctrl-C does. Async-signal-safe.
 void RequestStopAllRecordings();
+
+// "<name>-YYYYMMDD-HHMMSS" (UTC), with "-N" appended while `taken` says the
+// id is in use.
+StatusOr<std::string> NewTimestampedId(
+    const std::string& name, int64_t wall_ns,
+    const std::function<StatusOr<bool>(const std::string&)>& taken);
 
 // Creates a fresh recording id for a VM: "<name>-YYYYMMDD-HHMMSS[-N]".
 StatusOr<std::string> NewRecordingId(Store* store, const std::string& vm_name, int64_t wall_ns);

@@ -1,5 +1,6 @@
 #include "recorder/vm_spec.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -164,7 +165,7 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
       const YAML::Node& n = nics[i];
       std::string field = "nics[" + std::to_string(i) + "]";
       if (!n.IsMap()) return SpecError(n, field, "must be a mapping");
-      RETURN_IF_ERROR(CheckKeys(n, {"name", "mac", "socket"}, field + "."));
+      RETURN_IF_ERROR(CheckKeys(n, {"name", "mac", "socket", "segment", "ips"}, field + "."));
       NicSpec nic;
       ASSIGN_OR_RETURN(nic.name, GetString(n, "name", field + ".name", true));
       if (!ValidName(nic.name, 32) || !ids.insert(nic.name).second) {
@@ -180,6 +181,32 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
       }
       ASSIGN_OR_RETURN(std::string sock, GetString(n, "socket", field + ".socket", false));
       if (!sock.empty()) nic.socket = ResolvePath(sock, base_dir);
+      ASSIGN_OR_RETURN(std::string segment, GetString(n, "segment", field + ".segment", false));
+      if (!segment.empty()) {
+        static const std::regex segment_re("[a-z0-9_-]{1,32}");
+        if (!std::regex_match(segment, segment_re)) {
+          return SpecError(n["segment"], field + ".segment",
+                           "'" + segment + "' must be 1-32 of [a-z0-9_-]");
+        }
+        if (!nic.socket.empty()) {
+          return SpecError(n["segment"], field + ".segment",
+                           "a NIC with its own socket is not on Blackbox's switch");
+        }
+        nic.segment = segment;
+      }
+      if (YAML::Node ips = n["ips"]; ips.IsDefined() && !ips.IsNull()) {
+        if (!ips.IsSequence()) return SpecError(ips, field + ".ips", "must be a list of addresses");
+        for (size_t k = 0; k < ips.size(); ++k) {
+          std::string ip_field = field + ".ips[" + std::to_string(k) + "]";
+          if (!ips[k].IsScalar()) return SpecError(ips[k], ip_field, "must be an IP address");
+          std::string ip = ips[k].Scalar();
+          in6_addr buf{};
+          if (inet_pton(AF_INET, ip.c_str(), &buf) != 1 && inet_pton(AF_INET6, ip.c_str(), &buf) != 1) {
+            return SpecError(ips[k], ip_field, "'" + ip + "' is not an IPv4 or IPv6 address");
+          }
+          nic.ips.push_back(ip);
+        }
+      }
       spec.nics.push_back(std::move(nic));
     }
   }
@@ -219,6 +246,20 @@ StatusOr<VmSpec> ParseVmSpec(const std::string& yaml_text, const std::string& ba
   try {
     YAML::Node root = YAML::Load(yaml_text);
     RETURN_IF_ERROR(ParseSpecNode(root, base_dir, spec));
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("spec line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  return spec;
+}
+
+StatusOr<VmSpec> ParseVmSpecNode(const YAML::Node& node, const std::string& base_dir) {
+  VmSpec spec;
+  spec.source_dir = base_dir;
+  try {
+    RETURN_IF_ERROR(ParseSpecNode(node, base_dir, spec));
+    YAML::Emitter out;
+    out << node;
+    spec.source_text = std::string(out.c_str()) + "\n";
   } catch (const YAML::Exception& e) {
     return InvalidArgument("spec line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }

@@ -9,6 +9,10 @@
 
 #include "common/status.h"
 
+namespace YAML {
+class Node;
+}
+
 namespace blackbox {
 
 struct DiskSpec {
@@ -21,9 +25,16 @@ struct DiskSpec {
 struct NicSpec {
   std::string name;  // netdev id: [a-z0-9_-]+, unique within the VM
   std::string mac;   // 52:54:00:xx:xx:xx form
-  // Unix socket of the switch port the NIC connects to (QEMU -netdev stream,
-  // server=off). Empty: Blackbox provides one.
+  // Unix socket the NIC connects to (QEMU -netdev stream, server=off), for a
+  // NIC attached to something other than Blackbox's switch. Empty (the usual
+  // case): the NIC gets a port of Blackbox's switch.
   std::string socket;
+  // Switch segment of the port: ports only reach ports of the same segment.
+  // [a-z0-9_-]{1,32}. Default: "default".
+  std::string segment = "default";
+  // Source IPv4/IPv6 addresses the VM may send from (anti-spoofing). Empty:
+  // any address, but still only from `mac`.
+  std::vector<std::string> ips;
 };
 
 struct VmSpec {
@@ -45,6 +56,10 @@ struct VmSpec {
 // Errors are InvalidArgument with one line naming the field and, where
 // known, the YAML line: "spec line 4: memory: '9Z' is not a size".
 StatusOr<VmSpec> ParseVmSpec(const std::string& yaml_text, const std::string& base_dir);
+// Parses a spec given as a YAML mapping inside a larger document (a lab file):
+// errors name the line in that document; source_text becomes the mapping
+// re-emitted as a standalone spec.
+StatusOr<VmSpec> ParseVmSpecNode(const YAML::Node& node, const std::string& base_dir);
 // Reads and parses a spec file (capped at 1 MiB).
 StatusOr<VmSpec> LoadVmSpec(const std::string& path);
 

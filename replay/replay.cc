@@ -51,6 +51,7 @@ void RequestStopAllReplays() { g_stop_replays.fetch_add(1); }
 
 Status ExportRrLog(const Store& store, const std::string& recording_id, const std::string& path) {
   ASSIGN_OR_RETURN(RecordingInfo info, store.GetRecording(recording_id));
+  RETURN_IF_ERROR(CheckReplayable(info));
   std::string header = rr::MakeHeader();
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd.valid()) return ErrnoError("cannot create " + path, errno);
@@ -59,6 +60,16 @@ Status ExportRrLog(const Store& store, const std::string& recording_id, const st
   RETURN_IF_ERROR(store.ReadRrLog(
       recording_id, [&](const RrChunkInfo&, std::string_view raw) { return write_all(raw); }));
   if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + path, errno);
+  return Status::Ok();
+}
+
+Status CheckReplayable(const RecordingInfo& info) {
+  const nlohmann::json rr = info.extra.value("rr", nlohmann::json::object());
+  if (rr.is_object() && !rr.value("enabled", true)) {
+    return FailedPrecondition("recording " + info.id +
+                              " ran without rr (record: false in its lab): it has a console, "
+                              "events and frames, but no execution log to replay");
+  }
   return Status::Ok();
 }
 
@@ -87,6 +98,7 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
     // A live recording's log is still growing; its tail is not in the store yet.
     spdlog::warn("recording {} is still being written; replaying what is stored so far", info.id);
   }
+  RETURN_IF_ERROR(CheckReplayable(info));
   if (options.check_inputs) RETURN_IF_ERROR(CheckInputs(info));
   ASSIGN_OR_RETURN(VmSpec spec, ParseVmSpec(Str(info.extra, "spec"), Str(info.extra, "spec_dir")));
 
@@ -236,6 +248,7 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
                                        ReplayOptions options) {
   VerifyReport report;
   ASSIGN_OR_RETURN(RecordingInfo info, store.GetRecording(recording_id));
+  RETURN_IF_ERROR(CheckReplayable(info));
   ASSIGN_OR_RETURN(report.chain, store.VerifyRrChain(recording_id));
   if (report.chain.first_bad) {
     report.summary = "FAIL: rr log chunk " + std::to_string(*report.chain.first_bad) + ": " +

@@ -62,6 +62,10 @@ Status ExportRrLog(const Store& store, const std::string& recording_id, const st
 // same. FailedPrecondition names the first that differs.
 Status CheckInputs(const RecordingInfo& info);
 
+// FailedPrecondition for a recording made without rr (RecorderOptions::rr
+// false): it has nothing to replay. Replay, verify and export --rr check it.
+Status CheckReplayable(const RecordingInfo& info);
+
 // Replays a recording to its end (or until stopped / stalled).
 StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& recording_id,
                                        const ReplayOptions& options);

@@ -1,0 +1,77 @@
+// Labs: several VMs and the switch between them, started by one command
+// (`blackbox record lab.yaml`). The schema is documented in docs/lab-spec.md.
+//
+// A lab run
+//   - starts Blackbox's switch with one port per NIC (NICs that name their own
+//     socket stay off the switch), in the segments the NICs declare,
+//   - records every VM (each gets its own recording; `record: false` runs a VM
+//     on the switch without rr),
+//   - captures every frame, flow and switch event into one capture (see
+//     CaptureWriter), whose id the recordings name in extra["capture"],
+//   - ends when the first VM exits (stop_when: first-exit) or when all have
+//     (all-exit), on RecorderOptions::duration_ns, or on Ctrl-C; the other
+//     VMs are stopped cleanly.
+// A plain VM spec is a lab of one VM named after it.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "recorder/capture_writer.h"
+#include "recorder/recorder.h"
+#include "recorder/switch_server.h"
+#include "recorder/vm_spec.h"
+#include "store/store.h"
+
+namespace blackbox {
+
+struct LabVm {
+  VmSpec spec;
+  bool rr = true;  // `record:` in the lab file
+};
+
+struct LabSpec {
+  std::string name;  // [A-Za-z0-9_.-]{1,64}
+  std::vector<LabVm> vms;
+  enum class StopWhen { kFirstExit, kAllExit };
+  StopWhen stop_when = StopWhen::kAllExit;
+  std::string source_text;
+};
+
+// Parses a lab file; a document without `vms:` is parsed as one VM spec and
+// becomes a lab of one. Errors are InvalidArgument, one line, naming the field
+// and line ("lab line 7: vms[1].spec: ...").
+StatusOr<LabSpec> ParseLabSpec(const std::string& yaml_text, const std::string& base_dir);
+// Reads and parses a lab (or VM spec) file, capped at 1 MiB.
+StatusOr<LabSpec> LoadLabSpec(const std::string& path);
+
+struct LabOptions {
+  // Template for every VM's recorder (data_dir, qemu, duration, snapshots ...).
+  // nic_sockets, rr, extra and stop are set per VM by RunLab.
+  RecorderOptions recorder;
+  SwitchServer::Options switch_options;
+  CaptureWriter::Options capture;
+  // Called once the capture exists (before any VM starts).
+  std::function<void(const std::string& capture_id)> on_capture;
+};
+
+struct LabResult {
+  std::string capture_id;  // "" when no NIC was on the switch
+  std::vector<RecordingInfo> recordings;  // those that started, in lab order
+  std::vector<std::string> failures;      // one line per VM that could not be recorded
+  CaptureWriter::Stats capture;
+  nlohmann::json capture_meta;  // as stored (ports with counters ...)
+};
+
+// Runs the lab until it ends (see above). Fails only when nothing could be
+// started (bad files, the switch could not listen, the store failed); VMs that
+// fail individually are listed in LabResult::failures.
+StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& options);
+
+// A fresh capture id: "<lab>-YYYYMMDD-HHMMSS[-N]".
+StatusOr<std::string> NewCaptureId(Store* store, const std::string& lab_name, int64_t wall_ns);
+
+}  // namespace blackbox
