@@ -2,7 +2,7 @@
 # Blackbox test guest: /init of the initramfs (runs as PID 1 under busybox ash).
 #
 # The behaviour is selected on the kernel command line (see guest/README.md):
-#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client
+#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client|spoofer
 #   bb.rounds=N bb.records=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
 #   bb.wait=N bb.poweroff=1 bb.debug=1
 #
@@ -313,6 +313,8 @@ role_http_client() {
 		echo "BB-HTTP-FAIL empty index page"
 		done_
 	fi
+	# The host times the transfer from this line's arrival on the console.
+	echo "BB-HTTP-START"
 	if ! timeout $((30 + 10 * BIGSIZE)) wget -q -O /tmp/big.bin "http://$PEER/big.bin" 2>/dev/null; then
 		echo "BB-HTTP-FAIL download of big.bin failed"
 		done_
@@ -323,6 +325,82 @@ role_http_client() {
 	done_
 }
 
+# Identities the spoofer role forges (see guest/README.md).
+SPOOF_IP=10.0.0.66
+SPOOF_MAC=52:54:00:66:66:66
+SPOOF_COUNT=3
+
+# ping_n COUNT DST [SRC]: COUNT single pings (each waits up to 1 s for its
+# reply), optionally from source address SRC. Sets SENT (echo requests that
+# ping reports as transmitted) and REPLIES (echo replies received). One ping
+# per process: a ping that dies on a send error cannot lose the others' counts.
+ping_n() {
+	SENT=0
+	REPLIES=0
+	k=0
+	while [ "$k" -lt "$1" ]; do
+		if [ -n "$3" ]; then
+			out=$(ping -c 1 -W 1 -I "$3" "$2" 2>&1)
+		else
+			out=$(ping -c 1 -W 1 "$2" 2>&1)
+		fi
+		tx=$(echo "$out" | sed -n 's/^\([0-9]*\) packets transmitted, \([0-9]*\) packets received.*/\1 \2/p')
+		if [ -n "$tx" ]; then
+			SENT=$((SENT + ${tx% *}))
+			REPLIES=$((REPLIES + ${tx#* }))
+		fi
+		debug "ping $2${3:+ from $3}: ${tx:-no summary}"
+		k=$((k + 1))
+	done
+}
+
+# Sends from identities this NIC does not own, for the switch's anti-spoofing:
+# (a) pings from the forged source address SPOOF_IP, (b) pings after changing
+# eth0's MAC to SPOOF_MAC. It only prints counts; whether replies are expected
+# depends on what sits between the guest and its peer.
+role_spoofer() {
+	net_setup 10.0.0.3/24 || fatal "network setup failed (no virtio-net NIC?)"
+	[ -n "$PEER" ] || PEER=10.0.0.1
+	echo "BB-READY"
+	uptime_cs
+	end=$((CS + WAIT * 100))
+	peer=OK
+	until ping -c 1 -W 1 "$PEER" >/dev/null 2>&1; do
+		uptime_cs
+		if [ "$CS" -gt "$end" ]; then
+			peer=FAIL
+			break
+		fi
+		usleep 200000 # in case ping fails at once (e.g. no route)
+	done
+	echo "BB-SPOOF-PEER-$peer"
+	# the peer's MAC, for a static ARP entry in (b)
+	peer_mac=$(awk -v p="$PEER" '$1 == p && $3 == "0x2" { print $4 }' /proc/net/arp)
+
+	# (a) forged source IP: a /32 on eth0, so that ping can bind to it and
+	# replies to it (and ARP requests for it) are accepted
+	ip addr add "$SPOOF_IP/32" dev eth0 || fatal "cannot add $SPOOF_IP to eth0"
+	ping_n "$SPOOF_COUNT" "$PEER" "$SPOOF_IP"
+	echo "BB-SPOOF-IP-SENT $SENT"
+	echo "BB-SPOOF-IP-REPLIES $REPLIES"
+	ip addr del "$SPOOF_IP/32" dev eth0
+
+	# (b) forged MAC, real IP. The link went down, so the ARP cache is empty:
+	# a static entry for the peer makes the echo requests go on the wire even
+	# if the ARP requests from the forged MAC are dropped, and a gratuitous
+	# ARP (also from the forged MAC) tells the peer where to send replies.
+	ip link set dev eth0 down &&
+		ip link set dev eth0 address "$SPOOF_MAC" &&
+		ip link set dev eth0 up || fatal "cannot set eth0's MAC to $SPOOF_MAC"
+	debug "eth0 now $(cat /sys/class/net/eth0/address), peer $PEER is at ${peer_mac:-?}"
+	[ -n "$peer_mac" ] && arp -i eth0 -s "$PEER" "$peer_mac"
+	arping -U -q -c 1 -w 1 -I eth0 -s "${IP%/*}" "${IP%/*}" >/dev/null
+	ping_n "$SPOOF_COUNT" "$PEER"
+	echo "BB-SPOOF-MAC-SENT $SENT"
+	echo "BB-SPOOF-MAC-REPLIES $REPLIES"
+	done_
+}
+
 case "$ROLE" in
 idle) role_idle ;;
 cpu) role_cpu ;;
@@ -330,6 +408,7 @@ disk-writer) role_disk_writer ;;
 counter) role_counter ;;
 http-server) role_http_server ;;
 http-client) role_http_client ;;
+spoofer) role_spoofer ;;
 '')
 	echo "BB-ERROR missing bb.role"
 	power_off

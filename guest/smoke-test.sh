@@ -11,7 +11,7 @@ Usage: smoke-test.sh [--help] [--keep] GUESTDIR [ROLE...]
 
 Boots OUTDIR/vmlinuz + OUTDIR/initrd.img (as built by build-guest.sh) with
 qemu-system-x86_64 -accel tcg -icount shift=auto and checks the markers of
-each role (default: all of cpu disk-writer idle counter http error).
+each role (default: all of cpu disk-writer idle counter http spoofer error).
 Expected checksums are recomputed on the host with the same busybox.
 Prints wall-clock times (seconds since QEMU start) of the markers.
 
@@ -48,7 +48,7 @@ done
 	die "missing GUESTDIR"
 }
 [[ -f $GUEST/vmlinuz && -f $GUEST/initrd.img ]] || die "no vmlinuz/initrd.img in $GUEST (run build-guest.sh first)"
-[[ ${#ROLES[@]} -gt 0 ]] || ROLES=(cpu disk-writer idle counter http error)
+[[ ${#ROLES[@]} -gt 0 ]] || ROLES=(cpu disk-writer idle counter http spoofer error)
 
 QEMU=${QEMU:-qemu-system-x86_64}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-120}
@@ -269,7 +269,38 @@ test_http() {
 	else
 		fail "http: client '$cli' ($(marker client 'BB-HTTP-FAIL')), server '$srv', host $exp"
 	fi
-	echo "      http: server BB-READY $(when server BB-READY)s, client BB-HTTP-OK $(when client BB-HTTP-OK)s wall (each since its own QEMU start)"
+	local markers
+	markers=$(grep -oE 'BB-HTTP-(START|OK|FAIL)' "$SCRATCH/client.log" | tr '\n' ' ')
+	[[ $markers == "BB-HTTP-START BB-HTTP-OK " ]] || fail "http-client: markers '$markers', expected BB-HTTP-START then BB-HTTP-OK"
+	echo "      http: server BB-READY $(when server BB-READY)s, client BB-HTTP-START $(when client BB-HTTP-START)s," \
+		"BB-HTTP-OK $(when client BB-HTTP-OK)s wall (each since its own QEMU start)"
+}
+
+# spoofer next to an http-server on a direct link: nothing filters the forged
+# frames, so the server answers all of them.
+test_spoofer() {
+	local port spid
+	port=$(free_port)
+	start_vm spserver "bb.role=http-server bb.ip=10.0.0.1/24" \
+		-netdev socket,id=n0,listen=127.0.0.1:"$port" -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:01
+	spid=$VM_PID
+	sleep 1
+	start_vm spoofer "bb.role=spoofer bb.ip=10.0.0.3/24 bb.peer=10.0.0.1 bb.poweroff=1" \
+		-netdev socket,id=n0,connect=127.0.0.1:"$port" -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:03
+	wait_marker spoofer 'BB-DONE|BB-ERROR' || {
+		fail "spoofer: no BB-DONE"
+		kill "$spid" 2>/dev/null || true
+		return
+	}
+	wait_exit 30 || fail "spoofer: QEMU did not exit after poweroff"
+	kill "$spid" 2>/dev/null || true
+	local got exp
+	got=$(grep -oE 'BB-(SPOOF-[A-Z-]+( [0-9]+)?|DONE|ERROR.*)' "$SCRATCH/spoofer.log" | tr '\n' ',')
+	exp="BB-SPOOF-PEER-OK,BB-SPOOF-IP-SENT 3,BB-SPOOF-IP-REPLIES 3,BB-SPOOF-MAC-SENT 3,BB-SPOOF-MAC-REPLIES 3,BB-DONE,"
+	[[ $got == "$exp" ]] && ok "spoofer: forged IP and MAC pings sent and answered on a direct link" ||
+		fail "spoofer: markers '$got', expected '$exp'"
+	echo "      spoofer: BB-READY $(when spoofer BB-READY)s, BB-SPOOF-PEER-OK $(when spoofer BB-SPOOF-PEER-OK)s," \
+		"BB-DONE $(when spoofer BB-DONE)s wall"
 }
 
 test_error() {
@@ -292,6 +323,7 @@ for r in "${ROLES[@]}"; do
 	idle) test_idle ;;
 	counter) test_counter ;;
 	http | http-server | http-client) test_http ;;
+	spoofer) test_spoofer ;;
 	error) test_error ;;
 	*) die "unknown test '$r'" ;;
 	esac
