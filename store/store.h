@@ -6,7 +6,12 @@
 //     cut at an event boundary, with an index entry (byte range, guest icount
 //     range, wall-time range, hashes),
 //   - the serial console as timestamped pieces,
-//   - events (QMP events and recorder lifecycle) as timestamped JSON.
+//   - events (QMP events and recorder lifecycle) as timestamped JSON;
+// and per switch capture:
+//   - the capture's metadata (JSON owned by the caller),
+//   - the frames the switch handled, as a chain of zstd-compressed batches,
+//     each with an index entry (wall-time range, ports, counts, hashes),
+//   - flow records (JSON from the flow table), ordered by end time.
 // Key encoding and value formats are documented in docs/store-format.md.
 //
 // Durability: every write goes through RocksDB's write-ahead log. With
@@ -22,11 +27,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/hash.h"
@@ -82,6 +90,45 @@ struct StoredEvent {
   int64_t wall_ns = 0;
   uint32_t seq = 0;     // tie-breaker for events with the same wall time
   nlohmann::json body;  // {"kind": "...", ...}
+};
+
+// One frame the switch handled.
+struct CapturedFrame {
+  int64_t wall_ns = 0;           // when the switch read it (ns since the Unix epoch)
+  uint32_t ingress = 0;          // switch port id it came in on
+  std::vector<uint32_t> egress;  // ports it was forwarded to, ascending; empty when dropped
+                                 // (stored as given, at most 65535 entries)
+  std::string drop_reason;       // "" when forwarded, else one line saying why; stored cut to at
+                                 // most 255 bytes (at a UTF-8 character boundary)
+  std::string bytes;             // the whole Ethernet frame, at most 256 KiB
+};
+
+// Index entry of one zstd-compressed batch of frames. Batches of a capture are
+// numbered 0, 1, 2, ... and hash-chained like rr chunks. Computed by
+// AppendFrameBatch; every field but stored_size is covered by the chain hash.
+struct FrameBatchInfo {
+  uint64_t seq = 0;
+  int64_t first_wall_ns = 0;  // min wall_ns in the batch
+  int64_t last_wall_ns = 0;   // max wall_ns in the batch
+  uint32_t frame_count = 0;
+  uint32_t dropped_count = 0;   // frames with a drop_reason
+  uint32_t raw_size = 0;        // encoded batch bytes before compression
+  uint32_t stored_size = 0;     // compressed bytes
+  std::vector<uint32_t> ports;  // every port id appearing as ingress or egress, ascending, unique
+  Sha256Digest raw_sha256{};    // of the encoded batch
+  Sha256Digest prev_chain{};    // chain hash of batch seq-1 (all zero for seq 0)
+  Sha256Digest chain{};         // SHA-256 over prev_chain and every field above but stored_size
+};
+
+// Computes FrameBatchInfo::chain from the other fields.
+Sha256Digest ComputeFrameBatchChain(const FrameBatchInfo& info);
+
+// Which frames Store::ReadFrames passes on.
+struct FrameQuery {
+  int64_t since_ns = std::numeric_limits<int64_t>::min();  // inclusive
+  int64_t until_ns = std::numeric_limits<int64_t>::max();  // inclusive
+  std::vector<uint32_t> ports;  // empty: all; else a frame matches if its ingress or any egress
+                                // port is listed
 };
 
 // Metadata of one recording. Stored as JSON; unknown fields are preserved in
@@ -166,8 +213,64 @@ class Store {
   // ---- events ----
   // Stores body (an object with at least "kind") at wall_ns; seq is assigned.
   // InvalidArgument for a negative wall_ns or a body without a string "kind".
+  // The id need not name a stored recording: a capture id works the same way
+  // (events of a recording and a capture with the same id share one list).
   Status PutEvent(const std::string& recording_id, int64_t wall_ns, const nlohmann::json& body);
   StatusOr<std::vector<StoredEvent>> ListEvents(const std::string& recording_id) const;
+
+  // ---- switch captures ----
+  // A capture is everything one switch run saw (one `blackbox record` of a lab).
+  // Capture ids follow the rules of recording ids (1 to 128 of [A-Za-z0-9._-];
+  // InvalidArgument otherwise) and live in their own namespace, except for events.
+
+  // Inserts or replaces the metadata of a capture: a JSON object (ports, VMs,
+  // recordings, state...) owned by the caller. InvalidArgument if meta is not an
+  // object; ResourceExhausted above 16 MiB serialised.
+  Status PutCapture(const std::string& capture_id, const nlohmann::json& meta);
+  // NotFound names the id.
+  StatusOr<nlohmann::json> GetCapture(const std::string& capture_id) const;
+  // All captures with their metadata, ordered by id.
+  StatusOr<std::vector<std::pair<std::string, nlohmann::json>>> ListCaptures() const;
+
+  // Appends the next batch (seq = number of batches so far): encodes `frames` in
+  // the order given, compresses with zstd (`zstd_level` 0 uses
+  // StoreOptions::zstd_level), computes the summary, hashes and chain, and writes
+  // index entry and payload atomically (one WriteBatch). Returns the index entry.
+  // InvalidArgument for an empty span, a frame over 256 KiB, more than 65535
+  // egress ports on a frame, more than 4096 distinct ports in the batch, more
+  // than 64 MiB of encoded batch, or a zstd level out of range. Corruption if the
+  // newest stored index entry (read once per capture, then cached) is bad.
+  // Meant for one writer thread per capture; concurrent calls for one capture
+  // are serialised, calls for different captures run in parallel.
+  StatusOr<FrameBatchInfo> AppendFrameBatch(const std::string& capture_id,
+                                            std::span<const CapturedFrame> frames,
+                                            int zstd_level = 0);
+  // Index entries of a capture, by seq. Reads no payloads.
+  StatusOr<std::vector<FrameBatchInfo>> ListFrameBatches(const std::string& capture_id) const;
+  // Calls sink for every frame matching the query, in stored order (batch by
+  // batch, each in the order it was appended). Only batches whose
+  // [first_wall_ns, last_wall_ns] overlaps the range and whose ports intersect
+  // the query's ports are read and decompressed. Every index entry is checked
+  // like VerifyFrameChain does (so a removed batch is noticed even outside the
+  // range); each batch read is checked fully (decompresses, raw_sha256, frames
+  // decode and agree with the index summary). Corruption names the capture and
+  // batch seq; sink may have been called for earlier frames. sink may return an
+  // error to stop; that error is returned. An unknown capture has no frames.
+  Status ReadFrames(const std::string& capture_id, const FrameQuery& query,
+                    const std::function<Status(const CapturedFrame&)>& sink) const;
+  // Walks every batch like VerifyRrChain (chunks = batches): index entries,
+  // chain, payloads, and the frames decoded against the index summary.
+  StatusOr<ChainReport> VerifyFrameChain(const std::string& capture_id) const;
+
+  // Flow records: JSON objects produced by the flow table with at least the
+  // integers "start_wall_ns" and "end_wall_ns" (InvalidArgument otherwise;
+  // ResourceExhausted above 1 MiB serialised). Stored as given.
+  Status PutFlow(const std::string& capture_id, const nlohmann::json& flow);
+  // Flows with end_wall_ns >= since_ns and start_wall_ns <= until_ns, ordered by
+  // end_wall_ns, then by insertion.
+  StatusOr<std::vector<nlohmann::json>> ListFlows(
+      const std::string& capture_id, int64_t since_ns = std::numeric_limits<int64_t>::min(),
+      int64_t until_ns = std::numeric_limits<int64_t>::max()) const;
 
   // Flushes memtables to SST files (used before measuring stored size).
   Status Flush();

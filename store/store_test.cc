@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <map>
 #include <set>
 #include <thread>
@@ -27,6 +29,7 @@ using ::testing::HasSubstr;
 
 // ---- the documented formats, written out independently of store.cc ----
 
+// The column families of a store written before captures existed.
 const char* const kCfs[] = {"meta", "recordings", "rr_index", "rr_chunks", "console", "events"};
 
 void PutBE(std::string* out, uint64_t v, int bytes) {
@@ -466,7 +469,8 @@ TEST_F(StoreTest, IndexValueMatchesTheDocumentedLayout) {
   }
   EXPECT_EQ(raw.Get("meta", "schema_version"), "1");
   EXPECT_EQ(raw.CfNames(), (std::set<std::string>{"default", "meta", "recordings", "rr_index",
-                                                  "rr_chunks", "console", "events"}));
+                                                  "rr_chunks", "console", "events", "captures",
+                                                  "frame_index", "frames", "flows"}));
 }
 
 TEST_F(StoreTest, ChainHashDefinition) {
@@ -919,6 +923,1010 @@ TEST_F(StoreTest, Usage) {
   EXPECT_EQ(u->events, 2u);
   auto none = store_->GetUsage("other");
   EXPECT_EQ(none->rr_raw_bytes + none->console_bytes + none->events, 0u);
+}
+
+// ---- switch captures ----
+
+// The documented frame formats, written out independently of store.cc.
+
+// Field offsets of a frame_index value.
+constexpr size_t kFiSeq = 5, kFiFirst = 13, kFiLast = 21, kFiFrameCount = 29, kFiDropped = 33,
+                 kFiRawSize = 37, kFiStoredSize = 41, kFiRawSha = 45, kFiPrevChain = 77,
+                 kFiChain = 109, kFiPortCount = 141, kFiPorts = 145;
+
+std::string EncodeFrameIndex(const FrameBatchInfo& i) {
+  std::string v = "BBFI";
+  v.push_back(1);
+  PutBE(&v, i.seq, 8);
+  PutBE(&v, static_cast<uint64_t>(i.first_wall_ns), 8);
+  PutBE(&v, static_cast<uint64_t>(i.last_wall_ns), 8);
+  PutBE(&v, i.frame_count, 4);
+  PutBE(&v, i.dropped_count, 4);
+  PutBE(&v, i.raw_size, 4);
+  PutBE(&v, i.stored_size, 4);
+  v += Digest(i.raw_sha256) + Digest(i.prev_chain) + Digest(i.chain);
+  PutBE(&v, i.ports.size(), 4);
+  for (uint32_t p : i.ports) PutBE(&v, p, 4);
+  v += Digest(Sha256Of(v));
+  return v;
+}
+void ResealFrameIndex(std::string* v) {
+  v->resize(v->size() - 32);
+  *v += Digest(Sha256Of(*v));
+}
+
+std::string EncodeFramesRaw(const std::vector<CapturedFrame>& frames) {
+  std::string raw;
+  for (const auto& f : frames) {
+    PutBE(&raw, static_cast<uint64_t>(f.wall_ns), 8);
+    PutBE(&raw, f.ingress, 4);
+    PutBE(&raw, f.egress.size(), 2);
+    for (uint32_t e : f.egress) PutBE(&raw, e, 4);
+    raw.push_back(static_cast<char>(f.drop_reason.size()));
+    raw += f.drop_reason;
+    PutBE(&raw, f.bytes.size(), 4);
+    raw += f.bytes;
+  }
+  return raw;
+}
+
+// Times, counts and ports of a batch, as the index entry documents them.
+FrameBatchInfo SummaryOf(const std::vector<CapturedFrame>& frames) {
+  FrameBatchInfo s;
+  std::set<uint32_t> ports;
+  s.first_wall_ns = frames.at(0).wall_ns;
+  s.last_wall_ns = frames.at(0).wall_ns;
+  for (const auto& f : frames) {
+    s.first_wall_ns = std::min(s.first_wall_ns, f.wall_ns);
+    s.last_wall_ns = std::max(s.last_wall_ns, f.wall_ns);
+    s.dropped_count += f.drop_reason.empty() ? 0 : 1;
+    ports.insert(f.ingress);
+    ports.insert(f.egress.begin(), f.egress.end());
+  }
+  s.frame_count = static_cast<uint32_t>(frames.size());
+  s.ports.assign(ports.begin(), ports.end());
+  return s;
+}
+
+std::string FramePayload(const std::string& raw) {
+  std::string frame(ZSTD_compressBound(raw.size()), '\0');
+  frame.resize(ZSTD_compress(frame.data(), frame.size(), raw.data(), raw.size(), 3));
+  return std::string("BBFB\x01\x01", 6) + frame;
+}
+
+// Stores batch 0 of capture `id` with payload `raw` directly: the index carries summary's
+// times, counts and ports, with sizes, hashes and chain made consistent with raw (what someone
+// forging a batch would do).
+void PutRawBatch(RawDb* db, const std::string& id, const std::string& raw, FrameBatchInfo info) {
+  std::string payload = FramePayload(raw);
+  info.seq = 0;
+  info.prev_chain = {};
+  info.raw_size = static_cast<uint32_t>(raw.size());
+  info.stored_size = static_cast<uint32_t>(payload.size() - 6);
+  info.raw_sha256 = Sha256Of(raw);
+  info.chain = ComputeFrameBatchChain(info);
+  db->Put("frame_index", SeqKey(id, 0), EncodeFrameIndex(info));
+  db->Put("frames", SeqKey(id, 0), payload);
+}
+
+CapturedFrame MakeFrame(int64_t wall_ns, uint32_t ingress, std::vector<uint32_t> egress,
+                        std::string drop_reason = "", size_t size = 64) {
+  CapturedFrame f;
+  f.wall_ns = wall_ns;
+  f.ingress = ingress;
+  f.egress = std::move(egress);
+  f.drop_reason = std::move(drop_reason);
+  f.bytes = MakeRaw(static_cast<uint64_t>(wall_ns) * 31 + ingress, size);
+  return f;
+}
+
+bool SameFrame(const CapturedFrame& a, const CapturedFrame& b) {
+  return a.wall_ns == b.wall_ns && a.ingress == b.ingress && a.egress == b.egress &&
+         a.drop_reason == b.drop_reason && a.bytes == b.bytes;
+}
+
+// Four batches: ports {1,2,3}, {7,8}, {1,2,4} (times out of order within it), {1,2,3,9,10}
+// (port 10 only ever an egress port).
+std::vector<std::vector<CapturedFrame>> LabBatches() {
+  return {
+      {MakeFrame(1000, 1, {2}), MakeFrame(1100, 2, {1}), MakeFrame(1200, 1, {2, 3}),
+       MakeFrame(1300, 3, {}, "source MAC 02:00:00:00:00:09 is not port 3's"),
+       MakeFrame(1900, 1, {2}, "", 1514)},
+      {MakeFrame(2000, 7, {8}), MakeFrame(2500, 8, {7}), MakeFrame(2900, 7, {8})},
+      {MakeFrame(3500, 1, {2}), MakeFrame(3000, 2, {1}), MakeFrame(3900, 4, {}, "port 4 is down")},
+      {MakeFrame(4000, 9, {1, 2, 3, 10}, "", 60)},
+  };
+}
+
+class CaptureTest : public StoreTest {
+ protected:
+  // Appends LabBatches() to `id`; keeps the frames (in stored order) and the infos.
+  void AppendLab(const std::string& id = "cap") {
+    for (const auto& batch : LabBatches()) {
+      auto r = store_->AppendFrameBatch(id, batch);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      infos_.push_back(*r);
+      frames_.insert(frames_.end(), batch.begin(), batch.end());
+    }
+  }
+  // The frames ReadFrames passes to its sink, and its status.
+  std::pair<Status, std::vector<CapturedFrame>> Read(const std::string& id,
+                                                     const FrameQuery& q = {}) {
+    std::vector<CapturedFrame> got;
+    Status s = store_->ReadFrames(id, q, [&](const CapturedFrame& f) {
+      got.push_back(f);
+      return Status::Ok();
+    });
+    return {s, got};
+  }
+  // wall_ns of the frames a query returns; fails the test on an error.
+  std::vector<int64_t> Times(const FrameQuery& q) {
+    auto [s, got] = Read("cap", q);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    std::vector<int64_t> out;
+    for (const auto& f : got) out.push_back(f.wall_ns);
+    return out;
+  }
+  std::vector<FrameBatchInfo> infos_;
+  std::vector<CapturedFrame> frames_;
+};
+
+TEST_F(CaptureTest, MetadataPutGetList) {
+  nlohmann::json lab1 = {{"state", "recording"}, {"ports", {{{"id", 1}, {"vm", "web"}}}}};
+  ASSERT_TRUE(store_->PutCapture("lab-1", lab1).ok());
+  ASSERT_TRUE(store_->PutCapture("lab-0", {{"state", "complete"}}).ok());
+  EXPECT_EQ(*store_->GetCapture("lab-1"), lab1);
+  lab1["state"] = "complete";
+  ASSERT_TRUE(store_->PutCapture("lab-1", lab1).ok());  // replace
+  EXPECT_EQ(store_->GetCapture("lab-1")->at("state"), "complete");
+  ASSERT_TRUE(store_->PutCapture("lab-2", nlohmann::json::object()).ok());
+
+  auto list = store_->ListCaptures();
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->size(), 3u);
+  EXPECT_EQ((*list)[0].first, "lab-0");
+  EXPECT_EQ((*list)[0].second["state"], "complete");
+  EXPECT_EQ((*list)[1].first, "lab-1");
+  EXPECT_EQ((*list)[1].second, lab1);
+  EXPECT_EQ((*list)[2].first, "lab-2");
+
+  auto missing = store_->GetCapture("lab-9");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("lab-9"));
+  // Captures and recordings are separate namespaces.
+  EXPECT_EQ(store_->GetRecording("lab-1").status().code(), StatusCode::kNotFound);
+
+  for (const nlohmann::json& bad :
+       {nlohmann::json::array(), nlohmann::json("x"), nlohmann::json(), nlohmann::json(3)}) {
+    EXPECT_EQ(store_->PutCapture("lab-3", bad).code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(store_->PutCapture("", nlohmann::json::object()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetCapture("lab-3").status().code(), StatusCode::kNotFound);
+
+  Reopen();
+  EXPECT_EQ(*store_->GetCapture("lab-1"), lab1);
+}
+
+TEST_F(CaptureTest, StoredMetadataThatIsNotAnObjectIsCorruptionNamingKey) {
+  ASSERT_TRUE(store_->PutCapture("good", {{"a", 1}}).ok());
+  Close();
+  {
+    RawDb raw(path_);
+    raw.Put("captures", "broken", "{oops");
+    raw.Put("captures", "array", "[1,2]");
+  }
+  Reopen();
+  for (const char* id : {"broken", "array"}) {
+    auto r = store_->GetCapture(id);
+    EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+    EXPECT_THAT(r.status().message(), HasSubstr(std::string("capture '") + id + "'"));
+  }
+  EXPECT_EQ(store_->ListCaptures().status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(store_->GetCapture("good").ok());
+}
+
+TEST_F(CaptureTest, FrameBatchesRoundTrip) {
+  AppendLab();
+  auto list = store_->ListFrameBatches("cap");
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->size(), 4u);
+  auto batches = LabBatches();
+  for (size_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    const FrameBatchInfo& a = (*list)[i];
+    const FrameBatchInfo want = SummaryOf(batches[i]);
+    EXPECT_EQ(a.seq, i);
+    EXPECT_EQ(a.first_wall_ns, want.first_wall_ns);
+    EXPECT_EQ(a.last_wall_ns, want.last_wall_ns);
+    EXPECT_EQ(a.frame_count, want.frame_count);
+    EXPECT_EQ(a.dropped_count, want.dropped_count);
+    EXPECT_EQ(a.ports, want.ports);
+    const std::string raw = EncodeFramesRaw(batches[i]);
+    EXPECT_EQ(a.raw_size, raw.size());
+    EXPECT_EQ(a.raw_sha256, Sha256Of(raw));
+    EXPECT_EQ(a.stored_size, infos_[i].stored_size);
+    EXPECT_GT(a.stored_size, 0u);
+    EXPECT_EQ(a.prev_chain, i == 0 ? Sha256Digest{} : infos_[i - 1].chain);
+    EXPECT_EQ(a.chain, ComputeFrameBatchChain(a));
+    EXPECT_EQ(a.chain, infos_[i].chain);
+  }
+  EXPECT_EQ((*list)[0].ports, (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ((*list)[0].dropped_count, 1u);
+  EXPECT_EQ((*list)[2].first_wall_ns, 3000);  // min, though not the first frame
+  EXPECT_EQ((*list)[2].last_wall_ns, 3900);
+  EXPECT_EQ((*list)[3].ports, (std::vector<uint32_t>{1, 2, 3, 9, 10}));
+
+  auto [s, got] = Read("cap");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(got.size(), frames_.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(SameFrame(got[i], frames_[i])) << i;
+
+  auto report = store_->VerifyFrameChain("cap");
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->chunks, 4u);
+  uint64_t raw_bytes = 0;
+  for (const auto& b : batches) raw_bytes += EncodeFramesRaw(b).size();
+  EXPECT_EQ(report->raw_bytes, raw_bytes);
+  EXPECT_EQ(report->head, infos_.back().chain);
+  EXPECT_FALSE(report->first_bad.has_value());
+  EXPECT_EQ(report->problem, "");
+
+  // An unknown capture has no batches, no frames and an empty, valid chain.
+  EXPECT_TRUE(store_->ListFrameBatches("none")->empty());
+  EXPECT_TRUE(Read("none").second.empty());
+  EXPECT_EQ(store_->VerifyFrameChain("none")->chunks, 0u);
+}
+
+TEST_F(CaptureTest, QueriesByTimeAndPort) {
+  AppendLab();
+  using V = std::vector<int64_t>;
+  auto q = [](int64_t since, int64_t until, std::vector<uint32_t> ports = {}) {
+    FrameQuery f;
+    f.since_ns = since;
+    f.until_ns = until;
+    f.ports = std::move(ports);
+    return f;
+  };
+  const int64_t kMin = std::numeric_limits<int64_t>::min();
+  const int64_t kMax = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(Times({}), (V{1000, 1100, 1200, 1300, 1900, 2000, 2500, 2900, 3500, 3000, 3900, 4000}));
+  // Both bounds are inclusive.
+  EXPECT_EQ(Times(q(1100, 2000)), (V{1100, 1200, 1300, 1900, 2000}));
+  EXPECT_EQ(Times(q(3000, 3500)), (V{3500, 3000}));  // stored order, not time order
+  EXPECT_EQ(Times(q(3950, 3999)), V{});              // between batches
+  EXPECT_EQ(Times(q(4001, kMax)), V{});
+  EXPECT_EQ(Times(q(kMin, 999)), V{});
+  EXPECT_EQ(Times(q(2000, 1000)), V{});  // empty range
+  // Ports: ingress or any egress port.
+  EXPECT_EQ(Times(q(kMin, kMax, {3})), (V{1200, 1300, 4000}));
+  EXPECT_EQ(Times(q(kMin, kMax, {10})), (V{4000}));  // egress only
+  EXPECT_EQ(Times(q(kMin, kMax, {8})), (V{2000, 2500, 2900}));
+  EXPECT_EQ(Times(q(kMin, kMax, {4, 3, 4})), (V{1200, 1300, 3900, 4000}));  // unsorted, repeated
+  EXPECT_EQ(Times(q(3000, 3999, {4})), (V{3900}));
+  EXPECT_EQ(Times(q(kMin, kMax, {99})), V{});
+  EXPECT_EQ(Times(q(1000, 1000, {2})), (V{1000}));
+}
+
+TEST_F(CaptureTest, BatchesOutsideTheQueryAreNotRead) {
+  AppendLab();
+  Close();
+  {
+    // Break batch 1 (ports 7 and 8, times 2000-2900) without touching its index entry.
+    RawDb raw(path_);
+    std::string v = raw.Get("frames", SeqKey("cap", 1));
+    v[6 + v.size() / 2] ^= 0x40;
+    raw.Put("frames", SeqKey("cap", 1), v);
+  }
+  Reopen();
+  FrameQuery by_port;
+  by_port.ports = {1};
+  EXPECT_EQ(Times(by_port).size(), 7u);  // batch 1 has no port 1: skipped by its index entry
+  FrameQuery by_time;
+  by_time.since_ns = 3000;
+  EXPECT_EQ(Times(by_time).size(), 4u);
+  FrameQuery before;
+  before.until_ns = 1999;
+  EXPECT_EQ(Times(before).size(), 5u);
+
+  for (FrameQuery bad : {FrameQuery{}, FrameQuery{2500, 2500, {}}, FrameQuery{0, 5000, {8}}}) {
+    auto [s, got] = Read("cap", bad);
+    EXPECT_EQ(s.code(), StatusCode::kCorruption);
+    EXPECT_THAT(s.message(), HasSubstr("capture cap batch 1: "));
+  }
+}
+
+TEST_F(CaptureTest, SinkErrorStopsReading) {
+  AppendLab();
+  int calls = 0;
+  Status s = store_->ReadFrames("cap", {}, [&](const CapturedFrame&) {
+    return ++calls == 6 ? Cancelled("enough") : Status::Ok();
+  });
+  EXPECT_EQ(s.code(), StatusCode::kCancelled);
+  EXPECT_EQ(calls, 6);
+}
+
+TEST_F(CaptureTest, FrameValuesMatchTheDocumentedLayout) {
+  AppendLab();
+  ASSERT_TRUE(store_->PutCapture("cap", {{"k", 1}}).ok());
+  Close();
+  RawDb raw(path_);
+  auto batches = LabBatches();
+  for (size_t i = 0; i < infos_.size(); ++i) {
+    const FrameBatchInfo& info = infos_[i];
+    std::string v = raw.Get("frame_index", SeqKey("cap", info.seq));
+    EXPECT_EQ(v.size(), 177 + 4 * info.ports.size());
+    EXPECT_EQ(v, EncodeFrameIndex(info));
+    std::string p = raw.Get("frames", SeqKey("cap", info.seq));
+    EXPECT_EQ(p.substr(0, 6), std::string("BBFB\x01\x01", 6));
+    EXPECT_EQ(p.size(), 6 + info.stored_size);
+    std::string out(info.raw_size, '\0');
+    size_t n = ZSTD_decompress(out.data(), out.size(), p.data() + 6, p.size() - 6);
+    ASSERT_EQ(n, info.raw_size);
+    EXPECT_EQ(out, EncodeFramesRaw(batches[i]));
+  }
+  EXPECT_EQ(nlohmann::json::parse(raw.Get("captures", "cap")), nlohmann::json({{"k", 1}}));
+  EXPECT_FALSE(raw.Has("frame_index", SeqKey("cap", 4)));
+}
+
+TEST_F(CaptureTest, FrameChainHashDefinition) {
+  FrameBatchInfo i;
+  i.seq = 7;
+  i.first_wall_ns = -3;
+  i.last_wall_ns = 0x0102030405060708;
+  i.frame_count = 5;
+  i.dropped_count = 2;
+  i.raw_size = 0x11223344;
+  i.stored_size = 99;
+  i.ports = {1, 0x0a0b0c0d};
+  i.raw_sha256 = Sha256Of("raw");
+  i.prev_chain = Sha256Of("prev");
+  std::string buf = Digest(i.prev_chain);
+  PutBE(&buf, 7, 8);
+  PutBE(&buf, static_cast<uint64_t>(int64_t{-3}), 8);
+  PutBE(&buf, 0x0102030405060708, 8);
+  PutBE(&buf, 5, 4);
+  PutBE(&buf, 2, 4);
+  PutBE(&buf, 0x11223344, 4);
+  PutBE(&buf, 2, 4);
+  PutBE(&buf, 1, 4);
+  PutBE(&buf, 0x0a0b0c0d, 4);
+  buf += Digest(i.raw_sha256);
+  EXPECT_EQ(ComputeFrameBatchChain(i), Sha256Of(buf));
+  FrameBatchInfo j = i;
+  j.stored_size = 12345;  // not covered
+  EXPECT_EQ(ComputeFrameBatchChain(j), ComputeFrameBatchChain(i));
+  for (auto change : std::vector<std::function<void(FrameBatchInfo*)>>{
+           [](FrameBatchInfo* b) { b->dropped_count++; },
+           [](FrameBatchInfo* b) { b->ports.push_back(9); },
+           [](FrameBatchInfo* b) { b->ports[1]++; },
+           [](FrameBatchInfo* b) { b->first_wall_ns++; },
+       }) {
+    j = i;
+    change(&j);
+    EXPECT_NE(ComputeFrameBatchChain(j), ComputeFrameBatchChain(i));
+  }
+}
+
+TEST_F(CaptureTest, ReopenKeepsSeqContinuity) {
+  auto batches = LabBatches();
+  auto b0 = store_->AppendFrameBatch("cap", batches[0]);
+  auto b1 = store_->AppendFrameBatch("cap", batches[1]);
+  ASSERT_TRUE(b0.ok() && b1.ok());
+  EXPECT_EQ(b1->seq, 1u);
+  EXPECT_EQ(b1->prev_chain, b0->chain);
+
+  StoreOptions opts;
+  opts.create_if_missing = false;
+  Reopen(opts);
+  auto b2 = store_->AppendFrameBatch("cap", batches[2]);
+  ASSERT_TRUE(b2.ok()) << b2.status().ToString();
+  EXPECT_EQ(b2->seq, 2u);
+  EXPECT_EQ(b2->prev_chain, b1->chain);
+  // Another capture starts at 0 independently.
+  EXPECT_EQ(store_->AppendFrameBatch("other", batches[3])->seq, 0u);
+  Reopen();
+  auto b3 = store_->AppendFrameBatch("cap", batches[3]);
+  ASSERT_TRUE(b3.ok());
+  EXPECT_EQ(b3->seq, 3u);
+  auto report = store_->VerifyFrameChain("cap");
+  EXPECT_EQ(report->chunks, 4u);
+  EXPECT_FALSE(report->first_bad.has_value()) << report->problem;
+  EXPECT_EQ(report->head, b3->chain);
+  EXPECT_EQ(Read("cap").second.size(), 12u);
+}
+
+TEST_F(CaptureTest, OversizedAndEmptyInputsAreRejected) {
+  auto invalid = [&](std::vector<CapturedFrame> frames, const std::string& what, int level = 0) {
+    auto r = store_->AppendFrameBatch("cap", frames, level);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+    EXPECT_THAT(r.status().message(), HasSubstr(what));
+    EXPECT_THAT(r.status().message(), HasSubstr("capture cap"));
+  };
+  invalid({}, "empty");
+  const size_t kMaxFrame = 256u << 10;
+  invalid({MakeFrame(1, 1, {}), MakeFrame(2, 1, {}, "", kMaxFrame + 1)}, "frame 1 is 262145 bytes");
+  {
+    std::vector<CapturedFrame> big(257, MakeFrame(1, 1, {2}, "", kMaxFrame));
+    invalid(std::move(big), "above the cap of 67108864");
+  }
+  {
+    CapturedFrame f = MakeFrame(1, 1, {});
+    f.egress.assign(65536, 2);
+    invalid({f}, "65536 egress ports");
+    f.egress.clear();
+    for (uint32_t p = 0; p < 4096; ++p) f.egress.push_back(p + 2);  // with ingress: 4097
+    invalid({f}, "4097 distinct ports");
+    f.egress.pop_back();
+    EXPECT_TRUE(store_->AppendFrameBatch("ports", std::vector<CapturedFrame>{f}).ok());
+  }
+  invalid({MakeFrame(1, 1, {})}, "zstd level", 1000);
+  EXPECT_TRUE(store_->ListFrameBatches("cap")->empty());  // nothing was written
+
+  // The largest frame is accepted, and a long drop reason is cut at a character boundary.
+  std::string reason = std::string(254, 'a') + "\xc3\xa9" + "zzz";  // 'é' straddles byte 255
+  std::vector<CapturedFrame> ok = {MakeFrame(5, 1, {2}, "", kMaxFrame), MakeFrame(6, 1, {}, reason),
+                                   MakeFrame(7, 1, {}, std::string(300, 'x'))};
+  auto r = store_->AppendFrameBatch("cap", ok);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->seq, 0u);
+  EXPECT_EQ(r->dropped_count, 2u);
+  auto got = Read("cap").second;
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].bytes.size(), kMaxFrame);
+  EXPECT_EQ(got[1].drop_reason, std::string(254, 'a'));
+  EXPECT_EQ(got[2].drop_reason, std::string(255, 'x'));
+}
+
+TEST_F(CaptureTest, BadCaptureIdsAreRejectedEverywhere) {
+  std::vector<CapturedFrame> frames = {MakeFrame(1, 1, {})};
+  for (const std::string& id : {std::string(""), std::string(129, 'a'), std::string("a/b"),
+                                std::string("a\0b", 3), std::string("../x")}) {
+    SCOPED_TRACE(id);
+    auto expect_invalid = [](const Status& s) {
+      EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    };
+    expect_invalid(store_->PutCapture(id, nlohmann::json::object()));
+    expect_invalid(store_->GetCapture(id).status());
+    expect_invalid(store_->AppendFrameBatch(id, frames).status());
+    expect_invalid(store_->ListFrameBatches(id).status());
+    expect_invalid(store_->ReadFrames(id, {}, [](const CapturedFrame&) { return Status::Ok(); }));
+    expect_invalid(store_->VerifyFrameChain(id).status());
+    expect_invalid(store_->PutFlow(id, {{"start_wall_ns", 1}, {"end_wall_ns", 2}}));
+    expect_invalid(store_->ListFlows(id).status());
+  }
+}
+
+TEST_F(CaptureTest, EventsWorkWithACaptureId) {
+  ASSERT_TRUE(store_->PutCapture("lab", nlohmann::json::object()).ok());
+  ASSERT_TRUE(store_->PutEvent("lab", 5, {{"kind", "port-up"}, {"port", 1}}).ok());
+  ASSERT_TRUE(store_->PutEvent("lab", 5, {{"kind", "port-down"}, {"port", 1}}).ok());
+  auto events = store_->ListEvents("lab");
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[1].body["kind"], "port-down");
+  EXPECT_EQ(store_->GetRecording("lab").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(CaptureTest, ReadOnlyRefusesCaptureWrites) {
+  AppendLab();
+  ASSERT_TRUE(store_->PutFlow("cap", {{"start_wall_ns", 1}, {"end_wall_ns", 2}}).ok());
+  Close();
+  StoreOptions ro;
+  ro.read_only = true;
+  Reopen(ro);
+  auto fp = [](const Status& s) { EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition); };
+  fp(store_->PutCapture("cap", nlohmann::json::object()));
+  fp(store_->AppendFrameBatch("cap", LabBatches()[0]).status());
+  fp(store_->PutFlow("cap", {{"start_wall_ns", 1}, {"end_wall_ns", 2}}));
+  EXPECT_EQ(Read("cap").second.size(), 12u);
+  EXPECT_EQ(store_->ListFlows("cap")->size(), 1u);
+}
+
+TEST_F(CaptureTest, StoreWithoutCaptureFamiliesOpens) {
+  // A store as written before captures existed: six column families and a recording.
+  Close();
+  const std::string old_path = dir_->path() + "/old";
+  {
+    rocksdb::DBOptions o;
+    o.create_if_missing = true;
+    o.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+    descs.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+    for (const char* n : kCfs) descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, old_path, descs, &handles, &db).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1], "schema_version", "1").ok());
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), handles[2], "old", MakeRecording("old", 1).ToJson().dump())
+            .ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+    delete db;
+  }
+  path_ = old_path;
+  // A reader sees no captures.
+  StoreOptions ro;
+  ro.read_only = true;
+  Reopen(ro);
+  EXPECT_TRUE(store_->GetRecording("old").ok());
+  EXPECT_TRUE(store_->ListCaptures()->empty());
+  EXPECT_EQ(store_->GetCapture("cap").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->ListFrameBatches("cap")->empty());
+  EXPECT_TRUE(Read("cap").first.ok());
+  EXPECT_EQ(store_->VerifyFrameChain("cap")->chunks, 0u);
+  EXPECT_TRUE(store_->ListFlows("cap")->empty());
+  EXPECT_TRUE(store_->Flush().ok());
+  // A writer adds the missing families, even without create_if_missing.
+  StoreOptions rw;
+  rw.create_if_missing = false;
+  Reopen(rw);
+  AppendLab();
+  ASSERT_TRUE(store_->PutCapture("cap", {{"state", "complete"}}).ok());
+  ASSERT_TRUE(store_->PutFlow("cap", {{"start_wall_ns", 1}, {"end_wall_ns", 2}}).ok());
+  ASSERT_TRUE(store_->Flush().ok());
+  Reopen(ro);
+  EXPECT_EQ(Read("cap").second.size(), 12u);
+  EXPECT_EQ(store_->ListCaptures()->size(), 1u);
+  EXPECT_TRUE(store_->GetRecording("old").ok());
+}
+
+TEST_F(CaptureTest, CapturesAppendInParallel) {
+  const std::vector<std::string> ids = {"cap", "cap.1", "cap1", "cap-x"};
+  std::atomic<bool> done{false};
+  std::atomic<int> bad{0};
+  std::thread reader([&] {
+    while (!done) {
+      auto report = store_->VerifyFrameChain("cap");
+      if (!report.ok() || report->first_bad) ++bad;
+      Status s = store_->ReadFrames("cap.1", {}, [](const CapturedFrame&) { return Status::Ok(); });
+      if (!s.ok()) ++bad;
+    }
+  });
+  std::vector<std::thread> writers;
+  for (uint32_t t = 0; t < ids.size(); ++t) {
+    writers.emplace_back([&, t] {
+      for (int b = 0; b < 30; ++b) {
+        std::vector<CapturedFrame> frames;
+        for (int k = 0; k < 5; ++k) frames.push_back(MakeFrame(b * 10 + k, t, {t + 100}));
+        auto r = store_->AppendFrameBatch(ids[t], frames);
+        EXPECT_TRUE(r.ok()) << r.status().ToString();
+        EXPECT_EQ(r->seq, static_cast<uint64_t>(b));
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  done = true;
+  reader.join();
+  EXPECT_EQ(bad, 0);
+  for (uint32_t t = 0; t < ids.size(); ++t) {
+    auto report = store_->VerifyFrameChain(ids[t]);
+    EXPECT_EQ(report->chunks, 30u);
+    EXPECT_FALSE(report->first_bad.has_value()) << report->problem;
+    auto frames = Read(ids[t]).second;
+    ASSERT_EQ(frames.size(), 150u);
+    for (const auto& f : frames) EXPECT_EQ(f.ingress, t);
+  }
+}
+
+// ---- frame corruption ----
+
+class FrameCorruptionTest : public CaptureTest {
+ protected:
+  void SetUp() override {
+    CaptureTest::SetUp();
+    AppendLab();
+    Close();
+  }
+  // Reopens and checks that VerifyFrameChain and ReadFrames both blame batch `seq` with `what`.
+  void ExpectBad(uint64_t seq, const std::string& what) {
+    Reopen();
+    const std::string prefix = "capture cap batch " + std::to_string(seq) + ": ";
+    auto report = store_->VerifyFrameChain("cap");
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    ASSERT_TRUE(report->first_bad.has_value());
+    EXPECT_EQ(*report->first_bad, seq) << report->problem;
+    EXPECT_THAT(report->problem, HasSubstr(prefix));
+    EXPECT_THAT(report->problem, HasSubstr(what));
+    EXPECT_EQ(report->chunks, seq);
+
+    auto [s, got] = Read("cap");
+    EXPECT_EQ(s.code(), StatusCode::kCorruption);
+    EXPECT_EQ(s.message(), report->problem);
+    size_t before = 0;  // frames of the batches before seq
+    auto batches = LabBatches();
+    for (uint64_t i = 0; i < seq; ++i) before += batches[i].size();
+    ASSERT_EQ(got.size(), before);
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(SameFrame(got[i], frames_[i]));
+  }
+  // Rewrites the index entry of `seq` with f applied, recomputing chain and checksum the way
+  // someone altering the store consistently would.
+  void AlterIndex(uint64_t seq, const std::function<void(FrameBatchInfo*)>& f) {
+    RawDb raw(path_);
+    FrameBatchInfo info = infos_[seq];
+    f(&info);
+    info.chain = ComputeFrameBatchChain(info);
+    raw.Put("frame_index", SeqKey("cap", seq), EncodeFrameIndex(info));
+  }
+};
+
+TEST_F(FrameCorruptionTest, FlippedPayloadByte) {
+  {
+    RawDb raw(path_);
+    std::string v = raw.Get("frames", SeqKey("cap", 2));
+    v[6 + v.size() / 2] ^= 0x40;
+    raw.Put("frames", SeqKey("cap", 2), v);
+  }
+  ExpectBad(2, "payload does not decompress");
+}
+
+TEST_F(FrameCorruptionTest, TruncatedPayload) {
+  {
+    RawDb raw(path_);
+    std::string v = raw.Get("frames", SeqKey("cap", 1));
+    v.pop_back();
+    raw.Put("frames", SeqKey("cap", 1), v);
+  }
+  ExpectBad(1, "truncated or altered");
+}
+
+TEST_F(FrameCorruptionTest, MissingPayload) {
+  { RawDb(path_).Delete("frames", SeqKey("cap", 3)); }
+  ExpectBad(3, "payload missing (index entry without stored batch)");
+}
+
+TEST_F(FrameCorruptionTest, BadPayloadMagic) {
+  {
+    RawDb raw(path_);
+    // An rr chunk's magic on a frame batch.
+    std::string v = raw.Get("frames", SeqKey("cap", 0));
+    v[2] = 'R';
+    v[3] = 'C';
+    raw.Put("frames", SeqKey("cap", 0), v);
+  }
+  ExpectBad(0, "bad magic");
+}
+
+TEST_F(FrameCorruptionTest, FlippedIndexByteFailsTheChecksum) {
+  {
+    RawDb raw(path_);
+    std::string idx = raw.Get("frame_index", SeqKey("cap", 1));
+    idx[kFiFirst + 7] ^= 1;
+    raw.Put("frame_index", SeqKey("cap", 1), idx);
+  }
+  ExpectBad(1, "checksum mismatch");
+  EXPECT_EQ(store_->ListFrameBatches("cap").status().code(), StatusCode::kCorruption);
+  EXPECT_THAT(store_->ListFrameBatches("cap").status().message(), HasSubstr("capture cap batch 1"));
+}
+
+TEST_F(FrameCorruptionTest, AlteredIndexFieldFailsTheChain) {
+  {
+    RawDb raw(path_);
+    std::string idx = raw.Get("frame_index", SeqKey("cap", 2));
+    idx[kFiPorts + 3] ^= 1;  // first port
+    ResealFrameIndex(&idx);  // a consistent edit, not bit rot
+    raw.Put("frame_index", SeqKey("cap", 2), idx);
+  }
+  ExpectBad(2, "chain hash mismatch");
+}
+
+TEST_F(FrameCorruptionTest, IndexEntryClaimingTooManyPorts) {
+  {
+    RawDb raw(path_);
+    std::string idx = raw.Get("frame_index", SeqKey("cap", 3));
+    SetBE(&idx, kFiPortCount, 1u << 30, 4);  // claims a billion ports
+    ResealFrameIndex(&idx);
+    raw.Put("frame_index", SeqKey("cap", 3), idx);
+  }
+  ExpectBad(3, "index corrupted");
+}
+
+TEST_F(FrameCorruptionTest, IndexSummaryThatDisagreesWithTheFrames) {
+  // Each altered consistently (chain recomputed) on the last batch, so only the frames tell.
+  struct Case {
+    std::function<void(FrameBatchInfo*)> alter;
+    std::string what;
+  };
+  for (const Case& c : std::vector<Case>{
+           {[](FrameBatchInfo* b) { b->frame_count = 2; },
+            "payload holds 1 frames but the index says 2"},
+           {[](FrameBatchInfo* b) { b->frame_count = 0; }, "payload holds more than the 0 frames"},
+           {[](FrameBatchInfo* b) { b->dropped_count = 1; }, "dropped_count 1"},
+           {[](FrameBatchInfo* b) { b->first_wall_ns = 3999; }, "first_wall_ns 3999"},
+           {[](FrameBatchInfo* b) { b->last_wall_ns = 9999; }, "last_wall_ns 9999"},
+           {[](FrameBatchInfo* b) {
+              b->ports = {1, 2, 3, 10};
+            },
+            "ports [1,2,3,10]"},
+       }) {
+    SCOPED_TRACE(c.what);
+    AlterIndex(3, c.alter);
+    ExpectBad(3, c.what);
+    Close();
+  }
+  // ReadFrames checks the summary of every batch it reads (VerifyFrameChain, of all).
+  AlterIndex(3, [](FrameBatchInfo* b) { b->ports = {1, 2, 3, 10}; });
+  Reopen();
+  FrameQuery q;
+  q.ports = {1};
+  EXPECT_EQ(Read("cap", q).first.code(), StatusCode::kCorruption);
+}
+
+TEST_F(FrameCorruptionTest, DeletedMiddleBatch) {
+  {
+    RawDb raw(path_);
+    raw.Delete("frame_index", SeqKey("cap", 2));
+    raw.Delete("frames", SeqKey("cap", 2));
+  }
+  ExpectBad(2, "batch 2 is missing (next stored batch is 3)");
+  // Even a query that would not read batch 2 or 3 notices: the index chain is always walked.
+  FrameQuery q;
+  q.until_ns = 1500;
+  EXPECT_EQ(Read("cap", q).first.code(), StatusCode::kCorruption);
+}
+
+TEST_F(FrameCorruptionTest, MovedIndexEntry) {
+  {
+    RawDb raw(path_);
+    raw.Put("frame_index", SeqKey("cap", 1), raw.Get("frame_index", SeqKey("cap", 2)));
+  }
+  ExpectBad(1, "belongs to batch 2");
+}
+
+TEST_F(FrameCorruptionTest, BrokenPrevChain) {
+  AlterIndex(2, [](FrameBatchInfo* i) { i->prev_chain = Sha256Of("forged"); });
+  ExpectBad(2, "prev_chain does not match the chain of batch 1");
+}
+
+TEST_F(FrameCorruptionTest, RemovedTailIndexEntry) {
+  { RawDb(path_).Delete("frame_index", SeqKey("cap", 3)); }
+  ExpectBad(3, "payload stored without an index entry");
+}
+
+TEST_F(FrameCorruptionTest, AppendRefusesToExtendABrokenHead) {
+  {
+    RawDb raw(path_);
+    std::string idx = raw.Get("frame_index", SeqKey("cap", 3));
+    idx[kFiFrameCount] ^= 1;
+    raw.Put("frame_index", SeqKey("cap", 3), idx);
+  }
+  Reopen();
+  auto r = store_->AppendFrameBatch("cap", LabBatches()[0]);
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+  EXPECT_THAT(r.status().message(), HasSubstr("capture cap batch 3"));
+}
+
+TEST_F(CaptureTest, MalformedPayloadsAreCorruption) {
+  const std::vector<CapturedFrame> base = {MakeFrame(10, 1, {2, 3}), MakeFrame(20, 2, {}, "why")};
+  const std::string raw = EncodeFramesRaw(base);
+  const FrameBatchInfo summary = SummaryOf(base);
+  std::string f1 = EncodeFramesRaw({base[1]});
+  SetBE(&f1, 8 + 4 + 2 + 1 + 3, 0x7fffffff, 4);  // frame 1's frame_len
+  const std::string huge_frame = EncodeFramesRaw({base[0]}) + f1;
+  std::string many_egress = raw;
+  SetBE(&many_egress, 8 + 4, 0xffff, 2);  // frame 0 claims 65535 egress ports
+  struct Case {
+    std::string id, raw, what;
+    FrameBatchInfo summary;
+  };
+  FrameBatchInfo empty_summary;
+  std::vector<Case> cases = {
+      {"trailing", raw + std::string(1, '\0'), "payload holds more than the 2 frames", summary},
+      {"cut", raw.substr(0, raw.size() - 1), "frame 1 (at byte 91) is truncated", summary},
+      {"huge", huge_frame, "frame 1 claims 2147483647 bytes, above the cap", summary},
+      {"egress", many_egress, "frame 0 (at byte 0) is truncated", summary},
+      {"fewer", EncodeFramesRaw({base[0]}), "payload holds 1 frames but the index says 2", summary},
+      {"none", "", "index entry has no frames", empty_summary},
+  };
+  Close();
+  {
+    RawDb db(path_);
+    for (const auto& c : cases) PutRawBatch(&db, c.id, c.raw, c.summary);
+    PutRawBatch(&db, "control", raw, summary);
+  }
+  Reopen();
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.id);
+    auto [s, got] = Read(c.id);
+    EXPECT_EQ(s.code(), StatusCode::kCorruption);
+    EXPECT_THAT(s.message(), HasSubstr("capture " + c.id + " batch 0: " + c.what));
+    EXPECT_TRUE(got.empty());
+    EXPECT_EQ(store_->VerifyFrameChain(c.id)->problem, s.message());
+  }
+  auto [s, got] = Read("control");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(SameFrame(got[1], base[1]));
+}
+
+TEST_F(CaptureTest, MutatedPayloadsWithRecomputedHashesNeverCrash) {
+  std::vector<CapturedFrame> base = {MakeFrame(10, 1, {2, 3}, "", 40),
+                                     MakeFrame(20, 2, {}, "no such port", 30),
+                                     MakeFrame(30, 3, {1}, "", 0), MakeFrame(15, 1, {2}, "", 50)};
+  const std::string raw = EncodeFramesRaw(base);
+  const FrameBatchInfo summary = SummaryOf(base);
+  uint64_t x = 0x243f6a8885a308d3ull;
+  auto rnd = [&](uint64_t n) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return n == 0 ? 0 : x % n;
+  };
+  const int kCases = 400;
+  std::vector<std::string> mutated;
+  for (int i = 0; i < kCases; ++i) {
+    std::string m = raw;
+    for (int k = 0, n = 1 + static_cast<int>(rnd(3)); k < n && i > 0; ++k) {
+      switch (rnd(7)) {
+        case 0:  // flip a bit
+          if (!m.empty()) m[rnd(m.size())] ^= static_cast<char>(1 << rnd(8));
+          break;
+        case 1:  // a random byte
+          if (!m.empty()) m[rnd(m.size())] = static_cast<char>(rnd(256));
+          break;
+        case 2:  // truncate
+          m.resize(rnd(m.size() + 1));
+          break;
+        case 3:  // append garbage
+          for (uint64_t j = 0, g = 1 + rnd(30); j < g; ++j)
+            m.push_back(static_cast<char>(rnd(256)));
+          break;
+        case 4:  // a length-sized field at a random place: big, small or random
+          if (m.size() >= 4) {
+            uint64_t at = rnd(m.size() - 3);
+            uint64_t v = rnd(3) == 0 ? 0xffffffff : rnd(3) == 0 ? rnd(8) : rnd(1ull << 32);
+            SetBE(&m, at, v, 4);
+          }
+          break;
+        case 5:  // insert bytes
+          m.insert(rnd(m.size() + 1), std::string(1 + rnd(8), static_cast<char>(rnd(256))));
+          break;
+        case 6:  // delete a range
+          if (!m.empty()) {
+            uint64_t at = rnd(m.size());
+            m.erase(at, 1 + rnd(12));
+          }
+          break;
+      }
+    }
+    mutated.push_back(m);
+  }
+  Close();
+  {
+    RawDb db(path_);
+    for (int i = 0; i < kCases; ++i)
+      PutRawBatch(&db, "fz" + std::to_string(i), mutated[i], summary);
+  }
+  Reopen();
+  int corrupt = 0;
+  for (int i = 0; i < kCases; ++i) {
+    const std::string id = "fz" + std::to_string(i);
+    SCOPED_TRACE(id);
+    auto [s, got] = Read(id);
+    auto report = store_->VerifyFrameChain(id);
+    ASSERT_TRUE(report.ok());
+    if (s.ok()) {
+      // Whatever decodes is exactly what the bytes say, and agrees with the index.
+      EXPECT_EQ(EncodeFramesRaw(got), mutated[i]);
+      EXPECT_FALSE(report->first_bad.has_value());
+    } else {
+      ++corrupt;
+      EXPECT_EQ(s.code(), StatusCode::kCorruption);
+      EXPECT_THAT(s.message(), HasSubstr("capture " + id + " batch 0: "));
+      EXPECT_EQ(report->problem, s.message());
+      EXPECT_TRUE(got.empty());
+    }
+  }
+  EXPECT_TRUE(Read("fz0").first.ok());  // the unmutated control
+  EXPECT_GT(corrupt, kCases / 4);
+  EXPECT_LT(corrupt, kCases);
+}
+
+// ---- flows ----
+
+nlohmann::json Flow(const std::string& name, int64_t start, int64_t end) {
+  return {{"name", name},
+          {"start_wall_ns", start},
+          {"end_wall_ns", end},
+          {"community_id", "1:" + name},
+          {"bytes", {{"a_to_b", 10}, {"b_to_a", 20}}}};
+}
+
+std::vector<std::string> Names(const StatusOr<std::vector<nlohmann::json>>& flows) {
+  EXPECT_TRUE(flows.ok()) << flows.status().ToString();
+  std::vector<std::string> out;
+  if (flows.ok()) {
+    for (const auto& f : *flows) out.push_back(f["name"]);
+  }
+  return out;
+}
+
+TEST_F(CaptureTest, FlowsPutAndListWithRanges) {
+  using V = std::vector<std::string>;
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("a", 100, 500)).ok());
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("b", 200, 300)).ok());
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("c", 50, 300)).ok());  // same end: after b
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("neg", -20, -10)).ok());
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("d", 600, 900)).ok());
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("point", 700, 700)).ok());
+  // A wall clock that stepped back during the flow: kept as given.
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("stepped", 1000, 950)).ok());
+  ASSERT_TRUE(store_->PutFlow("other", Flow("x", 1, 2)).ok());
+
+  auto all = store_->ListFlows("cap");
+  EXPECT_EQ(Names(all), (V{"neg", "b", "c", "a", "point", "d", "stepped"}));
+  EXPECT_EQ((*all)[3], Flow("a", 100, 500));  // the whole object comes back
+  EXPECT_EQ(Names(store_->ListFlows("cap", 300, 550)), (V{"b", "c", "a"}));
+  EXPECT_EQ(Names(store_->ListFlows("cap", 501)), (V{"point", "d", "stepped"}));
+  EXPECT_EQ(Names(store_->ListFlows("cap", std::numeric_limits<int64_t>::min(), 99)),
+            (V{"neg", "c"}));
+  // An inverted range still applies both conditions.
+  EXPECT_EQ(Names(store_->ListFlows("cap", 400, 150)), (V{"a"}));
+  EXPECT_EQ(Names(store_->ListFlows("cap", 700, 700)), (V{"point", "d"}));
+  EXPECT_EQ(Names(store_->ListFlows("cap", 901)), (V{"stepped"}));
+  EXPECT_EQ(Names(store_->ListFlows("cap", 951, 999)), V{});
+  EXPECT_EQ(Names(store_->ListFlows("cap", -15, -15)), (V{"neg"}));
+  EXPECT_EQ(Names(store_->ListFlows("none")), V{});
+
+  // Insertion order at one end time continues after a reopen.
+  Reopen();
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("e", 0, 300)).ok());
+  EXPECT_EQ(Names(store_->ListFlows("cap", 300, 300)), (V{"b", "c", "e", "a"}));
+}
+
+TEST_F(CaptureTest, InvalidFlowsAreRejected) {
+  auto invalid = [&](const nlohmann::json& flow, const std::string& what) {
+    Status s = store_->PutFlow("cap", flow);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << flow;
+    EXPECT_THAT(s.message(), HasSubstr(what)) << flow;
+  };
+  invalid(nlohmann::json::array(), "JSON object");
+  invalid({{"end_wall_ns", 5}}, "start_wall_ns");
+  invalid({{"start_wall_ns", 5}}, "end_wall_ns");
+  invalid({{"start_wall_ns", "5"}, {"end_wall_ns", 6}}, "start_wall_ns");
+  invalid({{"start_wall_ns", 5}, {"end_wall_ns", 6.5}}, "end_wall_ns");
+  invalid({{"start_wall_ns", 5}, {"end_wall_ns", std::numeric_limits<uint64_t>::max()}},
+          "out of range");
+  nlohmann::json big = Flow("big", 1, 2);
+  big["pad"] = std::string(1u << 20, 'x');
+  EXPECT_EQ(store_->PutFlow("cap", big).code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(store_->ListFlows("cap")->empty());
+}
+
+TEST_F(CaptureTest, FlowValuesMatchTheDocumentedLayoutAndAreChecked) {
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("a", 200, 300)).ok());
+  ASSERT_TRUE(store_->PutFlow("cap", Flow("b", 250, 300)).ok());
+  Close();
+  auto key = [](int64_t end, uint32_t seq) {
+    std::string k = "cap";
+    k.push_back('\0');
+    PutBE(&k, static_cast<uint64_t>(end) ^ (1ull << 63), 8);
+    PutBE(&k, seq, 4);
+    return k;
+  };
+  {
+    RawDb raw(path_);
+    std::string v = raw.Get("flows", key(300, 1));
+    ASSERT_GT(v.size(), 9u);
+    EXPECT_EQ(v.substr(0, 9), std::string("\x01\x00\x00\x00\x00\x00\x00\x00\xfa", 9));
+    EXPECT_EQ(nlohmann::json::parse(v.substr(9)), Flow("b", 250, 300));
+    // A flow whose JSON disagrees with its key.
+    std::string forged = v.substr(0, 9) + Flow("b", 250, 301).dump();
+    raw.Put("flows", key(300, 7), forged);
+  }
+  Reopen();
+  auto flows = store_->ListFlows("cap");
+  EXPECT_EQ(flows.status().code(), StatusCode::kCorruption);
+  EXPECT_THAT(flows.status().message(), HasSubstr("capture cap flow ending at 300 seq 7"));
+  Close();
+  {
+    RawDb raw(path_);
+    raw.Delete("flows", key(300, 7));
+    raw.Put("flows", key(-5, 0), "{}");
+  }
+  Reopen();
+  flows = store_->ListFlows("cap");
+  EXPECT_EQ(flows.status().code(), StatusCode::kCorruption);
+  EXPECT_THAT(flows.status().message(), HasSubstr("flow ending at -5 seq 0: bad value header"));
+  EXPECT_EQ(Names(store_->ListFlows("cap", 0)), (std::vector<std::string>{"a", "b"}));
 }
 
 // ---- open, reopen, read-only, locking, durability ----
