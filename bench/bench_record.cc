@@ -1,4 +1,5 @@
 #include "bench/bench_record.h"
+#include "bench/bench_util.h"
 
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -20,19 +21,6 @@
 namespace blackbox::bench {
 
 namespace {
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
-
-double CpuSeconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
-         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
 
 StatusOr<VmSpec> Spec(const RecordBenchOptions& o, const std::string& role) {
   std::string yaml = "name: bench-" + role + "\nkernel: " + o.guest_dir +
@@ -123,15 +111,6 @@ StatusOr<BlackboxRun> RunBlackbox(const VmSpec& spec, const RecordBenchOptions& 
     if (!report.ok) std::fprintf(stderr, "bench: verify failed: %s\n", report.summary.c_str());
   }
   return run;
-}
-
-void Row(const char* name, const std::string& value, const std::string& note = "") {
-  std::printf("  %-44s %14s  %s\n", name, value.c_str(), note.c_str());
-}
-std::string F(double v, const char* fmt = "%.2f") {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, fmt, v);
-  return buf;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_record.h"
+#include "bench/bench_switch.h"
 #include "common/clock.h"
 #include "common/files.h"
 #include "common/hash.h"
@@ -335,6 +336,29 @@ int RunReplay(const GlobalOptions& g, const ReplayArgs& a, bool verify) {
   return result->stalled ? kExitFailed : kExitOk;
 }
 
+// The test guest directory: --guest, else $BLACKBOX_GUEST_DIR.
+StatusOr<std::string> BenchGuestDir(const std::string& given) {
+  std::string dir = given;
+  if (dir.empty()) {
+    const char* g = std::getenv("BLACKBOX_GUEST_DIR");
+    dir = g ? g : "";
+  }
+  if (dir.empty() || !PathExists(dir + "/vmlinuz")) {
+    return InvalidArgument("--guest: no test guest at '" + dir +
+                           "' (build it with guest/build-guest.sh DIR, or set BLACKBOX_GUEST_DIR)");
+  }
+  return dir;
+}
+
+int FinishBench(const StatusOr<nlohmann::json>& result, const std::string& json_path) {
+  if (!result.ok()) return Report(result.status());
+  std::printf("\n%s\n", result->dump().c_str());
+  if (!json_path.empty()) {
+    if (Status s = WriteFileAtomic(json_path, result->dump(2) + "\n"); !s.ok()) return Report(s);
+  }
+  return kExitOk;
+}
+
 int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& workload,
                    const std::string& json_path) {
   bench::RecordBenchOptions opts = o;
@@ -344,22 +368,31 @@ int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& worklo
   opts.cpu = workload != "idle";
   opts.idle = workload != "cpu";
   if (opts.runs < 1 || opts.runs > 20) return Report(InvalidArgument("--runs: 1..20"));
-  if (opts.guest_dir.empty()) {
-    const char* g = std::getenv("BLACKBOX_GUEST_DIR");
-    opts.guest_dir = g ? g : "";
+  auto dir = BenchGuestDir(opts.guest_dir);
+  if (!dir.ok()) return Report(dir.status());
+  opts.guest_dir = *dir;
+  return FinishBench(bench::RunRecordBench(opts), json_path);
+}
+
+int RunBenchSwitch(const bench::SwitchBenchOptions& o, const std::string& part,
+                   const std::string& json_path) {
+  bench::SwitchBenchOptions opts = o;
+  if (part != "load" && part != "guests" && part != "all") {
+    return Report(InvalidArgument("--part: '" + part + "' is not load, guests or all"));
   }
-  if (opts.guest_dir.empty() || !PathExists(opts.guest_dir + "/vmlinuz")) {
-    return Report(
-        InvalidArgument("--guest: no test guest at '" + opts.guest_dir +
-                        "' (build it with guest/build-guest.sh DIR, or set BLACKBOX_GUEST_DIR)"));
+  opts.load = part != "guests";
+  opts.guests = part != "load";
+  if (opts.runs < 1 || opts.runs > 20) return Report(InvalidArgument("--runs: 1..20"));
+  if (opts.load_seconds <= 0 || opts.load_seconds > 600) {
+    return Report(InvalidArgument("--seconds: 0..600"));
   }
-  auto result = bench::RunRecordBench(opts);
-  if (!result.ok()) return Report(result.status());
-  std::printf("\n%s\n", result->dump().c_str());
-  if (!json_path.empty()) {
-    if (Status s = WriteFileAtomic(json_path, result->dump(2) + "\n"); !s.ok()) return Report(s);
+  if (opts.file_mib < 1 || opts.file_mib > 1024) return Report(InvalidArgument("--mib: 1..1024"));
+  if (opts.guests) {
+    auto dir = BenchGuestDir(opts.guest_dir);
+    if (!dir.ok()) return Report(dir.status());
+    opts.guest_dir = *dir;
   }
-  return kExitOk;
+  return FinishBench(bench::RunSwitchBench(opts), json_path);
 }
 
 }  // namespace
@@ -469,6 +502,28 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_rec->add_option("--json", *bench_json, "also write the figures to this file");
   runners.push_back([bench_rec, bench_opts, bench_workload, bench_json]() {
     return bench_rec->parsed() ? RunBenchRecord(*bench_opts, *bench_workload, *bench_json) : -1;
+  });
+
+  auto sw_opts = std::make_shared<bench::SwitchBenchOptions>();
+  auto sw_part = std::make_shared<std::string>("all");
+  auto sw_json = std::make_shared<std::string>();
+  auto* bench_sw = bench_cmd->add_subcommand(
+      "switch",
+      "push 64/1500-byte frames through the switch with capture off and on; transfer a file "
+      "between two guests through the switch and over a direct link");
+  bench_sw->add_option("--part", *sw_part, "load, guests or all")->capture_default_str();
+  bench_sw->add_option("--seconds", sw_opts->load_seconds, "load generator: seconds per row")
+      ->capture_default_str();
+  bench_sw->add_option("--runs", sw_opts->runs, "guest transfers per mode; medians are reported")
+      ->capture_default_str();
+  bench_sw->add_option("--mib", sw_opts->file_mib, "size of the file the guests transfer")
+      ->capture_default_str();
+  bench_sw->add_option("--guest", sw_opts->guest_dir,
+                       "test guest directory (default $BLACKBOX_GUEST_DIR)");
+  bench_sw->add_option("--qemu", sw_opts->qemu_binary, "QEMU binary")->capture_default_str();
+  bench_sw->add_option("--json", *sw_json, "also write the figures to this file");
+  runners.push_back([bench_sw, sw_opts, sw_part, sw_json]() {
+    return bench_sw->parsed() ? RunBenchSwitch(*sw_opts, *sw_part, *sw_json) : -1;
   });
 
   for (bool verify : {false, true}) {

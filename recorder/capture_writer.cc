@@ -57,25 +57,7 @@ CaptureWriter::PortInfo CaptureWriter::Port(uint32_t port) const {
 
 void CaptureWriter::OnFrame(uint32_t ingress, std::span<const uint8_t> frame,
                             const L2Switch::Decision& decision, int64_t mono_ns) {
-  std::unique_lock lock(mu_);
-  if (closing_) return;
-  if (queued_bytes_ + frame.size() > options_.max_queued_bytes) {
-    ++stats_.shed_frames;
-    stats_.shed_bytes += frame.size();
-    ++shed_in_episode_;
-    if (!shedding_) {
-      shedding_ = true;
-      events_.push_back({mono_ns + wall_offset_ns_, 0,
-                         {{"kind", "switch"},
-                          {"what", "capture_shed"},
-                          {"detail", "capture queue full (" +
-                                         std::to_string(options_.max_queued_bytes) +
-                                         " bytes): frames are forwarded but not stored"}}});
-    }
-    return;
-  }
-  bool wake = queue_.empty();
-  CapturedFrame& f = queue_.emplace_back();
+  CapturedFrame& f = staged_.emplace_back();
   f.wall_ns = mono_ns + wall_offset_ns_;
   f.ingress = ingress;
   f.egress = decision.egress;
@@ -84,8 +66,50 @@ void CaptureWriter::OnFrame(uint32_t ingress, std::span<const uint8_t> frame,
     if (!decision.reason.empty()) f.drop_reason += ": " + decision.reason;
   }
   f.bytes.assign(reinterpret_cast<const char*>(frame.data()), frame.size());
-  queue_drops_.push_back(static_cast<uint8_t>(decision.drop));
-  queued_bytes_ += frame.size();
+  staged_drops_.push_back(static_cast<uint8_t>(decision.drop));
+  staged_bytes_ += frame.size();
+  if (staged_.size() >= kMaxStaged) FlushStaged();
+}
+
+void CaptureWriter::FlushStaged() {
+  if (staged_.empty()) return;
+  std::unique_lock lock(mu_);
+  if (closing_) {
+    staged_.clear();
+    staged_drops_.clear();
+    staged_bytes_ = 0;
+    return;
+  }
+  if (queued_bytes_ + staged_bytes_ > options_.max_queued_bytes) {
+    stats_.shed_frames += staged_.size();
+    stats_.shed_bytes += staged_bytes_;
+    shed_in_episode_ += staged_.size();
+    if (!shedding_) {
+      shedding_ = true;
+      events_.push_back({staged_.front().wall_ns, 0,
+                         {{"kind", "switch"},
+                          {"what", "capture_shed"},
+                          {"detail", "capture queue full (" +
+                                         std::to_string(options_.max_queued_bytes) +
+                                         " bytes): frames are forwarded but not stored"}}});
+    }
+    staged_.clear();
+    staged_drops_.clear();
+    staged_bytes_ = 0;
+    return;
+  }
+  bool wake = queue_.empty();
+  if (queue_.empty()) {
+    queue_.swap(staged_);
+    queue_drops_.swap(staged_drops_);
+  } else {
+    std::move(staged_.begin(), staged_.end(), std::back_inserter(queue_));
+    queue_drops_.insert(queue_drops_.end(), staged_drops_.begin(), staged_drops_.end());
+  }
+  queued_bytes_ += staged_bytes_;
+  staged_.clear();
+  staged_drops_.clear();
+  staged_bytes_ = 0;
   lock.unlock();
   if (wake) cv_.notify_one();
 }
@@ -272,6 +296,7 @@ void CaptureWriter::Run() {
 Status CaptureWriter::Close() {
   if (closed_) return close_status_;
   closed_ = true;
+  FlushStaged();
   {
     std::lock_guard lock(mu_);
     closing_ = true;

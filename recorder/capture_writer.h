@@ -1,8 +1,9 @@
 // CaptureWriter: takes every frame the switch handles and persists it, off the
 // switch's thread.
 //
-// The switch thread calls OnFrame()/OnEvent(); they copy the frame into a
-// bounded in-memory queue and return (one short mutex hold, never I/O). A
+// The switch thread calls OnFrame() for each frame and FlushStaged() after
+// each burst: frames are copied into a staging vector, then moved into a
+// bounded queue under one short mutex hold per burst (never I/O). A
 // writer thread drains the queue and
 //   - stores the frames as zstd-compressed batches (Store::AppendFrameBatch),
 //     a batch at Options::batch_max_bytes or Options::batch_max_age_ns,
@@ -27,8 +28,9 @@
 // Time: the switch passes a monotonic clock; frames and flows are stored at
 // mono + wall_offset_ns, a wall time that never goes backwards.
 //
-// Thread safety: OnFrame, OnEvent, SetPortInfo and GetStats may be called
-// from any thread; Close from one thread, once everything feeding it stopped.
+// Thread safety: OnFrame and FlushStaged from one thread (the switch's);
+// OnEvent, SetPortInfo and GetStats from any thread; Close from one thread,
+// once everything feeding it has stopped (it hands over staged frames first).
 #pragma once
 
 #include <condition_variable>
@@ -59,8 +61,9 @@ class CaptureWriter {
     size_t batch_max_bytes = size_t{1} << 20;
     // A batch with frames is stored at least this often. Default: 250 ms.
     int64_t batch_max_age_ns = 250'000'000;
-    // zstd level of frame batches. Default: 3.
-    int zstd_level = 3;
+    // zstd level of frame batches: fast, frames are stored as they come.
+    // Default: 1.
+    int zstd_level = 1;
     // How often idle/active flow timeouts are checked. Default: 1 s.
     int64_t flow_expire_interval_ns = 1'000'000'000;
     FlowTable::Options flows;
@@ -95,9 +98,14 @@ class CaptureWriter {
 
   void SetPortInfo(uint32_t port, PortInfo info);
 
-  // The switch's frame observer (see SwitchServer::FrameObserver).
+  // The switch's frame observer (see SwitchServer::FrameObserver). Frames are
+  // staged without locking and handed to the writer thread by FlushStaged()
+  // (the switch's batch observer), or by OnFrame itself every kMaxStaged
+  // frames. OnFrame and FlushStaged must be called from one thread.
   void OnFrame(uint32_t ingress, std::span<const uint8_t> frame,
                const L2Switch::Decision& decision, int64_t mono_ns);
+  void FlushStaged();
+  static constexpr size_t kMaxStaged = 1024;
   // The switch's event observer, with the time it happened.
   void OnEvent(const std::string& kind, uint32_t port, const std::string& detail,
                int64_t mono_ns);
@@ -146,6 +154,11 @@ class CaptureWriter {
   bool closing_ = false;
   Stats stats_;
   std::map<uint32_t, PortInfo> ports_;
+
+  // Switch thread only (OnFrame, FlushStaged).
+  std::vector<CapturedFrame> staged_;
+  std::vector<uint8_t> staged_drops_;
+  size_t staged_bytes_ = 0;
 
   // Writer thread only.
   FlowTable flows_;

@@ -235,6 +235,7 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
     server->SetFrameObserver([w](uint32_t ingress, std::span<const uint8_t> frame,
                                  const L2Switch::Decision& d,
                                  int64_t now_ns) { w->OnFrame(ingress, frame, d, now_ns); });
+    server->SetBatchObserver([w] { w->FlushStaged(); });
     server->SetEventObserver([w](const std::string& kind, uint32_t port, const std::string& detail) {
       w->OnEvent(kind, port, detail, MonoNow());
     });

@@ -197,6 +197,7 @@ Status Session::Prepare() {
   paths.disk_overlays = overlays_;
   paths.state_image = state_image_;
   paths.nic_sockets = options_.nic_sockets;
+  paths.nic_listen = options_.nic_listen;
   paths.sandbox = options_.sandbox;
   qemu_args_ = BuildQemuArgs(spec_, options_.rr ? RrMode::kRecord : RrMode::kNone, paths,
                              options_.qemu_binary);
@@ -205,6 +206,17 @@ Status Session::Prepare() {
   }
 
   info_.extra["spec"] = spec_.source_text;
+  // The values of the ${VARS} the spec used, so a replay resolves the same
+  // paths whatever its own environment.
+  nlohmann::json spec_env = nlohmann::json::object();
+  for (size_t i = spec_.source_text.find("${"); i != std::string::npos;
+       i = spec_.source_text.find("${", i + 2)) {
+    size_t close = spec_.source_text.find('}', i + 2);
+    if (close == std::string::npos) break;
+    std::string var = spec_.source_text.substr(i + 2, close - i - 2);
+    if (const char* value = std::getenv(var.c_str())) spec_env[var] = value;
+  }
+  info_.extra["spec_env"] = spec_env;
   info_.extra["spec_dir"] = spec_.source_dir;
   info_.extra["inputs"] = inputs;
   info_.extra["disks"] = disks;

@@ -56,6 +56,8 @@ struct RecorderOptions {
   bool rr = true;
   // Switch port sockets of the spec's NICs, in order (QemuRunPaths::nic_sockets).
   std::vector<std::string> nic_sockets;
+  // QemuRunPaths::nic_listen (benchmarks only).
+  std::vector<bool> nic_listen;
   // Merged into RecordingInfo::extra when the recording is created (the lab
   // runner stores the capture id and switch ports here).
   nlohmann::json extra = nlohmann::json::object();

@@ -18,8 +18,6 @@ using Acceptor = asio::local::stream_protocol::acceptor;
 using Socket = asio::local::stream_protocol::socket;
 
 namespace {
-// Records gathered into one write.
-constexpr size_t kMaxRecordsPerWrite = 64;
 // Delay before re-arming accept after an error (EMFILE and the like), so a
 // persistent error does not spin.
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
@@ -33,11 +31,15 @@ struct SwitchServer::Connection {
   uint32_t port_id;
   StreamDecoder decoder;
   std::vector<uint8_t> read_buffer;
-  // Encoded records; the first `in_flight` are being written. Records are
-  // shared between the egress ports of one frame.
-  std::deque<std::shared_ptr<const std::string>> queue;
-  size_t in_flight = 0;
-  size_t queued_bytes = 0;
+  // Encoded records waiting for the next write, and those of the write in
+  // flight. Each write takes everything pending, so a busy port is drained
+  // with few large writes.
+  std::string pending;
+  size_t pending_frames = 0;
+  std::string writing;
+  size_t writing_frames = 0;
+  bool write_in_flight = false;
+  size_t queued_bytes() const { return pending.size() + writing.size(); }
   bool closed = false;
   bool dropping = false;  // in a congestion episode ("queue_drop" reported)
 };
@@ -159,6 +161,7 @@ void SwitchServer::Read(const std::shared_ptr<Connection>& conn) {
                                        [this, &conn](std::span<const uint8_t> frame) {
                                          if (!closed_) OnFrame(conn->port_id, frame);
                                        });
+        if (batch_observer_ && !closed_) batch_observer_();
         if (closed_ || conn->closed) return;
         if (!st.ok()) {
           if (Port* p = FindPort(conn->port_id)) ++p->stats.oversize_frames;
@@ -173,65 +176,65 @@ void SwitchServer::Read(const std::shared_ptr<Connection>& conn) {
 void SwitchServer::OnFrame(uint32_t ingress, std::span<const uint8_t> frame) {
   const int64_t now = now_ns_();
   L2Switch::Decision decision = switch_.Process(ingress, frame, now);
-  if (!decision.egress.empty()) {
-    auto record = std::make_shared<const std::string>(EncodeStreamFrame(frame));
-    for (uint32_t egress : decision.egress) {
-      if (closed_) break;
-      if (Port* p = FindPort(egress)) Enqueue(*p, record, frame.size());
-    }
+  for (uint32_t egress : decision.egress) {
+    if (closed_) break;
+    if (Port* p = FindPort(egress)) Enqueue(*p, frame);
   }
   if (frame_observer_ && !closed_) frame_observer_(ingress, frame, decision, now);
 }
 
-void SwitchServer::Enqueue(Port& port, const std::shared_ptr<const std::string>& record,
-                           size_t frame_size) {
+void SwitchServer::Enqueue(Port& port, std::span<const uint8_t> frame) {
   const std::shared_ptr<Connection>& conn = port.conn;
   if (!conn) {
     ++port.stats.unconnected_drops;
     return;
   }
-  if (conn->queued_bytes + record->size() > options_.max_queued_bytes) {
+  const size_t record_size = 4 + frame.size();
+  if (conn->queued_bytes() + record_size > options_.max_queued_bytes) {
     ++port.stats.queue_drops;
-    port.stats.queue_drop_bytes += frame_size;
+    port.stats.queue_drop_bytes += frame.size();
     if (!conn->dropping) {
       conn->dropping = true;
       Report("queue_drop", port.id,
-             "output queue full (" + std::to_string(conn->queued_bytes) +
+             "output queue full (" + std::to_string(conn->queued_bytes()) +
                  " bytes queued); dropping frames, " + std::to_string(port.stats.queue_drops) +
                  " dropped so far on this port");
     }
     return;
   }
   conn->dropping = false;
-  conn->queue.push_back(record);
-  conn->queued_bytes += record->size();
-  if (conn->in_flight == 0) Write(conn);
+  const auto n = static_cast<uint32_t>(frame.size());
+  const char prefix[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                          static_cast<char>(n >> 8), static_cast<char>(n)};
+  conn->pending.append(prefix, 4);
+  conn->pending.append(reinterpret_cast<const char*>(frame.data()), frame.size());
+  ++conn->pending_frames;
+  if (!conn->write_in_flight) Write(conn);
 }
 
 void SwitchServer::Write(const std::shared_ptr<Connection>& conn) {
-  std::vector<asio::const_buffer> buffers;
-  const size_t count = std::min(conn->queue.size(), kMaxRecordsPerWrite);
-  buffers.reserve(count);
-  for (size_t i = 0; i < count; ++i) buffers.push_back(asio::buffer(*conn->queue[i]));
-  conn->in_flight = count;
+  // `writing` is empty here; the swap hands its capacity to `pending`.
+  conn->writing.swap(conn->pending);
+  conn->writing_frames = conn->pending_frames;
+  conn->pending_frames = 0;
+  conn->write_in_flight = true;
   std::weak_ptr<int> alive = alive_;
-  // The queued strings stay alive while in the queue: records are only popped
-  // here, and a closed connection's queue lives as long as `conn`.
-  asio::async_write(conn->socket, buffers,
+  // `writing` lives in the connection, which the handler keeps alive, and is
+  // not touched until the handler runs.
+  asio::async_write(conn->socket, asio::buffer(conn->writing),
                     [this, alive, conn](const boost::system::error_code& ec, size_t) {
                       if (alive.expired() || closed_ || conn->closed) return;
                       if (ec) {
                         Disconnect(conn, "write failed: " + ec.message(), /*report=*/true);
                         return;
                       }
-                      Port* p = FindPort(conn->port_id);
-                      for (size_t i = 0; i < conn->in_flight; ++i) {
-                        conn->queued_bytes -= conn->queue.front()->size();
-                        conn->queue.pop_front();
+                      if (Port* p = FindPort(conn->port_id)) {
+                        p->stats.written_frames += conn->writing_frames;
                       }
-                      if (p != nullptr) p->stats.written_frames += conn->in_flight;
-                      conn->in_flight = 0;
-                      if (!conn->queue.empty()) Write(conn);
+                      conn->writing.clear();
+                      conn->writing_frames = 0;
+                      conn->write_in_flight = false;
+                      if (!conn->pending.empty()) Write(conn);
                     });
 }
 
@@ -242,8 +245,8 @@ void SwitchServer::Disconnect(const std::shared_ptr<Connection>& conn, const std
   boost::system::error_code ignored;
   conn->socket.shutdown(Socket::shutdown_both, ignored);
   conn->socket.close(ignored);
-  // The queue is left alone: a cancelled write may still reference it until
-  // its handler runs, and it is freed with the last reference to `conn`.
+  // The buffers are left alone: a cancelled write may still reference them
+  // until its handler runs; they are freed with the last reference to `conn`.
   Port* p = FindPort(conn->port_id);
   if (p != nullptr && p->conn == conn) {
     p->conn.reset();
@@ -277,7 +280,7 @@ std::optional<SwitchServer::PortStats> SwitchServer::GetPortStats(uint32_t port)
   auto it = ports_.find(port);
   if (it == ports_.end()) return std::nullopt;
   PortStats stats = it->second->stats;
-  stats.queued_bytes = it->second->conn ? it->second->conn->queued_bytes : 0;
+  stats.queued_bytes = it->second->conn ? it->second->conn->queued_bytes() : 0;
   return stats;
 }
 

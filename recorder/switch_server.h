@@ -20,8 +20,9 @@
 //     "oversize_frame", then "disconnect"); the port stays available and other
 //     ports are unaffected.
 //
-// Output: each connection has a bounded queue of encoded records and at most
-// one async write in flight. The queue counts bytes queued and in flight; a
+// Output: each connection has a bounded buffer of encoded records and at most
+// one async write in flight, which takes everything buffered so far. The
+// bound counts bytes buffered and in flight; a
 // frame that would take it past Options::max_queued_bytes is dropped for that
 // port only (PortStats::queue_drops, event "queue_drop" once per congestion
 // episode). A peer that stops reading therefore never blocks the switch or
@@ -121,6 +122,10 @@ class SwitchServer {
 
   // Called for every frame read from a port. Replaces any previous observer.
   void SetFrameObserver(FrameObserver observer) { frame_observer_ = std::move(observer); }
+  // Called after the frames of one read from a port have all been handled
+  // (each passed to the frame observer), so an observer can hand over what it
+  // collected once per read rather than once per frame. Replaces any previous.
+  void SetBatchObserver(std::function<void()> observer) { batch_observer_ = std::move(observer); }
   // Called for connection and queue events. Replaces any previous observer.
   void SetEventObserver(EventObserver observer) { event_observer_ = std::move(observer); }
 
@@ -142,7 +147,7 @@ class SwitchServer {
   void ScheduleAccept(uint32_t port_id);
   void Read(const std::shared_ptr<Connection>& conn);
   void OnFrame(uint32_t ingress, std::span<const uint8_t> frame);
-  void Enqueue(Port& port, const std::shared_ptr<const std::string>& record, size_t frame_size);
+  void Enqueue(Port& port, std::span<const uint8_t> frame);
   void Write(const std::shared_ptr<Connection>& conn);
   void Disconnect(const std::shared_ptr<Connection>& conn, const std::string& why, bool report);
   void Report(const std::string& kind, uint32_t port, const std::string& detail);
@@ -154,6 +159,7 @@ class SwitchServer {
   L2Switch switch_;
   std::map<uint32_t, std::unique_ptr<Port>> ports_;
   FrameObserver frame_observer_;
+  std::function<void()> batch_observer_;
   EventObserver event_observer_;
   bool closed_ = false;
   // Handlers hold a weak_ptr to this and do nothing once it has expired, so

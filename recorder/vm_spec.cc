@@ -351,7 +351,9 @@ std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const Qe
     std::string sock = i < paths.nic_sockets.size() && !paths.nic_sockets[i].empty()
                            ? paths.nic_sockets[i]
                            : nic.socket;
-    add({"-netdev", "stream,id=" + nic.name + ",server=off,addr.type=unix,addr.path=" + sock});
+    bool listen = i < paths.nic_listen.size() && paths.nic_listen[i];
+    add({"-netdev", "stream,id=" + nic.name + (listen ? ",server=on" : ",server=off") +
+                        ",addr.type=unix,addr.path=" + sock});
     add({"-device",
          "virtio-net-pci,netdev=" + nic.name + ",mac=" + nic.mac + ",id=" + nic.name + "-dev"});
     if (mode != RrMode::kNone) {

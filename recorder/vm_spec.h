@@ -81,6 +81,10 @@ struct QemuRunPaths {
   std::vector<std::string> disk_overlays;  // one qcow2 per DiskSpec, same order
   std::string state_image;                 // qcow2 with no device: holds VM snapshots
   std::vector<std::string> nic_sockets;    // one per NicSpec (overrides NicSpec::socket if set)
+  // NIC i listens on its socket (server=on) instead of connecting: a direct
+  // link to another VM's NIC without Blackbox's switch (the switch benchmark's
+  // baseline). Default: none.
+  std::vector<bool> nic_listen;
   int gdb_port = 0;                        // >0: -gdb tcp:127.0.0.1:PORT
   bool start_paused = false;               // -S
   bool sandbox = true;                     // -sandbox on with every restriction

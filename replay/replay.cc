@@ -45,6 +45,15 @@ std::string ChooseSnapshot(const RecordingInfo& info, int64_t from_wall_ns) {
   return best;
 }
 
+// Reads from `peer` until it closes, dropping the bytes.
+void DiscardInput(const std::shared_ptr<asio::local::stream_protocol::socket>& peer,
+                  const std::shared_ptr<std::vector<char>>& buf) {
+  peer->async_read_some(asio::buffer(*buf),
+                        [peer, buf](const boost::system::error_code& ec, size_t) {
+                          if (!ec) DiscardInput(peer, buf);
+                        });
+}
+
 }  // namespace
 
 void RequestStopAllReplays() { g_stop_replays.fetch_add(1); }
@@ -100,6 +109,10 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   }
   RETURN_IF_ERROR(CheckReplayable(info));
   if (options.check_inputs) RETURN_IF_ERROR(CheckInputs(info));
+  // The spec's ${VARS} resolve to what they were when it was recorded.
+  for (const auto& [var, value] : info.extra.value("spec_env", nlohmann::json::object()).items()) {
+    if (value.is_string()) ::setenv(var.c_str(), value.get<std::string>().c_str(), 1);
+  }
   ASSIGN_OR_RETURN(VmSpec spec, ParseVmSpec(Str(info.extra, "spec"), Str(info.extra, "spec_dir")));
 
   std::optional<TempDir> tmp;
@@ -129,7 +142,8 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   paths.state_image = work + "/state.qcow2";
   RETURN_IF_ERROR(CopyFile(Str(info.extra, "state_image"), paths.state_image));
   // Network input comes from the log in replay; the NIC still needs a peer
-  // socket to connect to, which stays silent.
+  // socket to connect to. The peer sends nothing and reads (and discards)
+  // everything: a NIC whose output backs up would stall the replayed guest.
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> nic_sinks;
 
   std::string qemu_binary = options.qemu_binary;
@@ -173,7 +187,9 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
     auto acc = std::make_unique<asio::local::stream_protocol::acceptor>(
         io, asio::local::stream_protocol::endpoint(sock));
     auto peer = std::make_shared<asio::local::stream_protocol::socket>(io);
-    acc->async_accept(*peer, [peer](const boost::system::error_code&) {});
+    acc->async_accept(*peer, [peer](const boost::system::error_code& ec) {
+      if (!ec) DiscardInput(peer, std::make_shared<std::vector<char>>(64 * 1024));
+    });
     nic_sinks.push_back(std::move(acc));
     paths.nic_sockets.push_back(sock);
   }

@@ -1,0 +1,397 @@
+#include "bench/bench_switch.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "bench/bench_util.h"
+#include "common/clock.h"
+#include "common/files.h"
+#include "recorder/capture_writer.h"
+#include "recorder/lab.h"
+#include "recorder/recorder.h"
+#include "recorder/stream_framing.h"
+#include "recorder/switch_server.h"
+#include "store/store.h"
+
+namespace blackbox::bench {
+
+namespace {
+
+int64_t MonoNow() { return RealClock::Get().MonotonicNanos(); }
+
+StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoError("socket", errno);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return ErrnoError("connect " + path, errno);
+  }
+  return fd;
+}
+
+// An Ethernet + IPv4 + UDP frame of exactly `size` bytes (size >= 42).
+std::string UdpFrame(size_t size, uint8_t src_last, uint8_t dst_last, uint16_t sport) {
+  std::string f(size, '\0');
+  auto* b = reinterpret_cast<uint8_t*>(f.data());
+  const uint8_t dst[6] = {0x02, 0, 0, 0, 0, dst_last}, src[6] = {0x02, 0, 0, 0, 0, src_last};
+  std::memcpy(b, dst, 6);
+  std::memcpy(b + 6, src, 6);
+  b[12] = 0x08;  // IPv4
+  uint8_t* ip = b + 14;
+  size_t ip_len = size - 14;
+  ip[0] = 0x45;
+  ip[2] = static_cast<uint8_t>(ip_len >> 8);
+  ip[3] = static_cast<uint8_t>(ip_len);
+  ip[8] = 64;
+  ip[9] = 17;  // UDP
+  const uint8_t sip[4] = {10, 9, 0, src_last}, dip[4] = {10, 9, 0, dst_last};
+  std::memcpy(ip + 12, sip, 4);
+  std::memcpy(ip + 16, dip, 4);
+  uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2) sum += (ip[i] << 8) | ip[i + 1];
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  ip[10] = static_cast<uint8_t>(~sum >> 8);
+  ip[11] = static_cast<uint8_t>(~sum);
+  uint8_t* udp = ip + 20;
+  size_t udp_len = ip_len - 20;
+  udp[0] = static_cast<uint8_t>(sport >> 8);
+  udp[1] = static_cast<uint8_t>(sport);
+  udp[2] = 0x13;  // port 5001
+  udp[3] = 0x89;
+  udp[4] = static_cast<uint8_t>(udp_len >> 8);
+  udp[5] = static_cast<uint8_t>(udp_len);
+  return f;
+}
+
+std::string Encode(const std::string& frame) {
+  return EncodeStreamFrame(
+      std::span(reinterpret_cast<const uint8_t*>(frame.data()), frame.size()));
+}
+
+struct LoadResult {
+  double wall_s = 0;
+  double cpu_s = 0;  // switch + capture threads
+  uint64_t sent = 0;
+  uint64_t delivered = 0;
+  uint64_t queue_drops = 0;
+  uint64_t stored_frames = 0;
+  uint64_t shed = 0;
+  uint64_t flows = 0;
+};
+
+StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
+  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-switch"));
+  std::unique_ptr<Store> store;
+  if (capture) {
+    StoreOptions so;
+    so.path = dir.path() + "/store";
+    ASSIGN_OR_RETURN(store, Store::Open(so));
+  }
+  boost::asio::io_context io;
+  SwitchServer server(io, SwitchServer::Options{});
+  uint32_t ports[2];
+  for (int i = 0; i < 2; ++i) {
+    L2Switch::PortConfig pc;
+    pc.name = i == 0 ? "generator" : "sink";
+    pc.segment = "bench";
+    pc.mac.bytes = {0x02, 0, 0, 0, 0, static_cast<uint8_t>(i + 1)};
+    ASSIGN_OR_RETURN(ports[i],
+                     server.AddPort(pc, dir.path() + "/p" + std::to_string(i) + ".sock"));
+  }
+  std::unique_ptr<CaptureWriter> writer;
+  if (capture) {
+    writer = std::make_unique<CaptureWriter>(store.get(), "bench", CaptureWriter::Options{},
+                                             RealClock::Get().WallNanos() - MonoNow());
+    writer->SetPortInfo(ports[0], {"generator", ""});
+    writer->SetPortInfo(ports[1], {"sink", ""});
+    CaptureWriter* w = writer.get();
+    server.SetBatchObserver([w] { w->FlushStaged(); });
+    server.SetFrameObserver(
+        [w](uint32_t in, std::span<const uint8_t> f, const L2Switch::Decision& d, int64_t t) {
+          w->OnFrame(in, f, d, t);
+        });
+  }
+  double cpu0 = CpuSeconds();
+  std::thread switch_thread([&io] {
+    auto guard = boost::asio::make_work_guard(io);
+    io.run();
+  });
+  auto stop_switch = [&] {
+    boost::asio::post(io, [&] { io.stop(); });
+    if (switch_thread.joinable()) switch_thread.join();
+  };
+
+  auto gen = ConnectUnix(dir.path() + "/p0.sock");
+  auto sink = ConnectUnix(dir.path() + "/p1.sock");
+  if (!gen.ok() || !sink.ok()) {
+    stop_switch();
+    return gen.ok() ? sink.status() : gen.status();
+  }
+  // The sink announces itself so the switch learns its MAC; the generator
+  // sees that frame flooded to it, so learning has happened before the load.
+  std::string hello = Encode(UdpFrame(64, 2, 1, 1));
+  Status s = WriteAll(sink->get(), hello, "sink");
+  timeval tv{5, 0};
+  ::setsockopt(gen->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string first(hello.size(), '\0');
+  if (s.ok() && ::recv(gen->get(), first.data(), first.size(), MSG_WAITALL) !=
+                    static_cast<ssize_t>(first.size())) {
+    s = Internal("the switch did not forward the sink's first frame");
+  }
+  if (!s.ok()) {
+    stop_switch();
+    return s;
+  }
+
+  // 256 flows' worth of frames, sent in one buffer again and again.
+  std::string burst;
+  constexpr int kBurst = 256;
+  for (int i = 0; i < kBurst; ++i) burst += Encode(UdpFrame(frame_size, 1, 2, 10000 + i));
+
+  std::atomic<bool> sending_done{false};
+  std::atomic<double> sink_cpu{0}, gen_cpu{0};
+  uint64_t delivered = 0;
+  int64_t last_rx = 0;
+  std::thread sink_thread([&] {
+    timeval t{0, 300000};
+    ::setsockopt(sink->get(), SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
+    std::vector<uint8_t> buf(1 << 20);
+    size_t have = 0;
+    while (true) {
+      ssize_t n = ::recv(sink->get(), buf.data() + have, buf.size() - have, 0);
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) continue;
+        if (sending_done.load()) break;  // quiet for 300 ms after the load: drained
+        if (n == 0) break;
+        continue;
+      }
+      last_rx = MonoNow();
+      have += static_cast<size_t>(n);
+      size_t pos = 0;
+      while (have - pos >= 4) {
+        uint32_t len = (uint32_t{buf[pos]} << 24) | (uint32_t{buf[pos + 1]} << 16) |
+                       (uint32_t{buf[pos + 2]} << 8) | buf[pos + 3];
+        if (have - pos < 4 + len) break;
+        pos += 4 + len;
+        ++delivered;
+      }
+      std::memmove(buf.data(), buf.data() + pos, have - pos);
+      have -= pos;
+    }
+    sink_cpu = ThreadCpuSeconds();
+  });
+
+  uint64_t sent = 0;
+  int64_t start = MonoNow();
+  int64_t until = start + static_cast<int64_t>(seconds * 1e9);
+  Status gen_status;
+  while (MonoNow() < until) {
+    gen_status = WriteAll(gen->get(), burst, "generator");
+    if (!gen_status.ok()) break;
+    sent += kBurst;
+  }
+  gen_cpu = ThreadCpuSeconds();
+  sending_done = true;
+  sink_thread.join();
+  LoadResult r;
+  if (writer) {
+    RETURN_IF_ERROR(writer->Close());
+    auto st = writer->GetStats();
+    r.stored_frames = st.frames;
+    r.shed = st.shed_frames;
+    r.flows = st.flows;
+  }
+  double cpu = CpuSeconds() - cpu0;
+  boost::asio::post(io, [&] {
+    if (auto ps = server.GetPortStats(ports[1])) r.queue_drops = ps->queue_drops;
+  });
+  stop_switch();
+  RETURN_IF_ERROR(gen_status);
+  r.sent = sent;
+  r.delivered = delivered;
+  r.wall_s = (last_rx - start) / 1e9;
+  r.cpu_s = cpu - gen_cpu.load() - sink_cpu.load();
+  return r;
+}
+
+std::string GuestSpec(const SwitchBenchOptions& o, const std::string& name, const std::string& role,
+                      const std::string& ip, const std::string& mac, const std::string& extra) {
+  return "name: " + name + "\nkernel: " + o.guest_dir + "/vmlinuz\ninitrd: " + o.guest_dir +
+         "/initrd.img\nappend: console=ttyS0 quiet panic=-1 bb.role=" + role + " bb.ip=" + ip +
+         "/24 " + extra + "\nmemory: 256M\nnics:\n  - {name: n0, mac: \"" + mac +
+         "\", segment: bench, ips: [" + ip + "]}\n";
+}
+
+// Seconds from the client's BB-HTTP-START to BB-HTTP-OK, by the wall time the
+// recorder read each console piece.
+StatusOr<double> TransferSeconds(const Store& store, const std::string& id) {
+  ASSIGN_OR_RETURN(std::vector<ConsolePiece> pieces, store.ReadConsole(id));
+  int64_t start = -1, end = -1;
+  std::string all;
+  for (const auto& p : pieces) {
+    all += p.bytes;
+    if (start < 0 && all.find("BB-HTTP-START") != std::string::npos) start = p.wall_ns;
+    if (end < 0 && all.find("BB-HTTP-OK") != std::string::npos) end = p.wall_ns;
+  }
+  if (start < 0 || end < 0) {
+    return Internal("the client did not report a complete transfer; its console:\n" + all);
+  }
+  return (end - start) / 1e9;
+}
+
+struct GuestRun {
+  double seconds = 0;
+  uint64_t frames = 0;
+};
+
+StatusOr<GuestRun> RunGuests(const SwitchBenchOptions& o, bool through_switch) {
+  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-guests"));
+  StoreOptions so;
+  so.path = dir.path() + "/store";
+  ASSIGN_OR_RETURN(auto store, Store::Open(so));
+  ASSIGN_OR_RETURN(VmSpec web, ParseVmSpec(GuestSpec(o, "web", "http-server", "10.0.0.1",
+                                                     "52:54:00:00:00:01",
+                                                     "bb.bigsize=" + std::to_string(o.file_mib)),
+                                           o.guest_dir));
+  ASSIGN_OR_RETURN(VmSpec client,
+                   ParseVmSpec(GuestSpec(o, "client", "http-client", "10.0.0.2",
+                                         "52:54:00:00:00:02", "bb.peer=10.0.0.1 bb.poweroff=1"),
+                               o.guest_dir));
+  RecorderOptions ro;
+  ro.data_dir = dir.path();
+  ro.qemu_binary = o.qemu_binary;
+  ro.progress_interval_ns = 0;
+  ro.snapshot_interval_ns = 0;
+  ro.rr = false;
+  ro.duration_ns = 600'000'000'000;
+  GuestRun run;
+  std::string client_id;
+  if (through_switch) {
+    LabSpec lab;
+    lab.name = "bench";
+    lab.stop_when = LabSpec::StopWhen::kFirstExit;
+    lab.vms = {{web, false}, {client, false}};
+    LabOptions lo;
+    lo.recorder = ro;
+    ASSIGN_OR_RETURN(LabResult result, RunLab(store.get(), lab, lo));
+    for (const auto& r : result.recordings) {
+      if (r.vm_name == "client") client_id = r.id;
+    }
+    run.frames = result.capture.frames;
+  } else {
+    std::string sock = dir.path() + "/link.sock";
+    RecorderOptions web_o = ro, client_o = ro;
+    web_o.nic_sockets = {sock};
+    web_o.nic_listen = {true};
+    web_o.stop = std::make_shared<std::atomic<bool>>(false);
+    client_o.nic_sockets = {sock};
+    StatusOr<RecordingInfo> web_r = Internal("not run"), client_r = Internal("not run");
+    std::thread web_thread([&] { web_r = RecordVm(store.get(), web, web_o); });
+    // QEMU creates the listening socket as it starts.
+    int64_t deadline = MonoNow() + 60'000'000'000;
+    struct stat st {};
+    while (::stat(sock.c_str(), &st) != 0 && MonoNow() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::thread client_thread([&] { client_r = RecordVm(store.get(), client, client_o); });
+    client_thread.join();
+    web_o.stop->store(true);
+    web_thread.join();
+    RETURN_IF_ERROR(client_r.status());
+    client_id = client_r->id;
+  }
+  if (client_id.empty()) return Internal("the client VM did not run");
+  ASSIGN_OR_RETURN(run.seconds, TransferSeconds(*store, client_id));
+  return run;
+}
+
+}  // namespace
+
+StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
+  nlohmann::json out = {{"benchmark", "switch"}};
+  if (o.load) {
+    nlohmann::json load = nlohmann::json::array();
+    std::printf("\nswitch benchmark: load generator, %.0f s per row (stream protocol over unix "
+                "sockets, 256 UDP flows)\n",
+                o.load_seconds);
+    std::printf("  %-6s %-8s %12s %12s %12s %12s %10s %8s\n", "FRAME", "CAPTURE", "FRAMES/S",
+                "PER CORE", "GBIT/S/CORE", "CPU S", "STORED", "SHED");
+    for (size_t size : {size_t{64}, size_t{1500}}) {
+      double base_per_core = 0;
+      for (bool capture : {false, true}) {
+        std::fprintf(stderr, "bench: %zu-byte frames, capture %s...\n", size,
+                     capture ? "on" : "off");
+        ASSIGN_OR_RETURN(LoadResult r, RunLoad(size, capture, o.load_seconds));
+        double per_core = r.cpu_s > 0 ? r.delivered / r.cpu_s : 0;
+        double wall_pps = r.wall_s > 0 ? r.delivered / r.wall_s : 0;
+        double gbit = per_core * size * 8 / 1e9;
+        if (!capture) base_per_core = per_core;
+        std::printf("  %-6zu %-8s %12.0f %12.0f %12.2f %12.2f %10llu %8llu\n", size,
+                    capture ? "on" : "off", wall_pps, per_core, gbit, r.cpu_s,
+                    static_cast<unsigned long long>(r.stored_frames),
+                    static_cast<unsigned long long>(r.shed));
+        load.push_back({{"frame_bytes", size},
+                        {"capture", capture},
+                        {"sent", r.sent},
+                        {"delivered", r.delivered},
+                        {"queue_drops", r.queue_drops},
+                        {"wall_s", r.wall_s},
+                        {"cpu_s", r.cpu_s},
+                        {"frames_per_s", wall_pps},
+                        {"frames_per_s_per_core", per_core},
+                        {"gbit_per_s_per_core", gbit},
+                        {"stored_frames", r.stored_frames},
+                        {"shed_frames", r.shed},
+                        {"flows", r.flows},
+                        {"vs_capture_off", capture && base_per_core > 0
+                                               ? per_core / base_per_core
+                                               : 1.0}});
+      }
+    }
+    out["load"] = load;
+  }
+  if (o.guests) {
+    std::vector<double> direct, via;
+    uint64_t frames = 0;
+    for (int i = 0; i < o.runs; ++i) {
+      std::fprintf(stderr, "bench: guests, run %d/%d: %d MiB over a direct link...\n", i + 1,
+                   o.runs, o.file_mib);
+      ASSIGN_OR_RETURN(GuestRun d, RunGuests(o, false));
+      direct.push_back(d.seconds);
+      std::fprintf(stderr, "bench: ... and through the switch with capture...\n");
+      ASSIGN_OR_RETURN(GuestRun s, RunGuests(o, true));
+      via.push_back(s.seconds);
+      frames = s.frames;
+    }
+    double d = Median(direct), s = Median(via);
+    double mb = o.file_mib * 1048576.0 / 1e6;
+    std::printf("\nswitch benchmark: %d MiB HTTP transfer between two test guests (TCG, no rr), "
+                "median of %d\n",
+                o.file_mib, o.runs);
+    Row("direct QEMU socket link (baseline)", F(d) + " s", F(mb / d, "%.1f") + " MB/s");
+    Row("through Blackbox's switch, capture on", F(s) + " s",
+        F(mb / s, "%.1f") + " MB/s, " + std::to_string(frames) + " frames captured");
+    Row("switch throughput / direct link", F(d / s, "%.3fx"), "target >= 0.95x");
+    out["guests"] = {{"file_mib", o.file_mib},
+                     {"runs", o.runs},
+                     {"direct_s", direct},
+                     {"switch_s", via},
+                     {"direct_median_s", d},
+                     {"switch_median_s", s},
+                     {"ratio", d / s},
+                     {"frames_captured", frames}};
+  }
+  return out;
+}
+
+}  // namespace blackbox::bench

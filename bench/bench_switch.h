@@ -1,0 +1,35 @@
+// `blackbox bench switch`: what Blackbox's switch and its capture cost,
+// measured against baselines in the same run (see docs/BENCHMARKS.md).
+//
+// 1. Load generator: a client speaking QEMU's stream wire protocol pushes
+//    64-byte and 1500-byte frames from one switch port to another as fast as
+//    the switch takes them, with capture off (the baseline) and on (frames,
+//    flows and events into a real store). Reported: frames/s and Gbit/s per
+//    CPU core used by the switch (and its capture writer), and the wall rate.
+// 2. Guests: two test guests (not rr-recorded) transfer a file over HTTP
+//    through the switch with capture on, and over a direct QEMU socket link
+//    (the baseline); the transfer time comes from the client's console
+//    markers. Reported: MB/s each way and the ratio.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/status.h"
+
+namespace blackbox::bench {
+
+struct SwitchBenchOptions {
+  std::string guest_dir;  // kernel + initrd from guest/build-guest.sh
+  std::string qemu_binary = "qemu-system-x86_64";
+  double load_seconds = 3;  // per load-generator measurement
+  int runs = 1;             // guest transfer runs per mode; medians are reported
+  int file_mib = 32;        // size of the file the guests transfer
+  bool load = true;
+  bool guests = true;
+};
+
+// Runs the benchmark, prints a table to stdout, returns the figures as JSON.
+StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& options);
+
+}  // namespace blackbox::bench
