@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   qemu-system-x86 qemu-utils seabios ipxe-qemu
   busybox-static cpio gdb tshark
+  clang libclang-rt-14-dev  # fuzz/: libFuzzer and the sanitizer runtimes (not pulled in without recommends)
 )
 
 log() { echo "setup: $*" >&2; }
