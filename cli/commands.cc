@@ -39,7 +39,7 @@ void InstallStopHandler() {
 struct RecordArgs {
   std::string spec;
   std::string duration;
-  std::string snapshot_every = "10s";
+  std::string snapshot_every;  // "": 10s for VMs without a NIC, off for VMs with one
   bool console = false;
   bool keep_raw = false;
   bool no_sandbox = false;
@@ -61,7 +61,7 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
       return Report(
           InvalidArgument("--for: '" + a.duration + "' is not a duration like 30s or 2m"));
   }
-  o.snapshot_interval_ns = ParseDurationNanos(a.snapshot_every);
+  o.snapshot_interval_ns = ParseDurationNanos(a.snapshot_every.empty() ? "10s" : a.snapshot_every);
   if (o.snapshot_interval_ns < 0) {
     return Report(
         InvalidArgument("--snapshot-every: '" + a.snapshot_every + "' is not a duration"));
@@ -80,6 +80,7 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
   if (!store.ok()) return Report(store.status());
   LabOptions lo;
   lo.recorder = o;
+  lo.snapshot_networked_vms = !a.snapshot_every.empty();
   lo.recorder.on_started = [&](const std::string& id) {
     if (!a.quiet)
       std::fprintf(stderr, "blackbox: recording %s (Ctrl-C stops and finalises)\n", id.c_str());
@@ -406,8 +407,8 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   rec->add_option("--for", rec_args->duration,
                   "stop after this long (30s, 2m); default: until the guest powers off or Ctrl-C");
   rec->add_option("--snapshot-every", rec_args->snapshot_every,
-                  "take a VM snapshot this often for replay --from and reverse debugging (0: off)")
-      ->capture_default_str();
+                  "take a VM snapshot this often for replay --from and reverse debugging (0: "
+                  "off; default: 10s for VMs without a NIC, off for VMs with one)");
   rec->add_option("--chunk-age", rec_args->chunk_age, "seal a log chunk after this long at most")
       ->capture_default_str();
   rec->add_flag("--console", rec_args->console, "copy the guest console to stdout");

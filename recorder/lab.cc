@@ -275,6 +275,9 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
   for (size_t i = 0; i < lab.vms.size(); ++i) {
     RecorderOptions o = options.recorder;
     o.rr = lab.vms[i].rr;
+    if (!lab.vms[i].spec.nics.empty() && !options.snapshot_networked_vms) {
+      o.snapshot_interval_ns = 0;
+    }
     o.stop = runs[i].stop;
     o.nic_sockets.clear();
     nlohmann::json vm_ports = nlohmann::json::array();

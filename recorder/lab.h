@@ -52,6 +52,10 @@ struct LabOptions {
   // Template for every VM's recorder (data_dir, qemu, duration, snapshots ...).
   // nic_sockets, rr, extra and stop are set per VM by RunLab.
   RecorderOptions recorder;
+  // Take periodic snapshots (RecorderOptions::snapshot_interval_ns) of VMs
+  // with a NIC too. Off by default: a savevm during a networked VM's
+  // recording can make its replay stall (QEMU 7.2; docs/lab-spec.md).
+  bool snapshot_networked_vms = false;
   SwitchServer::Options switch_options;
   CaptureWriter::Options capture;
   // Called once the capture exists (before any VM starts).

@@ -165,7 +165,7 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
       const YAML::Node& n = nics[i];
       std::string field = "nics[" + std::to_string(i) + "]";
       if (!n.IsMap()) return SpecError(n, field, "must be a mapping");
-      RETURN_IF_ERROR(CheckKeys(n, {"name", "mac", "socket", "segment", "ips"}, field + "."));
+      RETURN_IF_ERROR(CheckKeys(n, {"name", "mac", "model", "socket", "segment", "ips"}, field + "."));
       NicSpec nic;
       ASSIGN_OR_RETURN(nic.name, GetString(n, "name", field + ".name", true));
       if (!ValidName(nic.name, 32) || !ids.insert(nic.name).second) {
@@ -181,6 +181,13 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
       }
       ASSIGN_OR_RETURN(std::string sock, GetString(n, "socket", field + ".socket", false));
       if (!sock.empty()) nic.socket = ResolvePath(sock, base_dir);
+      ASSIGN_OR_RETURN(std::string model, GetString(n, "model", field + ".model", false));
+      if (!model.empty()) {
+        if (model != "e1000" && model != "virtio-net") {
+          return SpecError(n["model"], field + ".model", "'" + model + "' is not e1000 or virtio-net");
+        }
+        nic.model = model;
+      }
       ASSIGN_OR_RETURN(std::string segment, GetString(n, "segment", field + ".segment", false));
       if (!segment.empty()) {
         static const std::regex segment_re("[a-z0-9_-]{1,32}");
@@ -354,8 +361,13 @@ std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const Qe
     bool listen = i < paths.nic_listen.size() && paths.nic_listen[i];
     add({"-netdev", "stream,id=" + nic.name + (listen ? ",server=on" : ",server=off") +
                         ",addr.type=unix,addr.path=" + sock});
-    add({"-device",
-         "virtio-net-pci,netdev=" + nic.name + ",mac=" + nic.mac + ",id=" + nic.name + "-dev"});
+    // e1000 without interrupt mitigation: its pre-save hook fires a pending
+    // mitigation timer early when a periodic snapshot is taken, which changes
+    // the recorded guest in a way replay cannot repeat. No option ROM:
+    // nothing boots from the network.
+    std::string device = nic.model == "virtio-net" ? "virtio-net-pci" : "e1000,mitigation=off";
+    add({"-device", device + ",netdev=" + nic.name + ",mac=" + nic.mac + ",id=" + nic.name +
+                        "-dev,romfile="});
     if (mode != RrMode::kNone) {
       add({"-object", "filter-replay,id=" + nic.name + "-replay,netdev=" + nic.name});
     }

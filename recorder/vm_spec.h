@@ -25,6 +25,10 @@ struct DiskSpec {
 struct NicSpec {
   std::string name;  // netdev id: [a-z0-9_-]+, unique within the VM
   std::string mac;   // 52:54:00:xx:xx:xx form
+  // QEMU device model: "e1000" (default) or "virtio-net". Under rr only
+  // e1000 replays reliably: QEMU 7.2's virtio-net transmits from a main-loop
+  // bottom half, outside what the rr log orders (docs/vm-spec.md).
+  std::string model = "e1000";
   // Unix socket the NIC connects to (QEMU -netdev stream, server=off), for a
   // NIC attached to something other than Blackbox's switch. Empty (the usual
   // case): the NIC gets a port of Blackbox's switch.
