@@ -131,11 +131,6 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   QemuRunPaths paths;
   paths.rr_log = log_path;
   paths.rr_snapshot = ChooseSnapshot(info, options.from_wall_ns);
-  // A VM with a NIC replays from reset rather than by loading "init": QEMU
-  // 7.2's e1000 comes back from a loaded snapshot in a state the recording
-  // never had, and the replay stalls within the first million instructions.
-  // Starting from reset is the same guest state, so nothing is lost.
-  if (paths.rr_snapshot == "init" && !spec.nics.empty()) paths.rr_snapshot.clear();
   paths.sandbox = options.sandbox;
   paths.gdb_port = options.gdb_port;
   paths.start_paused = options.gdb_port > 0;
@@ -144,6 +139,19 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
     std::string copy = work + "/disk-" + Str(d, "name") + ".qcow2";
     RETURN_IF_ERROR(CopyFile(Str(d, "overlay"), copy));
     paths.disk_overlays.push_back(copy);
+  }
+  // A VM with a NIC replays from reset rather than by loading "init": QEMU
+  // 7.2's e1000 comes back from a loaded snapshot in a state the recording
+  // never had, and the replay stalls within the first million instructions.
+  // Starting from reset is the same guest state, so nothing is lost.
+  // The disk copies go back to their "init" state, which loading the
+  // snapshot would have done.
+  if (paths.rr_snapshot == "init" && !spec.nics.empty()) {
+    paths.rr_snapshot.clear();
+    for (const std::string& disk : paths.disk_overlays) {
+      auto reverted = RunCommand({"qemu-img", "snapshot", "-a", "init", disk});
+      if (!reverted.ok()) return reverted.status().WithContext("reverting " + disk + " to 'init'");
+    }
   }
   paths.state_image = work + "/state.qcow2";
   RETURN_IF_ERROR(CopyFile(Str(info.extra, "state_image"), paths.state_image));
@@ -159,7 +167,7 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
 
   asio::io_context io;
   ReplayResult result;
-  result.snapshot = paths.rr_snapshot;
+  result.snapshot = paths.rr_snapshot.empty() ? "init" : paths.rr_snapshot;
   Status error;
   Clock& clock = RealClock::Get();
   int64_t start = clock.MonotonicNanos();

@@ -31,5 +31,27 @@ step "5. verify $ID: chunk chain + headless replay, console compared byte for by
 step "6. export $ID's rr log for QEMU"
 "$BB" export "$ID" --rr "$BLACKBOX_DATA/$ID.rr"
 ls -l "$BLACKBOX_DATA/$ID.rr"
+
+step "7. a lab: an HTTP server and a client guest talking through Blackbox's switch (both recorded)"
+"$BB" record "$ROOT/examples/lab-http.yaml"
+CLIENT=$("$BB" ls --json | grep '"vm_name":"client"' | tail -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+
+step "8. the flows the switch saw for $CLIENT"
+"$BB" flows "$CLIENT"
+
+step "9. export $CLIENT's frames as pcapng and read them with tshark"
+"$BB" export "$CLIENT" --pcapng "$BLACKBOX_DATA/$CLIENT.pcapng"
+tshark -r "$BLACKBOX_DATA/$CLIENT.pcapng" -Y http 2>/dev/null
+
+step "10. a guest that spoofs its MAC and IP: the switch drops and records it"
+"$BB" record "$ROOT/examples/lab-spoof.yaml"
+SPOOFER=$("$BB" ls --json | grep '"vm_name":"spoofer"' | tail -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+"$BB" console "$SPOOFER" | grep BB-SPOOF
+"$BB" export "$SPOOFER" --pcapng "$BLACKBOX_DATA/$SPOOFER.pcapng"
+tshark -r "$BLACKBOX_DATA/$SPOOFER.pcapng" -Y frame.comment -T fields -e frame.interface_name \
+  -e eth.src -e ip.src -e frame.comment 2>/dev/null | sort | uniq -c
+
+step "11. verify $CLIENT: its network input replays from the rr log, byte for byte"
+"$BB" verify "$CLIENT"
 echo
 echo "demo done. Try: $BB replay $ID   (BLACKBOX_DATA=$BLACKBOX_DATA)"
