@@ -40,7 +40,7 @@ class SnapshotTest : public E2eTest {};
 
 TEST_F(SnapshotTest, ReplayFromATimeAndReverseStepInGdb) {
   CommandResult rec =
-      Blackbox({"record", "-q", "--for", "30s", "--snapshot-every", "3s", Example("counter.yaml")});
+      Blackbox({"record", "-q", "--for", "40s", "--snapshot-every", "3s", Example("counter.yaml")});
   ASSERT_EQ(rec.exit_code, 0) << rec.output;
   nlohmann::json info = LatestRecording();
   std::string id = info["id"];
@@ -57,9 +57,13 @@ TEST_F(SnapshotTest, ReplayFromATimeAndReverseStepInGdb) {
   ASSERT_GE(recorded.size(), 5u) << console.output;
 
   // --from: the replay starts at a periodic snapshot, not at boot, and runs
-  // to the same end as the recording.
-  // The guest boots in about 10 s; a snapshot 24 s in is well into the counting.
-  CommandResult from = Blackbox({"replay", id, "--from", "+24s"});
+  // to the same end as the recording. The guest boots in about 10 s (longer
+  // on a busy machine); the second-to-last snapshot, about 35 s in, is well
+  // into the counting and a few counter lines before the end.
+  const auto& chosen = snaps[snaps.size() - 2];
+  double from_s =
+      (chosen["wall_ns"].get<int64_t>() - info["started_wall_ns"].get<int64_t>()) / 1e9 + 0.01;
+  CommandResult from = Blackbox({"replay", id, "--from", "+" + std::to_string(from_s)});
   EXPECT_EQ(from.exit_code, 0) << from.output;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(from.output, m, std::regex("from snapshot '(bb-[0-9]+)'")))
