@@ -351,21 +351,25 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
 
   // Stop the switch, then drain the capture.
   if (server) {
-    boost::asio::post(switch_io, [&] { server->Close(); });
-    boost::asio::post(switch_io, [&] { switch_io.stop(); });
-    switch_thread.join();
+    // Read the port counters on the switch's thread, before Close() detaches
+    // the ports (and their counters) from the L2 switch.
     nlohmann::json ports = meta["ports"];
-    for (auto& p : ports) {
-      uint32_t id = p["id"].get<uint32_t>();
-      L2Switch::PortCounters c = server->l2().GetCounters(id).value_or(L2Switch::PortCounters{});
-      nlohmann::json drops = nlohmann::json::object();
-      for (size_t d = 1; d < L2Switch::kNumDropReasons; ++d) {
-        if (c.drops[d] > 0) drops[L2Switch::DropName(static_cast<L2Switch::Drop>(d))] = c.drops[d];
+    boost::asio::post(switch_io, [&] {
+      for (auto& p : ports) {
+        uint32_t id = p["id"].get<uint32_t>();
+        L2Switch::PortCounters c = server->l2().GetCounters(id).value_or(L2Switch::PortCounters{});
+        nlohmann::json drops = nlohmann::json::object();
+        for (size_t d = 1; d < L2Switch::kNumDropReasons; ++d) {
+          if (c.drops[d] > 0) drops[L2Switch::DropName(static_cast<L2Switch::Drop>(d))] = c.drops[d];
+        }
+        p["counters"] = {{"rx_frames", c.rx_frames}, {"rx_bytes", c.rx_bytes},
+                         {"tx_frames", c.tx_frames}, {"tx_bytes", c.tx_bytes},
+                         {"drops", drops}};
       }
-      p["counters"] = {{"rx_frames", c.rx_frames}, {"rx_bytes", c.rx_bytes},
-                       {"tx_frames", c.tx_frames}, {"tx_bytes", c.tx_bytes},
-                       {"drops", drops}};
-    }
+      server->Close();
+      switch_io.stop();
+    });
+    switch_thread.join();
     Status closed = writer->Close();
     result.capture = writer->GetStats();
     const auto& st = result.capture;

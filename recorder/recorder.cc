@@ -363,6 +363,11 @@ void Session::TakeSnapshot() {
 
 void Session::Progress() {
   double secs = (clock_->MonotonicNanos() - start_mono_) / 1e9;
+  if (!options_.rr) {
+    std::fprintf(stderr, "blackbox: %s %.1fs: not rr-recorded, console %llu B\n", info_.id.c_str(),
+                 secs, static_cast<unsigned long long>(console_offset_));
+    return;
+  }
   const auto& st = chunker_->stats();
   double raw_mb = (chunker_->stored_raw_bytes()) / 1e6;
   uint64_t stored = chunker_->stored_bytes();

@@ -142,6 +142,9 @@ TEST_F(SwitchTest, HttpGuestsThroughTheSwitchAreCapturedAndReplayable) {
 TEST_F(SwitchTest, SpoofingGuestIsDroppedAndRecorded) {
   CommandResult rec = Blackbox({"record", "-q", Example("lab-spoof.yaml")}, seconds(400));
   ASSERT_EQ(rec.exit_code, 0) << rec.output;
+  // The switch's own counters (kept with the capture) saw the drops.
+  EXPECT_TRUE(std::regex_search(rec.output, std::regex("\\([1-9][0-9]* dropped by the switch\\)")))
+      << rec.output;
   auto recs = RecordingsByVm();
   ASSERT_TRUE(recs.count("web") && recs.count("spoofer")) << rec.output;
   std::string spoofer = recs["spoofer"]["id"], web = recs["web"]["id"];
