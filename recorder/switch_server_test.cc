@@ -117,6 +117,11 @@ class Client {
                       });
   }
   void Send(const Bytes& frame) { SendRaw(EncodeStreamFrame(frame)); }
+  // Half-closes the connection: the server reads EOF after what was sent.
+  void CloseWrite() {
+    boost::system::error_code ignored;
+    socket_.shutdown(Socket::shutdown_send, ignored);
+  }
 
   const std::vector<Bytes>& received() const { return received_; }
   bool eof() const { return eof_; }
@@ -300,6 +305,71 @@ TEST_F(SwitchServerTest, OversizeLengthDisconnectsOnlyThatPeer) {
   cb->Send(from_b);
   ASSERT_TRUE(RunUntil([&] { return !ch2->received().empty(); }));
   EXPECT_EQ(ch2->received()[0], from_b);
+}
+
+TEST_F(SwitchServerTest, ZeroLengthAndTruncatedRecordsAffectOnlyThatPeer) {
+  const uint32_t a = AddPort("a", "lan", Mac(1));
+  const uint32_t b = AddPort("b", "lan", Mac(2));
+  const uint32_t h = AddPort("h", "lan", Mac(3));
+  auto ca = Connect("a", a);
+  auto cb = Connect("b", b);
+  auto ch = Connect("h", h);
+
+  // Zero-length records are skipped without losing the framing: the frame
+  // after them arrives whole.
+  const Bytes hello = Arp(kBroadcast, Mac(3), V4(3), V4(1));
+  ch->SendRaw(std::string(12, '\0') + EncodeStreamFrame(hello));
+  ASSERT_TRUE(RunUntil([&] { return ca->received().size() == 1 && cb->received().size() == 1; }));
+  EXPECT_EQ(ca->received()[0], hello);
+  EXPECT_EQ(cb->received()[0], hello);
+
+  // A record cut short by the peer closing: nothing of it is forwarded, the
+  // peer's port records the disconnect.
+  ch->SendRaw(std::string("\x00\x00\x00\xc8", 4) + std::string(10, 'x'));
+  ASSERT_TRUE(RunUntil([&] { return ch->sends_pending() == 0; }));
+  ch->CloseWrite();
+  ASSERT_TRUE(RunUntil([&] { return CountEvents("disconnect", h) == 1; }));
+  EXPECT_FALSE(server_->GetPortStats(h)->connected);
+  EXPECT_EQ(server_->l2().GetCounters(h)->rx_frames, 1u);
+
+  // The others keep forwarding.
+  const Bytes from_a = Arp(kBroadcast, Mac(1), V4(1), V4(2));
+  ca->Send(from_a);
+  ASSERT_TRUE(RunUntil([&] { return cb->received().size() == 2; }));
+  EXPECT_EQ(cb->received()[1], from_a);
+  EXPECT_EQ(ca->received().size(), 1u);
+  EXPECT_TRUE(server_->GetPortStats(a)->connected);
+  EXPECT_TRUE(server_->GetPortStats(b)->connected);
+}
+
+TEST_F(SwitchServerTest, FloodFromOnePortDoesNotStarveTheOthers) {
+  const uint32_t a = AddPort("a", "lan", Mac(1));
+  const uint32_t b = AddPort("b", "lan", Mac(2));
+  const uint32_t h = AddPort("h", "lan", Mac(3));
+  auto ca = Connect("a", a);
+  auto cb = Connect("b", b);
+  auto ch = Connect("h", h, /*read=*/false);
+
+  // 20000 broadcasts from h in one burst, then a unicast from a to b.
+  const Bytes flood = Udp4(kBroadcast, Mac(3), V4(3), V4(255), 64);
+  std::string burst;
+  constexpr int kFlood = 20000;
+  for (int i = 0; i < kFlood; ++i) burst += EncodeStreamFrame(flood);
+  ch->SendRaw(burst);
+  cb->Send(Arp(kBroadcast, Mac(2), V4(2), V4(1)));  // b's MAC is learned
+  const Bytes unicast = Udp4(Mac(2), Mac(1), V4(1), V4(2), 100);
+  ASSERT_TRUE(RunUntil([&] { return !ca->received().empty(); }));
+  ca->Send(unicast);
+  ASSERT_TRUE(RunUntil([&] {
+    const auto& got = cb->received();
+    return std::find(got.begin(), got.end(), unicast) != got.end();
+  }));
+  ASSERT_TRUE(RunUntil(
+      [&] { return server_->l2().GetCounters(h)->rx_frames == static_cast<uint64_t>(kFlood); }));
+  for (uint32_t port : {a, b, h}) {
+    EXPECT_TRUE(server_->GetPortStats(port)->connected) << port;
+    EXPECT_EQ(server_->GetPortStats(port)->disconnects, 0u) << port;
+  }
 }
 
 TEST_F(SwitchServerTest, SecondConnectionIsRefused) {
