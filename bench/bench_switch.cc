@@ -1,5 +1,6 @@
 #include "bench/bench_switch.h"
 
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -123,6 +124,7 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
   }
   double cpu0 = CpuSeconds();
   std::thread switch_thread([&io] {
+    pthread_setname_np(pthread_self(), "bb-switch");
     auto guard = boost::asio::make_work_guard(io);
     io.run();
   });
@@ -163,6 +165,7 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
   uint64_t delivered = 0;
   int64_t last_rx = 0;
   std::thread sink_thread([&] {
+    pthread_setname_np(pthread_self(), "bench-sink");
     timeval t{0, 300000};
     ::setsockopt(sink->get(), SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
     std::vector<uint8_t> buf(1 << 20);

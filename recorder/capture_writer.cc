@@ -1,5 +1,6 @@
 #include "recorder/capture_writer.h"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -38,7 +39,10 @@ CaptureWriter::CaptureWriter(Store* store, std::string capture_id, Options optio
       options_(options),
       wall_offset_ns_(wall_offset_ns),
       flows_(options.flows) {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "bb-capture");
+    Run();
+  });
 }
 
 CaptureWriter::~CaptureWriter() { Close().IgnoreError(); }

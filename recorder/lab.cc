@@ -1,5 +1,6 @@
 #include "recorder/lab.h"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
@@ -249,6 +250,7 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
     RETURN_IF_ERROR(store->PutCapture(result.capture_id, meta));
     if (options.on_capture) options.on_capture(result.capture_id);
     switch_thread = std::thread([&switch_io] {
+      pthread_setname_np(pthread_self(), "bb-switch");
       auto guard = boost::asio::make_work_guard(switch_io);
       while (true) {
         try {
