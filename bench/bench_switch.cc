@@ -169,9 +169,9 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
     timeval t{0, 300000};
     ::setsockopt(sink->get(), SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
     std::vector<uint8_t> buf(1 << 20);
-    size_t have = 0;
+    StreamDecoder decoder;
     while (true) {
-      ssize_t n = ::recv(sink->get(), buf.data() + have, buf.size() - have, 0);
+      ssize_t n = ::recv(sink->get(), buf.data(), buf.size(), 0);
       if (n <= 0) {
         if (n < 0 && errno == EINTR) continue;
         if (sending_done.load()) break;  // quiet for 300 ms after the load: drained
@@ -179,18 +179,13 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
         continue;
       }
       last_rx = MonoNow();
-      have += static_cast<size_t>(n);
-      size_t pos = 0;
-      while (have - pos >= 4) {
-        uint32_t len = (uint32_t{buf[pos]} << 24) | (uint32_t{buf[pos + 1]} << 16) |
-                       (uint32_t{buf[pos + 2]} << 8) | buf[pos + 3];
-        if (have - pos < 4 + len) break;
-        pos += 4 + len;
-        ++delivered;
+      if (!decoder.Feed(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)),
+                        [](std::span<const uint8_t>) {})
+               .ok()) {
+        break;  // the switch never sends a bad record; stop counting if it did
       }
-      std::memmove(buf.data(), buf.data() + pos, have - pos);
-      have -= pos;
     }
+    delivered = decoder.frames();
     sink_cpu = ThreadCpuSeconds();
   });
 

@@ -24,22 +24,6 @@ struct CaptureTarget {
   int64_t until_ns = std::numeric_limits<int64_t>::max();
 };
 
-StatusOr<std::string> ResolveCaptureId(const Store& store, const std::string& arg) {
-  ASSIGN_OR_RETURN(auto captures, store.ListCaptures());
-  std::vector<std::string> hits;
-  for (const auto& [id, meta] : captures) {
-    if (id == arg) return id;
-    if (id.rfind(arg, 0) == 0) hits.push_back(id);
-  }
-  if (hits.size() == 1) return hits[0];
-  if (hits.size() > 1) {
-    std::string list;
-    for (const auto& h : hits) list += (list.empty() ? "" : ", ") + h;
-    return InvalidArgument("'" + arg + "' is ambiguous: " + list);
-  }
-  return NotFound("no recording, VM or capture '" + arg + "'");
-}
-
 StatusOr<CaptureTarget> ResolveTarget(const Store& store, const CaptureSelection& sel) {
   CaptureTarget t;
   std::optional<RecordingInfo> rec;
@@ -69,7 +53,12 @@ StatusOr<CaptureTarget> ResolveTarget(const Store& store, const CaptureSelection
       t.ports.push_back(p.value("id", 0u));
     }
   } else {
-    ASSIGN_OR_RETURN(t.capture_id, ResolveCaptureId(store, sel.id));
+    auto capture = store.ResolveCaptureId(sel.id);
+    if (!capture.ok() && capture.status().code() == StatusCode::kNotFound) {
+      return NotFound("no recording, VM or capture '" + sel.id + "'");
+    }
+    if (!capture.ok()) return capture.status();
+    t.capture_id = *capture;
     t.what = "capture " + t.capture_id;
   }
   ASSIGN_OR_RETURN(t.meta, store.GetCapture(t.capture_id));

@@ -6,17 +6,14 @@
 #include <algorithm>
 #include <chrono>
 
+#include "common/clock.h"
 #include "recorder/frame.h"
 
 namespace blackbox {
 
 namespace {
 
-int64_t MonoNow() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+int64_t MonoNow() { return RealClock::Get().MonotonicNanos(); }
 
 bool IsPolicyDrop(L2Switch::Drop drop) {
   switch (drop) {

@@ -25,7 +25,8 @@
 // is summarised in one {"what":"drop_suppressed","frames":N} event. Frames
 // dropped because nobody else is on the segment are captured, not events.
 //
-// Time: the switch passes a monotonic clock; frames and flows are stored at
+// Time: the switch passes RealClock::MonotonicNanos() (the writer reads the
+// same clock for its timers); frames and flows are stored at
 // mono + wall_offset_ns, a wall time that never goes backwards.
 //
 // Thread safety: OnFrame and FlushStaged from one thread (the switch's);

@@ -104,12 +104,6 @@ Status ParseLabNode(const YAML::Node& root, const std::string& base_dir, LabSpec
   return Status::Ok();
 }
 
-int64_t MonoNow() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 struct PortPlan {
   uint32_t id = 0;
   size_t vm = 0;
@@ -224,7 +218,7 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
       p.socket = socket_dir->path() + "/p" + std::to_string(k) + ".sock";
       ASSIGN_OR_RETURN(p.id, server->AddPort(config, p.socket));
     }
-    int64_t wall_offset = clock.WallNanos() - MonoNow();
+    int64_t wall_offset = clock.WallNanos() - clock.MonotonicNanos();
     writer = std::make_unique<CaptureWriter>(store, result.capture_id, options.capture,
                                              wall_offset);
     nlohmann::json ports = nlohmann::json::array();
@@ -238,7 +232,7 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
                                  int64_t now_ns) { w->OnFrame(ingress, frame, d, now_ns); });
     server->SetBatchObserver([w] { w->FlushStaged(); });
     server->SetEventObserver([w](const std::string& kind, uint32_t port, const std::string& detail) {
-      w->OnEvent(kind, port, detail, MonoNow());
+      w->OnEvent(kind, port, detail, RealClock::Get().MonotonicNanos());
     });
     meta = {{"lab", lab.name},
             {"state", "recording"},

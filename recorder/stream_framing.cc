@@ -60,16 +60,20 @@ Status StreamDecoder::Feed(std::span<const uint8_t> bytes,
   return Status::Ok();
 }
 
-std::string EncodeStreamFrame(std::span<const uint8_t> frame) {
+void AppendStreamFrame(std::string* out, std::span<const uint8_t> frame) {
   assert(frame.size() <= UINT32_MAX);
   uint32_t length = static_cast<uint32_t>(frame.size());
+  const char prefix[kStreamHeaderSize] = {
+      static_cast<char>(length >> 24), static_cast<char>(length >> 16),
+      static_cast<char>(length >> 8), static_cast<char>(length)};
+  out->append(prefix, kStreamHeaderSize);
+  out->append(reinterpret_cast<const char*>(frame.data()), frame.size());
+}
+
+std::string EncodeStreamFrame(std::span<const uint8_t> frame) {
   std::string out;
   out.reserve(kStreamHeaderSize + frame.size());
-  out.push_back(static_cast<char>(length >> 24));
-  out.push_back(static_cast<char>(length >> 16));
-  out.push_back(static_cast<char>(length >> 8));
-  out.push_back(static_cast<char>(length));
-  out.append(reinterpret_cast<const char*>(frame.data()), frame.size());
+  AppendStreamFrame(&out, frame);
   return out;
 }
 

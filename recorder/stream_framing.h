@@ -87,5 +87,7 @@ class StreamDecoder {
 // Returns the record for `frame`: its length as 4 big-endian bytes, then the
 // frame. The caller ensures frame.size() fits in uint32 (Ethernet frames do).
 std::string EncodeStreamFrame(std::span<const uint8_t> frame);
+// Appends the record (4-byte big-endian length + frame) to *out.
+void AppendStreamFrame(std::string* out, std::span<const uint8_t> frame);
 
 }  // namespace blackbox

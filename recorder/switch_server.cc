@@ -8,6 +8,7 @@
 #include <deque>
 #include <vector>
 
+#include "common/clock.h"
 #include "recorder/stream_framing.h"
 
 namespace blackbox {
@@ -62,11 +63,7 @@ SwitchServer::SwitchServer(asio::io_context& io, Options options, std::function<
       now_ns_(std::move(now_ns)),
       switch_(options_.switch_options) {
   if (!now_ns_) {
-    now_ns_ = [] {
-      return std::chrono::duration_cast<std::chrono::nanoseconds>(
-                 std::chrono::steady_clock::now().time_since_epoch())
-          .count();
-    };
+    now_ns_ = [] { return RealClock::Get().MonotonicNanos(); };
   }
 }
 
@@ -189,7 +186,7 @@ void SwitchServer::Enqueue(Port& port, std::span<const uint8_t> frame) {
     ++port.stats.unconnected_drops;
     return;
   }
-  const size_t record_size = 4 + frame.size();
+  const size_t record_size = kStreamHeaderSize + frame.size();
   if (conn->queued_bytes() + record_size > options_.max_queued_bytes) {
     ++port.stats.queue_drops;
     port.stats.queue_drop_bytes += frame.size();
@@ -203,11 +200,7 @@ void SwitchServer::Enqueue(Port& port, std::span<const uint8_t> frame) {
     return;
   }
   conn->dropping = false;
-  const auto n = static_cast<uint32_t>(frame.size());
-  const char prefix[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                          static_cast<char>(n >> 8), static_cast<char>(n)};
-  conn->pending.append(prefix, 4);
-  conn->pending.append(reinterpret_cast<const char*>(frame.data()), frame.size());
+  AppendStreamFrame(&conn->pending, frame);
   ++conn->pending_frames;
   if (!conn->write_in_flight) Write(conn);
 }

@@ -103,7 +103,7 @@ class SwitchServer {
       std::function<void(const std::string& kind, uint32_t port, const std::string& detail)>;
 
   // `now_ns` is the monotonic clock passed to L2Switch::Process; empty means
-  // std::chrono::steady_clock. `io` must outlive the server.
+  // RealClock::MonotonicNanos(). `io` must outlive the server.
   SwitchServer(boost::asio::io_context& io, Options options,
                std::function<int64_t()> now_ns = nullptr);
   // Calls Close(). Handlers still queued on the io_context afterwards do

@@ -1200,6 +1200,9 @@ struct Store::Impl {
   // one more than the highest already stored at that time for id (0 when none), so that equal
   // times keep insertion order. `where` names the owner in errors; `wall_ns` is the time as
   // shown to people.
+  StatusOr<std::string> ResolveKey(Cf c, const std::string& what,
+                                   const std::string& id_or_prefix) const;
+
   Status PutTimed(Cf c, const std::string& id, uint64_t time, int64_t wall_ns,
                   std::string_view value, const std::string& where) {
     std::lock_guard<std::mutex> lock(timed_mu);
@@ -1518,29 +1521,39 @@ StatusOr<std::vector<RecordingInfo>> Store::ListRecordings() const {
   return out;
 }
 
-StatusOr<std::string> Store::ResolveRecordingId(const std::string& id_or_prefix) const {
-  RETURN_IF_ERROR(ValidateId(id_or_prefix, "recording id or prefix"));
+// A full key of family `c`, or the only key starting with the prefix;
+// `what` ("recording", "capture") names it in errors.
+StatusOr<std::string> Store::Impl::ResolveKey(Cf c, const std::string& what,
+                                              const std::string& id_or_prefix) const {
+  const std::string field = what + " id or prefix";
+  RETURN_IF_ERROR(ValidateId(id_or_prefix, field.c_str()));
   std::string value;
-  rocksdb::Status s =
-      impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(kRecordings), id_or_prefix, &value);
+  rocksdb::Status s = Get(rocksdb::ReadOptions(), c, id_or_prefix, &value);
   if (s.ok()) return id_or_prefix;
-  if (!s.IsNotFound()) return FromRocks(s, "recording " + id_or_prefix);
+  if (!s.IsNotFound()) return FromRocks(s, what + " " + id_or_prefix);
 
   std::vector<std::string> matches;
   size_t count = 0;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(kRecordings)));
+  std::unique_ptr<rocksdb::Iterator> it = NewIterator(rocksdb::ReadOptions(), c);
   for (it->Seek(id_or_prefix); it->Valid() && StartsWith(it->key(), id_or_prefix); it->Next()) {
     if (matches.size() < 10) matches.push_back(it->key().ToString());
     ++count;
   }
   if (!it->status().ok()) return FromRocks(it->status(), "resolving " + id_or_prefix);
-  if (count == 0) return NotFound("no recording '" + id_or_prefix + "'");
+  if (count == 0) return NotFound("no " + what + " '" + id_or_prefix + "'");
   if (count == 1) return matches[0];
   std::string list;
   for (const auto& m : matches) list += (list.empty() ? "" : ", ") + m;
   if (count > matches.size()) list += ", ... (" + std::to_string(count) + " in all)";
-  return InvalidArgument("recording prefix '" + id_or_prefix + "' is ambiguous: " + list);
+  return InvalidArgument(what + " prefix '" + id_or_prefix + "' is ambiguous: " + list);
+}
+
+StatusOr<std::string> Store::ResolveRecordingId(const std::string& id_or_prefix) const {
+  return impl_->ResolveKey(kRecordings, "recording", id_or_prefix);
+}
+
+StatusOr<std::string> Store::ResolveCaptureId(const std::string& id_or_prefix) const {
+  return impl_->ResolveKey(kCaptures, "capture", id_or_prefix);
 }
 
 // ---- rr log chunks ----

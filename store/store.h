@@ -165,6 +165,8 @@ class Store {
   // Resolves a full id or a unique prefix of one. NotFound / InvalidArgument
   // ("ambiguous: a, b") otherwise.
   StatusOr<std::string> ResolveRecordingId(const std::string& id_or_prefix) const;
+  // The same for capture ids.
+  StatusOr<std::string> ResolveCaptureId(const std::string& id_or_prefix) const;
 
   // ---- rr log chunks ----
   // Compresses `raw` with zstd, fills in raw_size, stored_size, raw_sha256 and
