@@ -16,6 +16,7 @@
 #include "common/clock.h"
 #include "common/files.h"
 #include "recorder/capture_writer.h"
+#include "recorder/frame_builder.h"
 #include "recorder/lab.h"
 #include "recorder/recorder.h"
 #include "recorder/stream_framing.h"
@@ -40,43 +41,14 @@ StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
   return fd;
 }
 
-// An Ethernet + IPv4 + UDP frame of exactly `size` bytes (size >= 42).
-std::string UdpFrame(size_t size, uint8_t src_last, uint8_t dst_last, uint16_t sport) {
-  std::string f(size, '\0');
-  auto* b = reinterpret_cast<uint8_t*>(f.data());
-  const uint8_t dst[6] = {0x02, 0, 0, 0, 0, dst_last}, src[6] = {0x02, 0, 0, 0, 0, src_last};
-  std::memcpy(b, dst, 6);
-  std::memcpy(b + 6, src, 6);
-  b[12] = 0x08;  // IPv4
-  uint8_t* ip = b + 14;
-  size_t ip_len = size - 14;
-  ip[0] = 0x45;
-  ip[2] = static_cast<uint8_t>(ip_len >> 8);
-  ip[3] = static_cast<uint8_t>(ip_len);
-  ip[8] = 64;
-  ip[9] = 17;  // UDP
-  const uint8_t sip[4] = {10, 9, 0, src_last}, dip[4] = {10, 9, 0, dst_last};
-  std::memcpy(ip + 12, sip, 4);
-  std::memcpy(ip + 16, dip, 4);
-  uint32_t sum = 0;
-  for (int i = 0; i < 20; i += 2) sum += (ip[i] << 8) | ip[i + 1];
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  ip[10] = static_cast<uint8_t>(~sum >> 8);
-  ip[11] = static_cast<uint8_t>(~sum);
-  uint8_t* udp = ip + 20;
-  size_t udp_len = ip_len - 20;
-  udp[0] = static_cast<uint8_t>(sport >> 8);
-  udp[1] = static_cast<uint8_t>(sport);
-  udp[2] = 0x13;  // port 5001
-  udp[3] = 0x89;
-  udp[4] = static_cast<uint8_t>(udp_len >> 8);
-  udp[5] = static_cast<uint8_t>(udp_len);
-  return f;
-}
-
-std::string Encode(const std::string& frame) {
+// An encoded stream record: an IPv4/UDP frame of `size` bytes from bench
+// host src_last to dst_last (MAC 02:00:00:00:00:xx, IP 10.9.0.xx), UDP port
+// sport to 5001.
+std::string UdpRecord(size_t size, uint8_t src_last, uint8_t dst_last, uint16_t sport) {
+  auto mac = [](uint8_t last) { return MacAddr{{0x02, 0, 0, 0, 0, last}}; };
+  auto ip = [](uint8_t last) { return IpAddr::V4(std::array<uint8_t, 4>{10, 9, 0, last}); };
   return EncodeStreamFrame(
-      std::span(reinterpret_cast<const uint8_t*>(frame.data()), frame.size()));
+      frames::Udp4(mac(dst_last), mac(src_last), ip(src_last), ip(dst_last), size, sport, 5001));
 }
 
 struct LoadResult {
@@ -87,6 +59,7 @@ struct LoadResult {
   uint64_t queue_drops = 0;
   uint64_t stored_frames = 0;
   uint64_t shed = 0;
+  double wait_ms = 0;  // the switch thread waiting for room in the capture queue
   uint64_t flows = 0;
 };
 
@@ -141,7 +114,7 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
   }
   // The sink announces itself so the switch learns its MAC; the generator
   // sees that frame flooded to it, so learning has happened before the load.
-  std::string hello = Encode(UdpFrame(64, 2, 1, 1));
+  std::string hello = UdpRecord(64, 2, 1, 1);
   Status s = WriteAll(sink->get(), hello, "sink");
   timeval tv{5, 0};
   ::setsockopt(gen->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -158,7 +131,7 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
   // 256 flows' worth of frames, sent in one buffer again and again.
   std::string burst;
   constexpr int kBurst = 256;
-  for (int i = 0; i < kBurst; ++i) burst += Encode(UdpFrame(frame_size, 1, 2, 10000 + i));
+  for (int i = 0; i < kBurst; ++i) burst += UdpRecord(frame_size, 1, 2, 10000 + i);
 
   std::atomic<bool> sending_done{false};
   std::atomic<double> sink_cpu{0}, gen_cpu{0};
@@ -207,6 +180,7 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
     auto st = writer->GetStats();
     r.stored_frames = st.frames;
     r.shed = st.shed_frames;
+    r.wait_ms = st.wait_ns / 1e6;
     r.flows = st.flows;
   }
   double cpu = CpuSeconds() - cpu0;
@@ -322,8 +296,8 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
     std::printf("\nswitch benchmark: load generator, %.0f s per row (stream protocol over unix "
                 "sockets, 256 UDP flows)\n",
                 o.load_seconds);
-    std::printf("  %-6s %-8s %12s %12s %12s %12s %10s %8s\n", "FRAME", "CAPTURE", "FRAMES/S",
-                "PER CORE", "GBIT/S/CORE", "CPU S", "STORED", "SHED");
+    std::printf("  %-6s %-8s %12s %12s %12s %12s %10s %8s %8s\n", "FRAME", "CAPTURE", "FRAMES/S",
+                "PER CORE", "GBIT/S/CORE", "CPU S", "STORED", "SHED", "WAIT MS");
     for (size_t size : {size_t{64}, size_t{1500}}) {
       double base_per_core = 0;
       for (bool capture : {false, true}) {
@@ -334,10 +308,10 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
         double wall_pps = r.wall_s > 0 ? r.delivered / r.wall_s : 0;
         double gbit = per_core * size * 8 / 1e9;
         if (!capture) base_per_core = per_core;
-        std::printf("  %-6zu %-8s %12.0f %12.0f %12.2f %12.2f %10llu %8llu\n", size,
+        std::printf("  %-6zu %-8s %12.0f %12.0f %12.2f %12.2f %10llu %8llu %8.0f\n", size,
                     capture ? "on" : "off", wall_pps, per_core, gbit, r.cpu_s,
                     static_cast<unsigned long long>(r.stored_frames),
-                    static_cast<unsigned long long>(r.shed));
+                    static_cast<unsigned long long>(r.shed), r.wait_ms);
         load.push_back({{"frame_bytes", size},
                         {"capture", capture},
                         {"sent", r.sent},
@@ -350,6 +324,7 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
                         {"gbit_per_s_per_core", gbit},
                         {"stored_frames", r.stored_frames},
                         {"shed_frames", r.shed},
+                        {"capture_wait_ms", r.wait_ms},
                         {"flows", r.flows},
                         {"vs_capture_off", capture && base_per_core > 0
                                                ? per_core / base_per_core

@@ -15,6 +15,10 @@ namespace {
 
 int64_t MonoNow() { return RealClock::Get().MonotonicNanos(); }
 
+// Processed staging buffers kept for reuse (each up to about
+// CaptureWriter::kMaxStagedBytes).
+constexpr size_t kMaxFreeStaged = 32;
+
 bool IsPolicyDrop(L2Switch::Drop drop) {
   switch (drop) {
     case L2Switch::Drop::kMalformed:
@@ -56,61 +60,90 @@ CaptureWriter::PortInfo CaptureWriter::Port(uint32_t port) const {
   return PortInfo{"port" + std::to_string(port), ""};
 }
 
+void CaptureWriter::Staged::Clear() {
+  encoded.Clear();
+  frames.clear();
+  reasons.clear();
+  frame_bytes = 0;
+}
+
+CaptureWriter::StagedPtr CaptureWriter::TakeFreeLocked() {
+  if (free_.empty()) return std::make_unique<Staged>();
+  StagedPtr s = std::move(free_.back());
+  free_.pop_back();
+  return s;
+}
+
 void CaptureWriter::OnFrame(uint32_t ingress, std::span<const uint8_t> frame,
                             const L2Switch::Decision& decision, int64_t mono_ns) {
-  CapturedFrame& f = staged_.emplace_back();
-  f.wall_ns = mono_ns + wall_offset_ns_;
-  f.ingress = ingress;
-  f.egress = decision.egress;
-  if (decision.drop != L2Switch::Drop::kNone) {
-    f.drop_reason = std::string(L2Switch::DropName(decision.drop));
-    if (!decision.reason.empty()) f.drop_reason += ": " + decision.reason;
+  if (!staged_) {
+    std::lock_guard lock(mu_);
+    staged_ = TakeFreeLocked();
   }
-  f.bytes.assign(reinterpret_cast<const char*>(frame.data()), frame.size());
-  staged_drops_.push_back(static_cast<uint8_t>(decision.drop));
-  staged_bytes_ += frame.size();
-  if (staged_.size() >= kMaxStaged) FlushStaged();
+  Staged& s = *staged_;
+  const int64_t wall_ns = mono_ns + wall_offset_ns_;
+  reason_buffer_.clear();
+  if (decision.drop != L2Switch::Drop::kNone) {
+    reason_buffer_ = L2Switch::DropName(decision.drop);
+    if (!decision.reason.empty()) reason_buffer_ += ": " + decision.reason;
+  }
+  Status added = s.encoded.Add(wall_ns, ingress, decision.egress, reason_buffer_, frame);
+  if (!added.ok()) {  // over the store's caps, which the switch's own limits keep below
+    NoteError(added.WithContext("capturing a frame of port " + std::to_string(ingress)));
+    return;
+  }
+  uint32_t reason = 0;
+  if (IsPolicyDrop(decision.drop)) {
+    reason = static_cast<uint32_t>(s.reasons.size());
+    s.reasons.push_back(decision.reason);
+  }
+  s.frames.push_back({wall_ns, static_cast<uint32_t>(s.encoded.raw().size() - frame.size()),
+                      static_cast<uint32_t>(frame.size()), ingress, reason, decision.drop});
+  s.frame_bytes += frame.size();
+  if (s.frames.size() >= kMaxStaged || s.encoded.raw().size() >= kMaxStagedBytes) FlushStaged();
 }
 
 void CaptureWriter::FlushStaged() {
-  if (staged_.empty()) return;
+  if (!staged_ || staged_->frames.empty()) return;
+  Staged& s = *staged_;
+  const size_t bytes = s.encoded.raw().size();
   std::unique_lock lock(mu_);
   if (closing_) {
-    staged_.clear();
-    staged_drops_.clear();
-    staged_bytes_ = 0;
+    s.Clear();
     return;
   }
-  if (queued_bytes_ + staged_bytes_ > options_.max_queued_bytes) {
-    stats_.shed_frames += staged_.size();
-    stats_.shed_bytes += staged_bytes_;
-    shed_in_episode_ += staged_.size();
+  auto has_room = [&] { return queued_bytes_ + bytes <= options_.max_queued_bytes; };
+  if (!has_room() && !shedding_ && options_.max_block_ns > 0) {
+    const int64_t start = MonoNow();
+    room_cv_.wait_for(lock, std::chrono::nanoseconds(options_.max_block_ns),
+                      [&] { return closing_ || has_room(); });
+    ++stats_.waits;
+    stats_.wait_ns += MonoNow() - start;
+    if (closing_) {
+      s.Clear();
+      return;
+    }
+  }
+  if (!has_room()) {
+    stats_.shed_frames += s.frames.size();
+    stats_.shed_bytes += s.frame_bytes;
+    shed_in_episode_ += s.frames.size();
     if (!shedding_) {
       shedding_ = true;
-      events_.push_back({staged_.front().wall_ns, 0,
+      events_.push_back({s.frames.front().wall_ns, 0,
                          {{"kind", "switch"},
                           {"what", "capture_shed"},
                           {"detail", "capture queue full (" +
                                          std::to_string(options_.max_queued_bytes) +
                                          " bytes): frames are forwarded but not stored"}}});
     }
-    staged_.clear();
-    staged_drops_.clear();
-    staged_bytes_ = 0;
+    s.Clear();
     return;
   }
-  bool wake = queue_.empty();
-  if (queue_.empty()) {
-    queue_.swap(staged_);
-    queue_drops_.swap(staged_drops_);
-  } else {
-    std::move(staged_.begin(), staged_.end(), std::back_inserter(queue_));
-    queue_drops_.insert(queue_drops_.end(), staged_drops_.begin(), staged_drops_.end());
-  }
-  queued_bytes_ += staged_bytes_;
-  staged_.clear();
-  staged_drops_.clear();
-  staged_bytes_ = 0;
+  const bool wake = queue_.empty();
+  queue_.push_back(std::move(staged_));
+  queued_bytes_ += bytes;
+  staged_ = TakeFreeLocked();
   lock.unlock();
   if (wake) cv_.notify_one();
 }
@@ -161,7 +194,7 @@ void CaptureWriter::FlushDropWindow(uint32_t port, DropWindow& w) {
   w.suppressed = 0;
 }
 
-void CaptureWriter::DropEvent(const CapturedFrame& f, L2Switch::Drop drop) {
+void CaptureWriter::DropEvent(const Staged::Frame& f, const std::string& detail) {
   DropWindow& w = drop_windows_[f.ingress];
   int64_t second = f.wall_ns / 1'000'000'000;
   if (second != w.second) {
@@ -174,35 +207,32 @@ void CaptureWriter::DropEvent(const CapturedFrame& f, L2Switch::Drop drop) {
     return;
   }
   ++w.stored;
-  std::string detail = f.drop_reason;
-  if (size_t colon = detail.find(": "); colon != std::string::npos) detail = detail.substr(colon + 2);
   StoreEvent(f.wall_ns, f.ingress,
              {{"kind", "switch"},
               {"what", "drop"},
-              {"reason", L2Switch::DropName(drop)},
+              {"reason", L2Switch::DropName(f.drop)},
               {"detail", detail},
-              {"frame_bytes", f.bytes.size()}});
+              {"frame_bytes", f.size}});
 }
 
-void CaptureWriter::Process(std::vector<CapturedFrame>& frames, std::vector<uint8_t>& drops) {
-  for (size_t i = 0; i < frames.size(); ++i) {
-    CapturedFrame& f = frames[i];
-    auto drop = static_cast<L2Switch::Drop>(drops[i]);
+void CaptureWriter::Process(Staged& staged) {
+  const auto* raw = reinterpret_cast<const uint8_t*>(staged.encoded.raw().data());
+  for (const Staged::Frame& f : staged.frames) {
     last_wall_ns_ = std::max(last_wall_ns_, f.wall_ns);
-    auto parsed = ParseFrame(
-        std::span(reinterpret_cast<const uint8_t*>(f.bytes.data()), f.bytes.size()));
+    auto parsed = ParseFrame(std::span(raw + f.offset, f.size));
     if (parsed.ok()) {
-      flows_.Observe(*parsed, f.bytes.size(), f.ingress, last_wall_ns_,
-                     drop == L2Switch::Drop::kNone);
+      flows_.Observe(*parsed, f.size, f.ingress, last_wall_ns_, f.drop == L2Switch::Drop::kNone);
     }
-    if (IsPolicyDrop(drop)) DropEvent(f, drop);
-    if (batch_.empty()) batch_started_mono_ = MonoNow();
-    batch_bytes_ += f.bytes.size();
-    batch_.push_back(std::move(f));
-    if (batch_bytes_ >= options_.batch_max_bytes) StoreBatch();
+    if (IsPolicyDrop(f.drop)) DropEvent(f, staged.reasons[f.reason]);
   }
-  frames.clear();
-  drops.clear();
+  if (batch_.empty()) {
+    batch_started_mono_ = MonoNow();
+    std::swap(batch_, staged.encoded);  // no copy; staged keeps the old buffer for reuse
+  } else {
+    batch_.Append(staged.encoded);
+  }
+  batch_frame_bytes_ += staged.frame_bytes;
+  if (batch_.raw().size() >= options_.batch_max_bytes) StoreBatch();
 }
 
 void CaptureWriter::StoreBatch() {
@@ -212,13 +242,13 @@ void CaptureWriter::StoreBatch() {
     NoteError(info.status().WithContext("storing frames"));
   } else {
     std::lock_guard lock(mu_);
-    stats_.frames += batch_.size();
-    stats_.frame_bytes += batch_bytes_;
+    stats_.frames += batch_.frame_count();
+    stats_.frame_bytes += batch_frame_bytes_;
     ++stats_.batches;
     stats_.stored_bytes += info->stored_size;
   }
-  batch_.clear();
-  batch_bytes_ = 0;
+  batch_.Clear();
+  batch_frame_bytes_ = 0;
 }
 
 void CaptureWriter::StoreFlows(std::vector<FlowRecord> records) {
@@ -248,18 +278,17 @@ void CaptureWriter::StoreFlows(std::vector<FlowRecord> records) {
 }
 
 void CaptureWriter::Run() {
-  std::vector<CapturedFrame> frames;
-  std::vector<uint8_t> drops;
+  std::vector<StagedPtr> work;
   std::vector<PendingEvent> events;
   int64_t last_expire = MonoNow();
   std::unique_lock lock(mu_);
   while (true) {
     cv_.wait_for(lock, std::chrono::milliseconds(50),
                  [&] { return closing_ || !queue_.empty() || !events_.empty(); });
-    frames.swap(queue_);
-    drops.swap(queue_drops_);
+    work.swap(queue_);
     events.swap(events_);
     queued_bytes_ = 0;
+    room_cv_.notify_all();
     if (shedding_) {
       shedding_ = false;
       events.push_back({last_wall_ns_, 0,
@@ -273,7 +302,10 @@ void CaptureWriter::Run() {
     bool closing = closing_;
     lock.unlock();
 
-    Process(frames, drops);
+    for (StagedPtr& staged : work) {
+      Process(*staged);
+      staged->Clear();
+    }
     for (PendingEvent& e : events) StoreEvent(e.wall_ns, e.port, std::move(e.body));
     events.clear();
     int64_t now = MonoNow();
@@ -285,6 +317,11 @@ void CaptureWriter::Run() {
     }
 
     lock.lock();
+    // Keep enough buffers for a full queue's worth of bursts; free the rest.
+    for (StagedPtr& staged : work) {
+      if (free_.size() < kMaxFreeStaged) free_.push_back(std::move(staged));
+    }
+    work.clear();
     if (closing && queue_.empty() && events_.empty()) break;
   }
   lock.unlock();

@@ -46,19 +46,21 @@ L2Switch::L2Switch(Options options) : options_(options) {}
 uint32_t L2Switch::AddPort(PortConfig config) {
   uint32_t id = next_port_id_++;
   assert(id != 0 && "port ids exhausted");
-  ports_.emplace(id, Port{std::move(config), PortCounters{}});
+  MacTable* table = &mac_tables_[config.segment];
+  ports_.emplace(id, Port{std::move(config), PortCounters{}, table});
   return id;
 }
 
 void L2Switch::RemovePort(uint32_t port) {
   auto it = ports_.find(port);
   if (it == ports_.end()) return;
-  auto table = mac_tables_.find(it->second.config.segment);
-  if (table != mac_tables_.end()) {
-    std::erase_if(table->second, [port](const auto& kv) { return kv.second.port == port; });
-    if (table->second.empty()) mac_tables_.erase(table);
-  }
+  const std::string segment = it->second.config.segment;
+  std::erase_if(*it->second.table, [port](const auto& kv) { return kv.second.port == port; });
   ports_.erase(it);
+  const bool segment_used = std::any_of(ports_.begin(), ports_.end(), [&](const auto& kv) {
+    return kv.second.config.segment == segment;
+  });
+  if (!segment_used) mac_tables_.erase(segment);
 }
 
 bool L2Switch::Fresh(const MacEntry& entry, int64_t now_ns) const {
@@ -101,72 +103,78 @@ L2Switch::Drop L2Switch::CheckSource(const Port& port, const ParsedFrame& parsed
   return Drop::kBlockedEthertype;
 }
 
-L2Switch::Decision L2Switch::DropFrame(Port& port, Drop drop, std::string reason) {
+void L2Switch::DropFrame(Port& port, Drop drop, std::string reason, Decision* out) {
   ++port.counters.drops[static_cast<size_t>(drop)];
-  Decision d;
-  d.drop = drop;
-  d.reason = std::move(reason);
-  return d;
+  out->egress.clear();
+  out->drop = drop;
+  out->reason = std::move(reason);
 }
 
 L2Switch::Decision L2Switch::Process(uint32_t ingress, std::span<const uint8_t> frame,
                                      int64_t now_ns) {
+  Decision d;
+  Process(ingress, frame, now_ns, &d);
+  return d;
+}
+
+void L2Switch::Process(uint32_t ingress, std::span<const uint8_t> frame, int64_t now_ns,
+                       Decision* out) {
+  out->egress.clear();
+  out->drop = Drop::kNone;
+  out->reason.clear();
   auto in = ports_.find(ingress);
   if (in == ports_.end()) {
     ++unknown_port_drops_;
-    Decision d;
-    d.drop = Drop::kUnknownPort;
-    d.reason = "port " + std::to_string(ingress) + " is not attached";
-    return d;
+    out->drop = Drop::kUnknownPort;
+    out->reason = "port " + std::to_string(ingress) + " is not attached";
+    return;
   }
   Port& port = in->second;
   ++port.counters.rx_frames;
   port.counters.rx_bytes += frame.size();
 
   StatusOr<ParsedFrame> parsed = ParseFrame(frame);
-  if (!parsed.ok()) return DropFrame(port, Drop::kMalformed, parsed.status().message());
+  if (!parsed.ok()) return DropFrame(port, Drop::kMalformed, parsed.status().message(), out);
 
   std::string reason;
   Drop drop = CheckSource(port, *parsed, &reason);
-  if (drop != Drop::kNone) return DropFrame(port, drop, std::move(reason));
+  if (drop != Drop::kNone) return DropFrame(port, drop, std::move(reason), out);
 
-  const std::string& segment = port.config.segment;
-  MacTable& table = mac_tables_[segment];
+  MacTable& table = *port.table;
   table[parsed->src.bytes] = MacEntry{ingress, now_ns};
 
-  Decision d;
   const MacAddr& dst = parsed->dst;
   if (!dst.IsMulticast()) {
     auto hit = table.find(dst.bytes);
     if (hit != table.end() && Fresh(hit->second, now_ns)) {
       if (hit->second.port == ingress) {
         return DropFrame(port, Drop::kNoPeer,
-                         "destination " + dst.ToString() + " is on the ingress port");
+                         "destination " + dst.ToString() + " is on the ingress port", out);
       }
-      d.egress.push_back(hit->second.port);
+      out->egress.push_back(hit->second.port);
     }
   }
-  if (d.egress.empty()) {  // broadcast, multicast or unknown unicast: flood
+  if (out->egress.empty()) {  // broadcast, multicast or unknown unicast: flood
     for (const auto& [id, other] : ports_) {
-      if (id != ingress && other.config.segment == segment) d.egress.push_back(id);
+      if (id != ingress && other.table == port.table) out->egress.push_back(id);
     }
   }
-  if (d.egress.empty()) {
-    return DropFrame(port, Drop::kNoPeer, "no other port in segment '" + segment + "'");
+  if (out->egress.empty()) {
+    return DropFrame(port, Drop::kNoPeer,
+                     "no other port in segment '" + port.config.segment + "'", out);
   }
-  for (uint32_t id : d.egress) {
+  for (uint32_t id : out->egress) {
     PortCounters& c = ports_.at(id).counters;
     ++c.tx_frames;
     c.tx_bytes += frame.size();
   }
-  return d;
 }
 
 size_t L2Switch::ExpireMacs(int64_t now_ns) {
   size_t removed = 0;
-  for (auto it = mac_tables_.begin(); it != mac_tables_.end();) {
-    removed += std::erase_if(it->second, [&](const auto& kv) { return !Fresh(kv.second, now_ns); });
-    it = it->second.empty() ? mac_tables_.erase(it) : std::next(it);
+  // Tables stay, even empty: their segment's ports point at them.
+  for (auto& [segment, table] : mac_tables_) {
+    removed += std::erase_if(table, [&](const auto& kv) { return !Fresh(kv.second, now_ns); });
   }
   return removed;
 }

@@ -139,6 +139,9 @@ class L2Switch {
   // monotonic clock, the same one for every call) and updates the MAC table
   // and counters. Never fails: all guest input problems become drops.
   Decision Process(uint32_t ingress, std::span<const uint8_t> frame, int64_t now_ns);
+  // The same, into *out (overwritten; its egress capacity is reused, so a
+  // caller that keeps one Decision allocates nothing per frame).
+  void Process(uint32_t ingress, std::span<const uint8_t> frame, int64_t now_ns, Decision* out);
 
   // Removes MAC table entries older than mac_aging_ns at `now_ns`; returns how
   // many. Optional: expired entries are never used for forwarding anyway.
@@ -160,21 +163,22 @@ class L2Switch {
   uint64_t unknown_port_drops() const { return unknown_port_drops_; }
 
  private:
-  struct Port {
-    PortConfig config;
-    PortCounters counters;
-  };
   struct MacEntry {
     uint32_t port = 0;
     int64_t last_seen_ns = 0;
   };
   using MacKey = std::array<uint8_t, 6>;
   using MacTable = std::map<MacKey, MacEntry>;
+  struct Port {
+    PortConfig config;
+    PortCounters counters;
+    MacTable* table = nullptr;  // its segment's, in mac_tables_ (kept while the port exists)
+  };
 
   bool Fresh(const MacEntry& entry, int64_t now_ns) const;
   // Rules 3 and 4; returns kNone if the frame may enter the switch.
   Drop CheckSource(const Port& port, const ParsedFrame& parsed, std::string* reason) const;
-  Decision DropFrame(Port& port, Drop drop, std::string reason);
+  void DropFrame(Port& port, Drop drop, std::string reason, Decision* out);
 
   Options options_;
   uint32_t next_port_id_ = 1;

@@ -5,21 +5,19 @@
 #include <cstdint>
 #include <vector>
 
+#include "recorder/frame_builder.h"
+
 namespace blackbox {
 namespace {
 
-using Bytes = std::vector<uint8_t>;
+using frames::Arp;
+using frames::Bytes;
+using frames::Ethernet;
+using frames::Udp4;
+using frames::Udp6;
 using Drop = L2Switch::Drop;
 
 constexpr int64_t kSecond = 1'000'000'000;
-
-void Put16(Bytes& b, uint16_t v) {
-  b.push_back(static_cast<uint8_t>(v >> 8));
-  b.push_back(static_cast<uint8_t>(v));
-}
-void Append(Bytes& b, std::span<const uint8_t> more) {
-  b.insert(b.end(), more.begin(), more.end());
-}
 
 MacAddr Mac(uint8_t last) { return MacAddr{{0x52, 0x54, 0x00, 0x00, 0x00, last}}; }
 const MacAddr kBroadcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
@@ -33,68 +31,6 @@ IpAddr V6LinkLocal(uint8_t last) {
   std::array<uint8_t, 16> bytes = {0xfe, 0x80};
   bytes[15] = last;
   return IpAddr::V6(bytes);
-}
-
-Bytes Ethernet(const MacAddr& dst, const MacAddr& src, uint16_t ethertype) {
-  Bytes b;
-  Append(b, dst.bytes);
-  Append(b, src.bytes);
-  Put16(b, ethertype);
-  return b;
-}
-
-// An ARP request (or reply if op == 2) from sender_mac/sender_ip.
-Bytes Arp(const MacAddr& eth_dst, const MacAddr& eth_src, const MacAddr& sender_mac,
-          const IpAddr& sender_ip, const IpAddr& target_ip, uint16_t op = 1) {
-  Bytes b = Ethernet(eth_dst, eth_src, kEtherTypeArp);
-  Put16(b, 1);       // htype Ethernet
-  Put16(b, 0x0800);  // ptype IPv4
-  b.push_back(6);
-  b.push_back(4);
-  Put16(b, op);
-  Append(b, sender_mac.bytes);
-  Append(b, sender_ip.view());
-  Append(b, MacAddr{}.bytes);
-  Append(b, target_ip.view());
-  b.resize(60, 0);  // Ethernet padding
-  return b;
-}
-
-// An IPv4/UDP frame with an 8-byte payload.
-Bytes Udp4(const MacAddr& dst, const MacAddr& src, const IpAddr& src_ip, const IpAddr& dst_ip) {
-  Bytes b = Ethernet(dst, src, kEtherTypeIpv4);
-  b.insert(b.end(), {0x45, 0x00});
-  Put16(b, 20 + 8 + 8);
-  Put16(b, 1);       // id
-  Put16(b, 0x4000);  // DF
-  b.push_back(64);
-  b.push_back(kIpProtoUdp);
-  Put16(b, 0);  // checksum (not verified)
-  Append(b, src_ip.view());
-  Append(b, dst_ip.view());
-  Put16(b, 1234);
-  Put16(b, 53);
-  Put16(b, 16);
-  Put16(b, 0);
-  Append(b, Bytes(8, 0xab));
-  b.resize(std::max<size_t>(b.size(), 60), 0);
-  return b;
-}
-
-// An IPv6/UDP frame with no payload.
-Bytes Udp6(const MacAddr& dst, const MacAddr& src, const IpAddr& src_ip, const IpAddr& dst_ip) {
-  Bytes b = Ethernet(dst, src, kEtherTypeIpv6);
-  b.insert(b.end(), {0x60, 0, 0, 0});
-  Put16(b, 8);  // payload length
-  b.push_back(kIpProtoUdp);
-  b.push_back(255);
-  Append(b, src_ip.view());
-  Append(b, dst_ip.view());
-  Put16(b, 546);
-  Put16(b, 547);
-  Put16(b, 8);
-  Put16(b, 0);
-  return b;
 }
 
 class L2SwitchTest : public ::testing::Test {

@@ -378,6 +378,8 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
                      {"batches", st.batches},
                      {"stored_bytes", st.stored_bytes},
                      {"shed_frames", st.shed_frames},
+                     {"capture_waits", st.waits},
+                     {"capture_wait_ns", st.wait_ns},
                      {"flows", st.flows},
                      {"events", st.events}};
     if (!closed.ok()) meta["error"] = closed.message();

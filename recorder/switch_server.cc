@@ -154,9 +154,10 @@ void SwitchServer::Read(const std::shared_ptr<Connection>& conn) {
                      /*report=*/true);
           return;
         }
+        const int64_t now = now_ns_();
         Status st = conn->decoder.Feed(std::span<const uint8_t>(conn->read_buffer.data(), n),
-                                       [this, &conn](std::span<const uint8_t> frame) {
-                                         if (!closed_) OnFrame(conn->port_id, frame);
+                                       [this, &conn, now](std::span<const uint8_t> frame) {
+                                         if (!closed_) OnFrame(conn->port_id, frame, now);
                                        });
         if (batch_observer_ && !closed_) batch_observer_();
         if (closed_ || conn->closed) return;
@@ -170,14 +171,13 @@ void SwitchServer::Read(const std::shared_ptr<Connection>& conn) {
       });
 }
 
-void SwitchServer::OnFrame(uint32_t ingress, std::span<const uint8_t> frame) {
-  const int64_t now = now_ns_();
-  L2Switch::Decision decision = switch_.Process(ingress, frame, now);
-  for (uint32_t egress : decision.egress) {
+void SwitchServer::OnFrame(uint32_t ingress, std::span<const uint8_t> frame, int64_t now) {
+  switch_.Process(ingress, frame, now, &decision_);
+  for (uint32_t egress : decision_.egress) {
     if (closed_) break;
     if (Port* p = FindPort(egress)) Enqueue(*p, frame);
   }
-  if (frame_observer_ && !closed_) frame_observer_(ingress, frame, decision, now);
+  if (frame_observer_ && !closed_) frame_observer_(ingress, frame, decision_, now);
 }
 
 void SwitchServer::Enqueue(Port& port, std::span<const uint8_t> frame) {

@@ -103,7 +103,8 @@ class SwitchServer {
       std::function<void(const std::string& kind, uint32_t port, const std::string& detail)>;
 
   // `now_ns` is the monotonic clock passed to L2Switch::Process; empty means
-  // RealClock::MonotonicNanos(). `io` must outlive the server.
+  // RealClock::MonotonicNanos(). It is read once per read from a socket: the
+  // frames of one read share that time. `io` must outlive the server.
   SwitchServer(boost::asio::io_context& io, Options options,
                std::function<int64_t()> now_ns = nullptr);
   // Calls Close(). Handlers still queued on the io_context afterwards do
@@ -146,7 +147,7 @@ class SwitchServer {
   void Accept(Port& port);
   void ScheduleAccept(uint32_t port_id);
   void Read(const std::shared_ptr<Connection>& conn);
-  void OnFrame(uint32_t ingress, std::span<const uint8_t> frame);
+  void OnFrame(uint32_t ingress, std::span<const uint8_t> frame, int64_t now_ns);
   void Enqueue(Port& port, std::span<const uint8_t> frame);
   void Write(const std::shared_ptr<Connection>& conn);
   void Disconnect(const std::shared_ptr<Connection>& conn, const std::string& why, bool report);
@@ -159,6 +160,7 @@ class SwitchServer {
   L2Switch switch_;
   std::map<uint32_t, std::unique_ptr<Port>> ports_;
   FrameObserver frame_observer_;
+  L2Switch::Decision decision_;  // reused by OnFrame: no allocation per frame
   std::function<void()> batch_observer_;
   EventObserver event_observer_;
   bool closed_ = false;

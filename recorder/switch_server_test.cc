@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/files.h"
+#include "recorder/frame_builder.h"
 #include "recorder/stream_framing.h"
 
 namespace blackbox {
@@ -18,16 +19,9 @@ namespace {
 namespace asio = boost::asio;
 using Socket = asio::local::stream_protocol::socket;
 using Endpoint = asio::local::stream_protocol::endpoint;
-using Bytes = std::vector<uint8_t>;
+using frames::Bytes;
+using frames::Udp4;
 using Drop = L2Switch::Drop;
-
-void Put16(Bytes& b, uint16_t v) {
-  b.push_back(static_cast<uint8_t>(v >> 8));
-  b.push_back(static_cast<uint8_t>(v));
-}
-void Append(Bytes& b, std::span<const uint8_t> more) {
-  b.insert(b.end(), more.begin(), more.end());
-}
 
 MacAddr Mac(uint8_t last) { return MacAddr{{0x52, 0x54, 0x00, 0x00, 0x00, last}}; }
 const MacAddr kBroadcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
@@ -35,52 +29,6 @@ const MacAddr kBroadcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
 IpAddr V4(uint8_t last) {
   std::array<uint8_t, 4> bytes = {10, 0, 0, last};
   return IpAddr::V4(bytes);
-}
-
-Bytes Ethernet(const MacAddr& dst, const MacAddr& src, uint16_t ethertype) {
-  Bytes b;
-  Append(b, dst.bytes);
-  Append(b, src.bytes);
-  Put16(b, ethertype);
-  return b;
-}
-
-Bytes Arp(const MacAddr& eth_dst, const MacAddr& eth_src, const IpAddr& sender_ip,
-          const IpAddr& target_ip, uint16_t op = 1) {
-  Bytes b = Ethernet(eth_dst, eth_src, kEtherTypeArp);
-  Put16(b, 1);
-  Put16(b, 0x0800);
-  b.push_back(6);
-  b.push_back(4);
-  Put16(b, op);
-  Append(b, eth_src.bytes);
-  Append(b, sender_ip.view());
-  Append(b, (op == 2 ? eth_dst : MacAddr{}).bytes);
-  Append(b, target_ip.view());
-  b.resize(60, 0);
-  return b;
-}
-
-// An IPv4/UDP frame of exactly `size` bytes (>= 42).
-Bytes Udp4(const MacAddr& dst, const MacAddr& src, const IpAddr& src_ip, const IpAddr& dst_ip,
-           size_t size) {
-  Bytes b = Ethernet(dst, src, kEtherTypeIpv4);
-  const size_t ip_len = size - 14;
-  b.insert(b.end(), {0x45, 0x00});
-  Put16(b, static_cast<uint16_t>(ip_len));
-  Put16(b, 1);
-  Put16(b, 0x4000);
-  b.push_back(64);
-  b.push_back(kIpProtoUdp);
-  Put16(b, 0);
-  Append(b, src_ip.view());
-  Append(b, dst_ip.view());
-  Put16(b, 1234);
-  Put16(b, 5678);
-  Put16(b, static_cast<uint16_t>(ip_len - 20));
-  Put16(b, 0);
-  b.resize(size, 0xab);
-  return b;
 }
 
 // A peer speaking the stream wire format, on the test's io_context.
@@ -224,12 +172,12 @@ TEST_F(SwitchServerTest, ArpBroadcastAndUnicastReply) {
   auto cb = Connect("b", b);
   auto cc = Connect("c", c);
 
-  const Bytes request = Arp(kBroadcast, Mac(1), V4(1), V4(2));
+  const Bytes request = frames::Arp(kBroadcast, Mac(1), Mac(1), V4(1), V4(2));
   ca->Send(request);
   ASSERT_TRUE(RunUntil([&] { return !cb->received().empty(); }));
   EXPECT_EQ(cb->received()[0], request);
 
-  const Bytes reply = Arp(Mac(1), Mac(2), V4(2), V4(1), /*op=*/2);
+  const Bytes reply = frames::Arp(Mac(1), Mac(2), Mac(2), V4(2), V4(1), /*op=*/2);
   cb->Send(reply);
   ASSERT_TRUE(RunUntil([&] { return !ca->received().empty(); }));
   EXPECT_EQ(ca->received()[0], reply);
@@ -255,8 +203,8 @@ TEST_F(SwitchServerTest, SpoofedMacIsDroppedAndObserved) {
   auto ca = Connect("a", a);
   auto cb = Connect("b", b);
 
-  const Bytes spoofed = Arp(kBroadcast, Mac(9), V4(9), V4(2));
-  const Bytes good = Arp(kBroadcast, Mac(1), V4(1), V4(2));
+  const Bytes spoofed = frames::Arp(kBroadcast, Mac(9), Mac(9), V4(9), V4(2));
+  const Bytes good = frames::Arp(kBroadcast, Mac(1), Mac(1), V4(1), V4(2));
   ca->Send(spoofed);
   ca->Send(good);
   ASSERT_TRUE(RunUntil([&] { return !cb->received().empty(); }));
@@ -293,7 +241,7 @@ TEST_F(SwitchServerTest, OversizeLengthDisconnectsOnlyThatPeer) {
   EXPECT_TRUE(server_->GetPortStats(a)->connected);
 
   // The other ports keep forwarding.
-  const Bytes request = Arp(kBroadcast, Mac(1), V4(1), V4(2));
+  const Bytes request = frames::Arp(kBroadcast, Mac(1), Mac(1), V4(1), V4(2));
   ca->Send(request);
   ASSERT_TRUE(RunUntil([&] { return !cb->received().empty(); }));
   EXPECT_EQ(cb->received()[0], request);
@@ -301,7 +249,7 @@ TEST_F(SwitchServerTest, OversizeLengthDisconnectsOnlyThatPeer) {
 
   // The port accepts a reconnect, which then receives floods.
   auto ch2 = Connect("h", h);
-  const Bytes from_b = Arp(kBroadcast, Mac(2), V4(2), V4(3));
+  const Bytes from_b = frames::Arp(kBroadcast, Mac(2), Mac(2), V4(2), V4(3));
   cb->Send(from_b);
   ASSERT_TRUE(RunUntil([&] { return !ch2->received().empty(); }));
   EXPECT_EQ(ch2->received()[0], from_b);
@@ -317,7 +265,7 @@ TEST_F(SwitchServerTest, ZeroLengthAndTruncatedRecordsAffectOnlyThatPeer) {
 
   // Zero-length records are skipped without losing the framing: the frame
   // after them arrives whole.
-  const Bytes hello = Arp(kBroadcast, Mac(3), V4(3), V4(1));
+  const Bytes hello = frames::Arp(kBroadcast, Mac(3), Mac(3), V4(3), V4(1));
   ch->SendRaw(std::string(12, '\0') + EncodeStreamFrame(hello));
   ASSERT_TRUE(RunUntil([&] { return ca->received().size() == 1 && cb->received().size() == 1; }));
   EXPECT_EQ(ca->received()[0], hello);
@@ -333,7 +281,7 @@ TEST_F(SwitchServerTest, ZeroLengthAndTruncatedRecordsAffectOnlyThatPeer) {
   EXPECT_EQ(server_->l2().GetCounters(h)->rx_frames, 1u);
 
   // The others keep forwarding.
-  const Bytes from_a = Arp(kBroadcast, Mac(1), V4(1), V4(2));
+  const Bytes from_a = frames::Arp(kBroadcast, Mac(1), Mac(1), V4(1), V4(2));
   ca->Send(from_a);
   ASSERT_TRUE(RunUntil([&] { return cb->received().size() == 2; }));
   EXPECT_EQ(cb->received()[1], from_a);
@@ -356,7 +304,7 @@ TEST_F(SwitchServerTest, FloodFromOnePortDoesNotStarveTheOthers) {
   constexpr int kFlood = 20000;
   for (int i = 0; i < kFlood; ++i) burst += EncodeStreamFrame(flood);
   ch->SendRaw(burst);
-  cb->Send(Arp(kBroadcast, Mac(2), V4(2), V4(1)));  // b's MAC is learned
+  cb->Send(frames::Arp(kBroadcast, Mac(2), Mac(2), V4(2), V4(1)));  // b's MAC is learned
   const Bytes unicast = Udp4(Mac(2), Mac(1), V4(1), V4(2), 100);
   ASSERT_TRUE(RunUntil([&] { return !ca->received().empty(); }));
   ca->Send(unicast);
@@ -394,7 +342,7 @@ TEST_F(SwitchServerTest, SlowReaderQueueIsCappedWithoutHurtingOthers) {
   auto cb = Connect("b", b, /*read=*/false);  // never reads
 
   // Teach the switch where Mac(2) is.
-  cb->Send(Arp(kBroadcast, Mac(2), V4(2), V4(1)));
+  cb->Send(frames::Arp(kBroadcast, Mac(2), Mac(2), V4(2), V4(1)));
   ASSERT_TRUE(RunUntil([&] { return ca->received().size() == 1; }));
 
   // 4000 x 1500 bytes (6 MB) unicast to the port that never reads: more than
@@ -454,7 +402,7 @@ TEST_F(SwitchServerTest, AddPortRejectsBadPaths) {
 TEST_F(SwitchServerTest, DestroyedServerLeavesIoContextSafe) {
   const uint32_t a = AddPort("a", "lan", Mac(1));
   auto ca = Connect("a", a);
-  ca->Send(Arp(kBroadcast, Mac(1), V4(1), V4(2)));
+  ca->Send(frames::Arp(kBroadcast, Mac(1), Mac(1), V4(1), V4(2)));
   server_.reset();
   ASSERT_TRUE(RunUntil([&] { return ca->eof(); }));
   EXPECT_FALSE(PathExists(Path("a")));

@@ -450,50 +450,6 @@ std::string_view CutUtf8(std::string_view s, size_t n) {
   return s.substr(0, cut > 0 ? cut : n);
 }
 
-// Encodes frames (docs/store-format.md, "frames") into *raw and returns their summary.
-// InvalidArgument when a frame or the batch is over a cap.
-StatusOr<FrameBatchInfo> EncodeFrames(std::span<const CapturedFrame> frames, std::string* raw) {
-  uint64_t total = 0;
-  for (size_t k = 0; k < frames.size(); ++k) {
-    const CapturedFrame& f = frames[k];
-    if (f.bytes.size() > kMaxFrameSize) {
-      return InvalidArgument("frame " + std::to_string(k) + " is " +
-                             std::to_string(f.bytes.size()) + " bytes, above the cap of " +
-                             std::to_string(kMaxFrameSize));
-    }
-    if (f.egress.size() > kMaxEgressPorts) {
-      return InvalidArgument("frame " + std::to_string(k) + " has " +
-                             std::to_string(f.egress.size()) + " egress ports, above the cap of " +
-                             std::to_string(kMaxEgressPorts));
-    }
-    total += kMinEncodedFrameSize + 4 * f.egress.size() +
-             CutUtf8(f.drop_reason, kMaxDropReasonSize).size() + f.bytes.size();
-  }
-  if (total > kMaxBatchRawSize) {
-    return InvalidArgument("frame batch encodes to " + std::to_string(total) +
-                           " bytes, above the cap of " + std::to_string(kMaxBatchRawSize));
-  }
-  FrameBatchInfo summary = Summarize(frames);
-  if (summary.ports.size() > kMaxBatchPorts) {
-    return InvalidArgument("frame batch uses " + std::to_string(summary.ports.size()) +
-                           " distinct ports, above the cap of " + std::to_string(kMaxBatchPorts));
-  }
-  raw->clear();
-  raw->reserve(total);
-  for (const CapturedFrame& f : frames) {
-    PutBE64(raw, static_cast<uint64_t>(f.wall_ns));
-    PutBE32(raw, f.ingress);
-    PutBE16(raw, static_cast<uint16_t>(f.egress.size()));
-    for (uint32_t port : f.egress) PutBE32(raw, port);
-    std::string_view reason = CutUtf8(f.drop_reason, kMaxDropReasonSize);
-    raw->push_back(static_cast<char>(reason.size()));
-    raw->append(reason);
-    PutBE32(raw, static_cast<uint32_t>(f.bytes.size()));
-    raw->append(f.bytes);
-  }
-  return summary;
-}
-
 // Decodes an encoded batch that should hold frame_count frames into *out. Bounds-checked
 // throughout: returns what is wrong, or "" when the bytes are exactly frame_count frames.
 std::string DecodeFrames(std::string_view raw, uint32_t frame_count,
@@ -1759,17 +1715,108 @@ StatusOr<std::vector<std::pair<std::string, nlohmann::json>>> Store::ListCapture
   return out;
 }
 
+Status FrameBatchEncoder::Add(int64_t wall_ns, uint32_t ingress, std::span<const uint32_t> egress,
+                              std::string_view drop_reason, std::span<const uint8_t> bytes) {
+  if (bytes.size() > kMaxFrameSize) {
+    return InvalidArgument("a frame of " + std::to_string(bytes.size()) +
+                           " bytes is above the cap of " + std::to_string(kMaxFrameSize));
+  }
+  if (egress.size() > kMaxEgressPorts) {
+    return InvalidArgument("a frame with " + std::to_string(egress.size()) +
+                           " egress ports is above the cap of " + std::to_string(kMaxEgressPorts));
+  }
+  const std::string_view reason = CutUtf8(drop_reason, kMaxDropReasonSize);
+  PutBE64(&raw_, static_cast<uint64_t>(wall_ns));
+  PutBE32(&raw_, ingress);
+  PutBE16(&raw_, static_cast<uint16_t>(egress.size()));
+  for (uint32_t port : egress) PutBE32(&raw_, port);
+  raw_.push_back(static_cast<char>(reason.size()));
+  raw_.append(reason);
+  PutBE32(&raw_, static_cast<uint32_t>(bytes.size()));
+  raw_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+
+  first_wall_ns_ = std::min(first_wall_ns_, wall_ns);
+  last_wall_ns_ = std::max(last_wall_ns_, wall_ns);
+  ++frame_count_;
+  if (!reason.empty()) ++dropped_count_;
+  AddPort(ingress);
+  for (uint32_t port : egress) AddPort(port);
+  return Status::Ok();
+}
+
+Status FrameBatchEncoder::Add(const CapturedFrame& f) {
+  return Add(f.wall_ns, f.ingress, f.egress, f.drop_reason,
+             std::span(reinterpret_cast<const uint8_t*>(f.bytes.data()), f.bytes.size()));
+}
+
+void FrameBatchEncoder::AddPort(uint32_t port) {
+  // Batches see a handful of ports: the common case is a hit near the front.
+  auto it = std::lower_bound(ports_.begin(), ports_.end(), port);
+  if (it == ports_.end() || *it != port) ports_.insert(it, port);
+}
+
+void FrameBatchEncoder::Append(const FrameBatchEncoder& other) {
+  if (other.empty()) return;
+  raw_ += other.raw_;
+  first_wall_ns_ = std::min(first_wall_ns_, other.first_wall_ns_);
+  last_wall_ns_ = std::max(last_wall_ns_, other.last_wall_ns_);
+  frame_count_ += other.frame_count_;
+  dropped_count_ += other.dropped_count_;
+  for (uint32_t port : other.ports_) AddPort(port);
+}
+
+void FrameBatchEncoder::Clear() {
+  raw_.clear();
+  first_wall_ns_ = std::numeric_limits<int64_t>::max();
+  last_wall_ns_ = std::numeric_limits<int64_t>::min();
+  frame_count_ = 0;
+  dropped_count_ = 0;
+  ports_.clear();
+}
+
+FrameBatchInfo FrameBatchEncoder::Summary() const {
+  FrameBatchInfo s;
+  if (empty()) return s;
+  s.first_wall_ns = first_wall_ns_;
+  s.last_wall_ns = last_wall_ns_;
+  s.frame_count = frame_count_;
+  s.dropped_count = dropped_count_;
+  s.ports = ports_;
+  return s;
+}
+
 StatusOr<FrameBatchInfo> Store::AppendFrameBatch(const std::string& capture_id,
                                                  std::span<const CapturedFrame> frames,
+                                                 int zstd_level) {
+  FrameBatchEncoder batch;
+  for (size_t k = 0; k < frames.size(); ++k) {
+    Status s = batch.Add(frames[k]);
+    if (!s.ok()) {
+      return s.WithContext("capture " + capture_id + ": frame " + std::to_string(k));
+    }
+  }
+  return AppendFrameBatch(capture_id, batch, zstd_level);
+}
+
+StatusOr<FrameBatchInfo> Store::AppendFrameBatch(const std::string& capture_id,
+                                                 const FrameBatchEncoder& batch,
                                                  int zstd_level) {
   RETURN_IF_ERROR(impl_->CheckWritable());
   RETURN_IF_ERROR(ValidateId(capture_id, "capture id"));
   const std::string& id = capture_id;
-  if (frames.empty()) return InvalidArgument("capture " + id + ": a frame batch cannot be empty");
-  std::string raw;
-  StatusOr<FrameBatchInfo> encoded = EncodeFrames(frames, &raw);
-  if (!encoded.ok()) return encoded.status().WithContext("capture " + id);
-  FrameBatchInfo info = std::move(encoded).value();
+  if (batch.empty()) return InvalidArgument("capture " + id + ": a frame batch cannot be empty");
+  const std::string& raw = batch.raw();
+  if (raw.size() > kMaxBatchRawSize) {
+    return InvalidArgument("capture " + id + ": frame batch encodes to " +
+                           std::to_string(raw.size()) + " bytes, above the cap of " +
+                           std::to_string(kMaxBatchRawSize));
+  }
+  FrameBatchInfo info = batch.Summary();
+  if (info.ports.size() > kMaxBatchPorts) {
+    return InvalidArgument("capture " + id + ": frame batch uses " +
+                           std::to_string(info.ports.size()) +
+                           " distinct ports, above the cap of " + std::to_string(kMaxBatchPorts));
+  }
 
   std::unique_lock<std::mutex> lock;
   ASSIGN_OR_RETURN(Impl::CaptureHead * head, impl_->LockHead(id, &lock));
@@ -1784,10 +1831,10 @@ StatusOr<FrameBatchInfo> Store::AppendFrameBatch(const std::string& capture_id,
   info.chain = ComputeFrameBatchChain(info);
 
   const std::string key = SeqKey(id, info.seq);
-  rocksdb::WriteBatch batch;
-  batch.Put(impl_->cf(kFrameIndex), key, EncodeFrameIndex(info));
-  batch.Put(impl_->cf(kFrames), key, value);
-  RETURN_IF_ERROR(impl_->Write(&batch, where));
+  rocksdb::WriteBatch wb;
+  wb.Put(impl_->cf(kFrameIndex), key, EncodeFrameIndex(info));
+  wb.Put(impl_->cf(kFrames), key, value);
+  RETURN_IF_ERROR(impl_->Write(&wb, where));
   head->next_seq = info.seq + 1;
   head->chain = info.chain;
   return info;

@@ -120,6 +120,41 @@ struct FrameBatchInfo {
   Sha256Digest chain{};         // SHA-256 over prev_chain and every field above but stored_size
 };
 
+// Builds one frame batch in its stored layout (docs/store-format.md,
+// "frames") a frame at a time, keeping the batch summary as it goes, so a
+// capture needs no CapturedFrame (and no allocation) per frame. Clear() keeps
+// the buffer's capacity for the next batch.
+class FrameBatchEncoder {
+ public:
+  // Appends one frame. InvalidArgument, and nothing added, for a frame over
+  // 256 KiB or more than 65535 egress ports. egress is stored as given; the
+  // drop reason ("" when forwarded) is cut like CapturedFrame::drop_reason.
+  Status Add(int64_t wall_ns, uint32_t ingress, std::span<const uint32_t> egress,
+             std::string_view drop_reason, std::span<const uint8_t> bytes);
+  Status Add(const CapturedFrame& frame);
+  // Appends every frame of `other`, in order.
+  void Append(const FrameBatchEncoder& other);
+  void Clear();
+
+  bool empty() const { return frame_count_ == 0; }
+  uint32_t frame_count() const { return frame_count_; }
+  // The encoded frames; the last added frame's bytes are its last bytes.
+  const std::string& raw() const { return raw_; }
+  // first/last_wall_ns, frame_count, dropped_count and ports; the rest is left
+  // to Store::AppendFrameBatch.
+  FrameBatchInfo Summary() const;
+
+ private:
+  void AddPort(uint32_t port);
+
+  std::string raw_;
+  int64_t first_wall_ns_ = std::numeric_limits<int64_t>::max();
+  int64_t last_wall_ns_ = std::numeric_limits<int64_t>::min();
+  uint32_t frame_count_ = 0;
+  uint32_t dropped_count_ = 0;
+  std::vector<uint32_t> ports_;  // ascending, unique
+};
+
 // Computes FrameBatchInfo::chain from the other fields.
 Sha256Digest ComputeFrameBatchChain(const FrameBatchInfo& info);
 
@@ -246,6 +281,10 @@ class Store {
   // are serialised, calls for different captures run in parallel.
   StatusOr<FrameBatchInfo> AppendFrameBatch(const std::string& capture_id,
                                             std::span<const CapturedFrame> frames,
+                                            int zstd_level = 0);
+  // The same for a batch built with FrameBatchEncoder (no copy of its frames).
+  StatusOr<FrameBatchInfo> AppendFrameBatch(const std::string& capture_id,
+                                            const FrameBatchEncoder& batch,
                                             int zstd_level = 0);
   // Index entries of a capture, by seq. Reads no payloads.
   StatusOr<std::vector<FrameBatchInfo>> ListFrameBatches(const std::string& capture_id) const;

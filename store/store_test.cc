@@ -1245,6 +1245,35 @@ TEST_F(CaptureTest, SinkErrorStopsReading) {
   EXPECT_EQ(calls, 6);
 }
 
+TEST(FrameBatchEncoderTest, AppendedPiecesEncodeLikeOneBatch) {
+  std::vector<CapturedFrame> frames = {MakeFrame(30, 3, {1, 2}), MakeFrame(10, 1, {}, "spoofed"),
+                                       MakeFrame(20, 7, {3}), MakeFrame(25, 2, {1}, "", 1500)};
+  FrameBatchEncoder a, b, whole;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    ASSERT_TRUE((i < 2 ? a : b).Add(frames[i]).ok());
+    ASSERT_TRUE(whole.Add(frames[i]).ok());
+  }
+  a.Append(b);
+  EXPECT_EQ(a.raw(), EncodeFramesRaw(frames));
+  EXPECT_EQ(whole.raw(), a.raw());
+  FrameBatchInfo s = a.Summary();
+  EXPECT_EQ(s.first_wall_ns, 10);
+  EXPECT_EQ(s.last_wall_ns, 30);
+  EXPECT_EQ(s.frame_count, 4u);
+  EXPECT_EQ(s.dropped_count, 1u);
+  EXPECT_EQ(s.ports, (std::vector<uint32_t>{1, 2, 3, 7}));
+  EXPECT_EQ(s.ports, SummaryOf(frames).ports);
+
+  // A frame over the cap adds nothing; Clear() empties the summary too.
+  CapturedFrame huge = MakeFrame(40, 1, {}, "", (256u << 10) + 1);
+  EXPECT_EQ(a.Add(huge).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.frame_count(), 4u);
+  a.Clear();
+  EXPECT_TRUE(a.empty());
+  EXPECT_TRUE(a.raw().empty());
+  EXPECT_TRUE(a.Summary().ports.empty());
+}
+
 TEST_F(CaptureTest, FrameValuesMatchTheDocumentedLayout) {
   AppendLab();
   ASSERT_TRUE(store_->PutCapture("cap", {{"k", 1}}).ok());
@@ -1344,7 +1373,7 @@ TEST_F(CaptureTest, OversizedAndEmptyInputsAreRejected) {
   };
   invalid({}, "empty");
   const size_t kMaxFrame = 256u << 10;
-  invalid({MakeFrame(1, 1, {}), MakeFrame(2, 1, {}, "", kMaxFrame + 1)}, "frame 1 is 262145 bytes");
+  invalid({MakeFrame(1, 1, {}), MakeFrame(2, 1, {}, "", kMaxFrame + 1)}, "frame 1: a frame of 262145 bytes");
   {
     std::vector<CapturedFrame> big(257, MakeFrame(1, 1, {2}, "", kMaxFrame));
     invalid(std::move(big), "above the cap of 67108864");
