@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -348,7 +349,8 @@ StatusOr<std::string> BenchGuestDir(const std::string& given) {
     return InvalidArgument("--guest: no test guest at '" + dir +
                            "' (build it with guest/build-guest.sh DIR, or set BLACKBOX_GUEST_DIR)");
   }
-  return dir;
+  // Specs resolve relative paths against their own directory, not ours.
+  return std::filesystem::absolute(dir).lexically_normal().string();
 }
 
 int FinishBench(const StatusOr<nlohmann::json>& result, const std::string& json_path) {
