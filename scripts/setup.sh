@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Blackbox needs from Debian's archive (only what is missing),
-# configures and builds it, and builds the cached test guest. Idempotent: a
+# configures and builds it, builds the patched QEMU (qemu-patches/build.sh)
+# and the cached test guest. Idempotent: a
 # second run installs nothing and rebuilds only what changed.
 #
 # Usage: scripts/setup.sh [--no-guest]
@@ -46,6 +47,10 @@ fi
 log "building in $BUILD"
 cmake --build "$BUILD" -- -j"$(nproc)" | grep -vE '^\[[0-9]+/[0-9]+\] (Building|Linking)' || true
 [ -x "$BUILD/cli/blackbox" ] || { log "build failed"; exit 1; }
+
+# Blackbox's patched QEMU (qemu-patches/): cached by the hash of the series,
+# so this is instant after the first build (a few minutes).
+bash "$ROOT/qemu-patches/build.sh" "$BUILD"
 
 if [ "${1:-}" != "--no-guest" ]; then
   bash "$ROOT/guest/build-guest.sh" "$BUILD/guest"

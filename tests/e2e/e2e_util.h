@@ -26,6 +26,8 @@ struct CommandResult {
 std::string BlackboxBin();
 std::string Example(const std::string& name);
 std::string GuestDir();
+// Blackbox's patched QEMU (qemu-patches/build.sh); BB_PATCHED_QEMU overrides.
+std::string PatchedQemu();
 
 // A fresh data directory per test.
 class E2eTest : public ::testing::Test {
