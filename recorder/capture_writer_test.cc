@@ -19,7 +19,7 @@ using frames::Bytes;
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kWallOffset = 1'700'000'000 * kSecond;
 
-MacAddr Mac(uint8_t last) { return MacAddr{{0x52, 0x54, 0x00, 0x00, 0x00, last}}; }
+using frames::Mac;
 IpAddr V4(uint8_t last) { return IpAddr::V4(std::array<uint8_t, 4>{10, 0, 0, last}); }
 
 // Drives a CaptureWriter the way SwitchServer does: an L2Switch decides, the

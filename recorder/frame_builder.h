@@ -13,6 +13,9 @@ namespace blackbox::frames {
 
 using Bytes = std::vector<uint8_t>;
 
+// The unicast MAC 52:54:00:00:00:<last> (QEMU's prefix), for test ports.
+inline MacAddr Mac(uint8_t last) { return MacAddr{{0x52, 0x54, 0x00, 0x00, 0x00, last}}; }
+
 // Ethernet header only (14 bytes), no padding.
 Bytes Ethernet(const MacAddr& dst, const MacAddr& src, uint16_t ethertype);
 

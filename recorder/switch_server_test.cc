@@ -23,7 +23,7 @@ using frames::Bytes;
 using frames::Udp4;
 using Drop = L2Switch::Drop;
 
-MacAddr Mac(uint8_t last) { return MacAddr{{0x52, 0x54, 0x00, 0x00, 0x00, last}}; }
+using frames::Mac;
 const MacAddr kBroadcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
 
 IpAddr V4(uint8_t last) {
