@@ -2,8 +2,9 @@
 # Blackbox test guest: /init of the initramfs (runs as PID 1 under busybox ash).
 #
 # The behaviour is selected on the kernel command line (see guest/README.md):
-#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client|spoofer
+#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client|http-get|spoofer
 #   bb.rounds=N bb.records=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
+#   bb.path=/URL-PATH
 #   bb.wait=N bb.poweroff=1 bb.debug=1
 #
 # Every marker is one line on the console (ttyS0) starting with "BB-".
@@ -43,6 +44,7 @@ RECORDS=200
 BIGSIZE=4
 IP=
 PEER=
+URLPATH=/
 WAIT=120
 POWEROFF=0
 DEBUG=0
@@ -55,6 +57,7 @@ for arg in $(cat /proc/cmdline); do
 	bb.bigsize=*) BIGSIZE=${arg#bb.bigsize=} ;;
 	bb.ip=*) IP=${arg#bb.ip=} ;;
 	bb.peer=*) PEER=${arg#bb.peer=} ;;
+	bb.path=*) URLPATH=${arg#bb.path=} ;;
 	bb.wait=*) WAIT=${arg#bb.wait=} ;;
 	bb.poweroff=*) POWEROFF=${arg#bb.poweroff=} ;;
 	bb.debug=*) DEBUG=${arg#bb.debug=} ;;
@@ -325,6 +328,26 @@ role_http_client() {
 	done_
 }
 
+# GET http://PEER/PATH until it answers (2 s timeout each, 1 s apart) and
+# print the body's first line.
+role_http_get() {
+	net_setup 10.0.0.2/24 || fatal "network setup failed (no virtio-net NIC?)"
+	[ -n "$PEER" ] || PEER=10.0.0.1
+	echo "BB-READY"
+	uptime_cs
+	end=$((CS + WAIT * 100))
+	until timeout 2 wget -q -O /tmp/got "http://$PEER$URLPATH" 2>/dev/null; do
+		uptime_cs
+		if [ "$CS" -gt "$end" ]; then
+			echo "BB-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
+			done_
+		fi
+		sleep 1
+	done
+	echo "BB-HTTP-GOT $(head -n 1 /tmp/got)"
+	done_
+}
+
 # Identities the spoofer role forges (see guest/README.md).
 SPOOF_IP=10.0.0.66
 SPOOF_MAC=52:54:00:66:66:66
@@ -408,6 +431,7 @@ disk-writer) role_disk_writer ;;
 counter) role_counter ;;
 http-server) role_http_server ;;
 http-client) role_http_client ;;
+http-get) role_http_get ;;
 spoofer) role_spoofer ;;
 '')
 	echo "BB-ERROR missing bb.role"

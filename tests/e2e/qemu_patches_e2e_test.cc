@@ -2,6 +2,9 @@
 // patched qemu-system-x86_64 and Debian's stock one run the test guest
 // directly, with no Blackbox service in between.
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,15 +19,174 @@
 
 #include "common/files.h"
 #include "common/process.h"
+#include "recorder/qmp_client.h"
 #include "tests/e2e/e2e_util.h"
 
 namespace blackbox::e2e {
 namespace {
 
+using std::chrono::milliseconds;
 using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
 
 // The rr log header: version 0xe0200c, then a zero qword.
 const std::string kLogHeader("\x00\xe0\x20\x0c\x00\x00\x00\x00\x00\x00\x00\x00", 12);
+
+// Copies a recording's log from the recorder's pipe to the follower's pipe,
+// as a failover link would, and keeps a copy. Both QEMUs open their pipe
+// while parsing the command line, so the copier opens the other ends at once.
+class LogPipe {
+ public:
+  LogPipe(std::string from, std::string to)
+      : thread_([this, from = std::move(from), to = std::move(to)] { Run(from, to); }) {}
+  ~LogPipe() { Join(); }
+
+  // Waits until the recorder closed its end (it exited or was killed).
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // After Join(): the copy reached the recorder's end of the log.
+  bool ok() const { return ok_; }
+  const std::string& log() const { return log_; }
+
+ private:
+  void Run(const std::string& from, const std::string& to) {
+    UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+    UniqueFd out(::open(to.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!in.valid() || !out.valid()) return;
+    std::vector<char> buf(1 << 16);
+    while (true) {
+      ssize_t n = ::read(in.get(), buf.data(), buf.size());
+      if (n == 0) break;  // the recorder closed the log
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      std::string_view chunk(buf.data(), static_cast<size_t>(n));
+      log_.append(chunk);
+      if (!WriteAll(out.get(), chunk, "follow").ok()) return;
+    }
+    ok_ = true;
+  }
+
+  std::string log_;
+  bool ok_ = false;
+  std::thread thread_;
+};
+
+// A UDP port on 127.0.0.1 that nobody uses right now.
+int FreeUdpPort() {
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (!fd.valid() || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return -1;
+  }
+  return ntohs(addr.sin_port);
+}
+
+// A virtio-net NIC on a UDP socket netdev, behind filter-replay.
+std::vector<std::string> Nic(int local_port, int peer_port, const std::string& mac) {
+  return {"-netdev",
+          "socket,id=n0,udp=127.0.0.1:" + std::to_string(peer_port) +
+              ",localaddr=127.0.0.1:" + std::to_string(local_port),
+          "-device", "virtio-net-pci,netdev=n0,mac=" + mac,
+          "-object", "filter-replay,id=fr0,netdev=n0"};
+}
+
+// A QMP monitor for a replaying QEMU. It is made with -chardev and -mon:
+// a character device made by -qmp or -serial (qemu_chr_new) takes part in
+// record/replay, so the monitor's traffic would consume the recorded
+// character events and the replay would diverge.
+std::vector<std::string> QmpArgs(const std::string& socket_path) {
+  return {"-chardev", "socket,id=qmp0,path=" + socket_path + ",server=on,wait=off",
+          "-mon", "chardev=qmp0,mode=control"};
+}
+
+// The n of every "BB-COUNTER n" line, in console order.
+std::vector<int> Counters(const std::string& console) {
+  std::vector<int> out;
+  const std::string marker = "BB-COUNTER ";
+  for (size_t at = console.find(marker); at != std::string::npos;
+       at = console.find(marker, at + 1)) {
+    if (at > 0 && console[at - 1] != '\n') continue;
+    size_t end = console.find('\n', at);
+    if (end == std::string::npos) break;  // a line still being written
+    out.push_back(std::stoi(console.substr(at + marker.size(), end - at - marker.size())));
+  }
+  return out;
+}
+
+// Connects to a QEMU's QMP socket, retrying while QEMU starts.
+std::optional<QmpSyncClient> ConnectQmp(const std::string& path, seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (PathExists(path)) {
+      auto client = QmpSyncClient::Connect(path, seconds(10));
+      if (client.ok()) return std::move(client).value();
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  return std::nullopt;
+}
+
+// Polls __org.blackbox_query-replay-follow until the replay went live.
+StatusOr<nlohmann::json> WaitForLive(QmpSyncClient& qmp, seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    auto info = qmp.Execute("__org.blackbox_query-replay-follow");
+    if (!info.ok()) return info.status();
+    if ((*info)["live"].get<bool>()) return info;
+    if (Clock::now() > deadline) {
+      return DeadlineExceeded("replay not live: " + info->dump());
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+
+// Size of the rr log event at p (QEMU 7.2's format, replay/replay-internal.h),
+// 0 if it is not complete in `avail` bytes. The test reads the format on its
+// own, so that a cut can be placed inside an event.
+size_t LogEventSize(const uint8_t* p, size_t avail) {
+  enum : unsigned {
+    kInstruction = 0, kAsync = 3, kShutdown = 10, kCharWrite = 22, kCharReadAll = 23,
+    kCharReadAllError = 24, kAudioOut = 25, kAudioIn = 26, kRandom = 27, kClock = 28,
+    kCheckpoint = 30, kEnd = 39,
+  };
+  auto u32 = [p](size_t off) {
+    return uint32_t{p[off]} << 24 | uint32_t{p[off + 1]} << 16 | uint32_t{p[off + 2]} << 8 |
+           p[off + 3];
+  };
+  auto need = [avail](size_t n) { return avail >= n ? n : 0; };
+  if (avail == 0) return 0;
+  const unsigned kind = p[0];
+  if (kind == kInstruction) return need(5);
+  if (kind < kAsync) return 1;
+  if (kind < kShutdown) {
+    switch (kind - kAsync) {
+      case 0: case 1: case 5: return need(9);  // BH, BH oneshot, block: id
+      case 3: return 1;                         // input sync
+      case 4: return avail >= 6 ? need(6 + u32(2)) : 0;    // char read
+      case 6: return avail >= 10 ? need(10 + u32(6)) : 0;  // net
+      default: return 0;  // input: not used by the test guest
+    }
+  }
+  if (kind < kCharWrite) return 1;  // shutdown causes
+  switch (kind) {
+    case kCharWrite: return need(9);
+    case kCharReadAll: return avail >= 5 ? need(5 + u32(1)) : 0;
+    case kCharReadAllError: return need(5);
+    case kAudioOut: return need(9);
+    case kRandom: return avail >= 9 ? need(9 + u32(5)) : 0;
+    default: break;
+  }
+  if (kind >= kClock && kind < kCheckpoint) return need(9);
+  if (kind >= kCheckpoint && kind <= kEnd) return 1;
+  return 0;
+}
 
 class QemuPatchesTest : public ::testing::Test {
  protected:
@@ -39,17 +201,17 @@ class QemuPatchesTest : public ::testing::Test {
 
   std::string Path(const std::string& name) const { return dir_->path() + "/" + name; }
 
-  // A QEMU command line for the test guest in `role`, recording or replaying
-  // `rrfile`, its serial console written to `serial`. Record and replay lines
-  // differ only in rr=.
-  std::vector<std::string> GuestArgs(const std::string& qemu, const std::string& rr,
-                                     const std::string& rrfile, const std::string& serial,
+  // A QEMU command line for the test guest with `role_args`, under
+  // -icount `icount` (shift=auto is added), its serial console written to
+  // `serial`. Record and replay lines differ only in their icount options.
+  std::vector<std::string> GuestArgs(const std::string& qemu, const std::string& icount,
+                                     const std::string& serial,
                                      const std::string& role_args) const {
     const std::string guest = GuestDir();
     return {qemu,
             "-machine", "pc",
             "-accel", "tcg",
-            "-icount", "shift=auto,rr=" + rr + ",rrfile=" + rrfile,
+            "-icount", "shift=auto," + icount,
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-m", "256",
             "-kernel", guest + "/vmlinuz",
@@ -81,6 +243,8 @@ class QemuPatchesTest : public ::testing::Test {
     return text.ok() ? *text : "";
   }
 
+  void GoLiveOnce(int run);
+
   std::string patched_;
   std::optional<TempDir> dir_;
 };
@@ -92,78 +256,246 @@ TEST_F(QemuPatchesTest, PatchedRecordToAFileReplaysByteExact) {
   const std::string role = "bb.role=cpu bb.rounds=3";
   const std::string log = Path("cpu.rr");
   const std::string recorded =
-      RunToEnd(GuestArgs(patched_, "record", log, Path("record.serial"), role), "record",
-               seconds(180));
+      RunToEnd(GuestArgs(patched_, "rr=record,rrfile=" + log, Path("record.serial"), role),
+               "record", seconds(180));
   ASSERT_NE(recorded.find("BB-CPU-RESULT"), std::string::npos) << recorded;
   auto bytes = ReadFileToString(log, size_t{256} << 20);
   ASSERT_TRUE(bytes.ok());
   EXPECT_EQ(bytes->substr(0, 12), kLogHeader);
 
   const std::string replayed =
-      RunToEnd(GuestArgs(patched_, "replay", log, Path("replay.serial"), role), "replay",
-               seconds(300));
+      RunToEnd(GuestArgs(patched_, "rr=replay,rrfile=" + log, Path("replay.serial"), role),
+               "replay", seconds(300));
   EXPECT_EQ(replayed, recorded);
 }
 
-// (a) A guest recorded into a pipe is replayed by a second QEMU reading
-// another pipe while the recording is still being written; the test copies
-// the stream across and keeps a copy. The replayed console equals the
-// recorded one byte for byte.
+// (a) A guest recorded into a pipe is replayed by a second QEMU that follows
+// another pipe (__org.blackbox_follow=on) while the recording is still being
+// written; the test copies the stream across and keeps a copy. The replayed
+// console equals the recorded one byte for byte.
 TEST_F(QemuPatchesTest, ReplayFollowsARecordingThroughAPipe) {
   const std::string role = "bb.role=cpu bb.rounds=3";
   const std::string rec_fifo = Path("record.fifo"), follow_fifo = Path("follow.fifo");
   ASSERT_EQ(::mkfifo(rec_fifo.c_str(), 0600), 0);
   ASSERT_EQ(::mkfifo(follow_fifo.c_str(), 0600), 0);
 
-  // Both QEMUs open their pipe while parsing the command line, so the copier
-  // opens the other ends before anything else happens.
   auto follower = ChildProcess::Spawn(
-      GuestArgs(patched_, "replay", follow_fifo, Path("follow.serial"), role), Path("follow.out"));
+      GuestArgs(patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
+                Path("follow.serial"), role),
+      Path("follow.out"));
   ASSERT_TRUE(follower.ok()) << follower.status().ToString();
   auto recorder = ChildProcess::Spawn(
-      GuestArgs(patched_, "record", rec_fifo, Path("record.serial"), role), Path("record.out"));
+      GuestArgs(patched_, "rr=record,rrfile=" + rec_fifo, Path("record.serial"), role),
+      Path("record.out"));
   ASSERT_TRUE(recorder.ok()) << recorder.status().ToString();
 
-  std::string log;
-  std::atomic<bool> copy_ok{false};
-  std::thread copier([&] {
-    UniqueFd in(::open(rec_fifo.c_str(), O_RDONLY | O_CLOEXEC));
-    UniqueFd out(::open(follow_fifo.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!in.valid() || !out.valid()) return;
-    std::vector<char> buf(1 << 16);
-    while (true) {
-      ssize_t n = ::read(in.get(), buf.data(), buf.size());
-      if (n == 0) break;  // the recorder closed the log
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return;
-      }
-      log.append(buf.data(), static_cast<size_t>(n));
-      if (!WriteAll(out.get(), std::string_view(buf.data(), static_cast<size_t>(n)), "follow")
-               .ok()) {
-        return;
-      }
-    }
-    copy_ok = true;
-  });
+  LogPipe pipe(rec_fifo, follow_fifo);
 
   auto rec_status = recorder->Wait(std::chrono::minutes(5));
   // The follower is replaying while the recorder runs: the pipe holds only
   // 64 KiB of a log of megabytes, so the recorder cannot finish unless the
   // follower has consumed nearly all of it already.
   auto fol_status = follower->Wait(std::chrono::minutes(5));
-  copier.join();
+  pipe.Join();
   ASSERT_TRUE(rec_status.ok()) << rec_status.status().ToString() << TailOfFile(Path("record.out"));
   ASSERT_TRUE(fol_status.ok()) << fol_status.status().ToString() << TailOfFile(Path("follow.out"));
   EXPECT_EQ(*rec_status, 0) << TailOfFile(Path("record.out"));
   EXPECT_EQ(*fol_status, 0) << TailOfFile(Path("follow.out"));
-  ASSERT_TRUE(copy_ok);
-  EXPECT_GT(log.size(), size_t{1} << 20);
-  EXPECT_EQ(log.substr(0, 12), kLogHeader);
+  ASSERT_TRUE(pipe.ok());
+  EXPECT_GT(pipe.log().size(), size_t{1} << 20);
+  EXPECT_EQ(pipe.log().substr(0, 12), kLogHeader);
 
   const std::string recorded = ReadFileOrEmpty(Path("record.serial"));
   ASSERT_NE(recorded.find("BB-CPU-RESULT"), std::string::npos) << recorded;
   EXPECT_EQ(ReadFileOrEmpty(Path("follow.serial")), recorded);
+}
+
+// The counter guest's NIC addresses: the primary and the follower are the
+// same VM; the client is another guest.
+const char kCounterMac[] = "52:54:00:00:20:0f";
+const char kClientMac[] = "52:54:00:00:20:10";
+
+// (b) Go-live, 10 times: a counter guest is recorded into a pipe and
+// followed by a second QEMU; the recording QEMU is killed with SIGKILL. The
+// follower replays to the end of what it received and goes live: its
+// console continues the counter with no repeat and no gap, what it printed
+// before equals the primary's console, and it answers HTTP from another
+// guest, whose frames filter-replay dropped while it was replaying. QMP
+// answers while the follower follows.
+TEST_F(QemuPatchesTest, FollowerGoesLiveWhenThePrimaryIsKilled) {
+  for (int run = 1; run <= 10 && !HasFailure(); ++run) {
+    SCOPED_TRACE("run " + std::to_string(run));
+    GoLiveOnce(run);
+  }
+}
+
+void QemuPatchesTest::GoLiveOnce(int run) {
+  const std::string d = Path("run" + std::to_string(run));
+  ASSERT_TRUE(MakeDirs(d).ok());
+  const std::string rec_fifo = d + "/record.fifo", follow_fifo = d + "/follow.fifo";
+  ASSERT_EQ(::mkfifo(rec_fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo(follow_fifo.c_str(), 0600), 0);
+  const int primary_port = FreeUdpPort(), follower_port = FreeUdpPort(),
+            client_port = FreeUdpPort(), nobody_port = FreeUdpPort();
+  ASSERT_GT(primary_port, 0);
+  const std::string role = "bb.role=counter";
+
+  std::vector<std::string> follower_args = GuestArgs(
+      patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
+      d + "/follower.serial", role);
+  for (auto& a : Nic(follower_port, client_port, kCounterMac)) follower_args.push_back(a);
+  for (auto& a : QmpArgs(d + "/qmp.sock")) follower_args.push_back(a);
+  auto follower = ChildProcess::Spawn(follower_args, d + "/follower.out");
+  ASSERT_TRUE(follower.ok()) << follower.status().ToString();
+
+  // The primary's NIC sends to a port nobody listens on.
+  std::vector<std::string> primary_args =
+      GuestArgs(patched_, "rr=record,rrfile=" + rec_fifo, d + "/primary.serial", role);
+  for (auto& a : Nic(primary_port, nobody_port, kCounterMac)) primary_args.push_back(a);
+  auto primary = ChildProcess::Spawn(primary_args, d + "/primary.out");
+  ASSERT_TRUE(primary.ok()) << primary.status().ToString();
+  LogPipe pipe(rec_fifo, follow_fifo);
+
+  // The client: Debian's QEMU, no record/replay.
+  const std::string guest = GuestDir();
+  std::vector<std::string> client_args = {
+      "qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-nodefaults", "-no-user-config",
+      "-display", "none", "-no-reboot", "-m", "256",
+      "-kernel", guest + "/vmlinuz", "-initrd", guest + "/initrd.img",
+      "-append", "console=ttyS0 quiet panic=-1 bb.poweroff=1 bb.role=http-get "
+                 "bb.ip=10.0.2.16/24 bb.peer=10.0.2.15 bb.path=/counter bb.wait=600",
+      "-chardev", "file,id=serial0,path=" + d + "/client.serial", "-serial", "chardev:serial0",
+      "-netdev", "socket,id=n0,udp=127.0.0.1:" + std::to_string(follower_port) +
+                     ",localaddr=127.0.0.1:" + std::to_string(client_port),
+      "-device", std::string("virtio-net-pci,netdev=n0,mac=") + kClientMac};
+  auto client = ChildProcess::Spawn(client_args, d + "/client.out");
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+
+  ASSERT_TRUE(WaitForText(d + "/primary.serial", "BB-COUNTER 4", seconds(240)))
+      << TailOfFile(d + "/primary.serial") << TailOfFile(d + "/primary.out");
+
+  // QMP answers while the follower follows.
+  auto qmp = ConnectQmp(d + "/qmp.sock", seconds(30));
+  ASSERT_TRUE(qmp.has_value()) << TailOfFile(d + "/follower.out");
+  auto replay = qmp->Execute("query-replay", nullptr, seconds(2));
+  ASSERT_TRUE(replay.ok()) << replay.status().ToString();
+  EXPECT_EQ((*replay)["mode"], "play");
+  auto info = qmp->Execute("__org.blackbox_query-replay-follow", nullptr, seconds(2));
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_TRUE((*info)["following"].get<bool>()) << info->dump();
+  EXPECT_FALSE((*info)["live"].get<bool>()) << info->dump();
+
+  primary->Signal(SIGKILL);
+  ASSERT_TRUE(primary->Wait(seconds(30)).ok());
+  pipe.Join();  // the pipe ends: the follower sees the end of the log
+  ASSERT_TRUE(pipe.ok());
+  const std::string primary_console = ReadFileOrEmpty(d + "/primary.serial");
+  const std::vector<int> primary_counters = Counters(primary_console);
+  ASSERT_FALSE(primary_counters.empty());
+  const int last = primary_counters.back();
+
+  auto live = WaitForLive(*qmp, seconds(240));
+  ASSERT_TRUE(live.ok()) << live.status().ToString() << TailOfFile(d + "/follower.out");
+  EXPECT_EQ((*live)["live-reason"], "end of stream") << live->dump();
+  EXPECT_EQ((*live)["read-bytes"].get<uint64_t>(), pipe.log().size()) << live->dump();
+  replay = qmp->Execute("query-replay");
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ((*replay)["mode"], "none");
+
+  // Live: the counter goes on, and the client gets an answer.
+  EXPECT_TRUE(WaitForText(d + "/follower.serial", "BB-COUNTER " + std::to_string(last + 2),
+                          seconds(120)))
+      << TailOfFile(d + "/follower.serial") << TailOfFile(d + "/follower.out");
+  EXPECT_TRUE(WaitForText(d + "/client.serial", "BB-HTTP-GOT", seconds(180)))
+      << TailOfFile(d + "/client.serial");
+
+  const std::string follower_console = ReadFileOrEmpty(d + "/follower.serial");
+  const std::vector<int> counters = Counters(follower_console);
+  ASSERT_FALSE(counters.empty());
+  for (size_t i = 0; i < counters.size(); ++i) {
+    ASSERT_EQ(counters[i], static_cast<int>(i) + 1) << "repeat or gap in the counter:\n"
+                                                    << follower_console;
+  }
+  EXPECT_GE(counters.back(), last + 2);
+  // The primary's console, but for a last line whose log was not flushed
+  // when it died, was replayed exactly.
+  const size_t cut = primary_console.rfind('\n', primary_console.size() - 2);
+  const std::string replayed = primary_console.substr(0, cut == std::string::npos ? 0 : cut + 1);
+  EXPECT_EQ(follower_console.substr(0, replayed.size()), replayed);
+
+  const std::string client_console = ReadFileOrEmpty(d + "/client.serial");
+  const size_t got = client_console.find("BB-HTTP-GOT ");
+  ASSERT_NE(got, std::string::npos) << client_console;
+  const int served = std::atoi(client_console.c_str() + got + 12);
+  EXPECT_GE(served, last - 1) << client_console;
+  EXPECT_LE(served, counters.back()) << client_console;
+
+  follower->Kill();
+  client->Kill();
+}
+
+// (c) A log cut in the middle of an event: the follower replays every
+// complete event, goes live at the end of the last one, and runs on.
+TEST_F(QemuPatchesTest, LogCutInsideAnEventGoesLiveAtTheLastCompleteEvent) {
+  const std::string role = "bb.role=counter";
+  const std::string log_path = Path("counter.rr");
+  auto recorder = ChildProcess::Spawn(
+      GuestArgs(patched_, "rr=record,rrfile=" + log_path, Path("record.serial"), role),
+      Path("record.out"));
+  ASSERT_TRUE(recorder.ok());
+  ASSERT_TRUE(WaitForText(Path("record.serial"), "BB-COUNTER 3", seconds(240)))
+      << TailOfFile(Path("record.out"));
+  recorder->Signal(SIGKILL);
+  ASSERT_TRUE(recorder->Wait(seconds(30)).ok());
+  auto log = ReadFileToString(log_path, size_t{512} << 20);
+  ASSERT_TRUE(log.ok());
+  ASSERT_GT(log->size(), size_t{4096});
+
+  // Walk the events; cut inside the last event of at least 5 bytes that
+  // starts before 2/3 of the log.
+  const auto* bytes = reinterpret_cast<const uint8_t*>(log->data());
+  size_t at = 12, event_start = 0, event_size = 0;
+  while (at < log->size() * 2 / 3) {
+    const size_t n = LogEventSize(bytes + at, log->size() - at);
+    ASSERT_GT(n, 0u) << "unreadable event " << unsigned{bytes[at]} << " at " << at;
+    if (n >= 5) event_start = at, event_size = n;
+    at += n;
+  }
+  ASSERT_GT(event_size, 0u);
+  const size_t cut = event_start + event_size / 2;
+
+  const std::string fifo = Path("follow.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::vector<std::string> args =
+      GuestArgs(patched_, "rr=replay,rrfile=" + fifo + ",__org.blackbox_follow=on",
+                Path("follow.serial"), role);
+  for (auto& a : QmpArgs(Path("qmp.sock"))) args.push_back(a);
+  auto follower = ChildProcess::Spawn(args, Path("follow.out"));
+  ASSERT_TRUE(follower.ok());
+  {
+    UniqueFd out(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
+    ASSERT_TRUE(out.valid());
+    ASSERT_TRUE(WriteAll(out.get(), std::string_view(log->data(), cut), "follow").ok());
+  }
+  auto qmp = ConnectQmp(Path("qmp.sock"), seconds(30));
+  ASSERT_TRUE(qmp.has_value()) << TailOfFile(Path("follow.out"));
+  auto live = WaitForLive(*qmp, seconds(240));
+  ASSERT_TRUE(live.ok()) << live.status().ToString() << TailOfFile(Path("follow.out"));
+  EXPECT_EQ((*live)["live-reason"], "end of stream");
+  EXPECT_EQ((*live)["read-bytes"].get<uint64_t>(), cut);
+  EXPECT_EQ((*live)["consumed-bytes"].get<uint64_t>(), event_start) << live->dump();
+
+  // It runs on live: two more counter lines than at the switch, no gap.
+  const std::vector<int> at_switch = Counters(ReadFileOrEmpty(Path("follow.serial")));
+  const int next = (at_switch.empty() ? 0 : at_switch.back()) + 2;
+  EXPECT_TRUE(WaitForText(Path("follow.serial"), "BB-COUNTER " + std::to_string(next),
+                          seconds(180)))
+      << TailOfFile(Path("follow.serial")) << TailOfFile(Path("follow.out"));
+  const std::vector<int> counters = Counters(ReadFileOrEmpty(Path("follow.serial")));
+  for (size_t i = 0; i < counters.size(); ++i) {
+    ASSERT_EQ(counters[i], static_cast<int>(i) + 1);
+  }
+  follower->Kill();
 }
 
 }  // namespace
