@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_record.h"
+#include "bench/bench_standby.h"
 #include "bench/bench_switch.h"
 #include "common/clock.h"
 #include "common/files.h"
@@ -398,6 +399,35 @@ int RunBenchSwitch(const bench::SwitchBenchOptions& o, const std::string& part,
   return FinishBench(bench::RunSwitchBench(opts), json_path);
 }
 
+int RunBenchStandby(const bench::StandbyBenchOptions& o, const std::string& part,
+                    const std::string& json_path) {
+  bench::StandbyBenchOptions opts = o;
+  if (part != "speed" && part != "follow" && part != "all") {
+    return Report(InvalidArgument("--part: '" + part + "' is not speed, follow or all"));
+  }
+  opts.speed = part != "follow";
+  opts.follow = part != "speed";
+  if (opts.runs < 1 || opts.runs > 20) return Report(InvalidArgument("--runs: 1..20"));
+  if (opts.cpu_rounds < 1 || opts.cpu_rounds > 200) {
+    return Report(InvalidArgument("--cpu-rounds: 1..200"));
+  }
+  if (opts.idle_seconds < 5 || opts.idle_seconds > 600) {
+    return Report(InvalidArgument("--idle-seconds: 5..600"));
+  }
+  if (opts.net_mib < 1 || opts.net_mib > 256) return Report(InvalidArgument("--mib: 1..256"));
+  if (opts.follow_seconds < 1 || opts.follow_seconds > 600) {
+    return Report(InvalidArgument("--follow-seconds: 1..600"));
+  }
+  if (!PathExists(opts.patched_qemu)) {
+    return Report(InvalidArgument("--qemu: no patched QEMU at '" + opts.patched_qemu +
+                                  "' (build it with qemu-patches/build.sh)"));
+  }
+  auto dir = BenchGuestDir(opts.guest_dir);
+  if (!dir.ok()) return Report(dir.status());
+  opts.guest_dir = *dir;
+  return FinishBench(bench::RunStandbyBench(opts), json_path);
+}
+
 }  // namespace
 
 void RegisterCommands(CLI::App& app, GlobalOptions& global,
@@ -527,6 +557,41 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_sw->add_option("--json", *sw_json, "also write the figures to this file");
   runners.push_back([bench_sw, sw_opts, sw_part, sw_json]() {
     return bench_sw->parsed() ? RunBenchSwitch(*sw_opts, *sw_part, *sw_json) : -1;
+  });
+
+  auto sb_opts = std::make_shared<bench::StandbyBenchOptions>();
+  sb_opts->patched_qemu = BB_DEFAULT_PATCHED_QEMU;
+  if (const char* q = std::getenv("BB_PATCHED_QEMU")) sb_opts->patched_qemu = q;
+  auto sb_part = std::make_shared<std::string>("all");
+  auto sb_json = std::make_shared<std::string>();
+  auto* bench_sb = bench_cmd->add_subcommand(
+      "standby",
+      "Blackbox's QEMU patches against stock QEMU: record overhead of the streamed log, replay "
+      "speed (cpu, idle, network), follow lag of a hot standby and its time to go live");
+  bench_sb->add_option("--part", *sb_part, "speed, follow or all")->capture_default_str();
+  bench_sb->add_option("--runs", sb_opts->runs, "runs per figure; medians are reported")
+      ->capture_default_str();
+  bench_sb->add_option("--cpu-rounds", sb_opts->cpu_rounds, "rounds of the CPU workload")
+      ->capture_default_str();
+  bench_sb->add_option("--idle-seconds", sb_opts->idle_seconds, "how long the idle guest runs")
+      ->capture_default_str();
+  bench_sb->add_option("--mib", sb_opts->net_mib, "network workload: MiB fetched over HTTP")
+      ->capture_default_str();
+  bench_sb
+      ->add_option("--follow-seconds", sb_opts->follow_seconds,
+                   "go-live: seconds the counter guest is followed before its primary is killed")
+      ->capture_default_str();
+  bench_sb->add_option("--guest", sb_opts->guest_dir,
+                       "test guest directory (default $BLACKBOX_GUEST_DIR)");
+  bench_sb
+      ->add_option("--qemu", sb_opts->patched_qemu,
+                   "Blackbox's patched QEMU (default: the build's, or $BB_PATCHED_QEMU)")
+      ->capture_default_str();
+  bench_sb->add_option("--stock-qemu", sb_opts->stock_qemu, "Debian's QEMU, the baseline")
+      ->capture_default_str();
+  bench_sb->add_option("--json", *sb_json, "also write the figures to this file");
+  runners.push_back([bench_sb, sb_opts, sb_part, sb_json]() {
+    return bench_sb->parsed() ? RunBenchStandby(*sb_opts, *sb_part, *sb_json) : -1;
   });
 
   for (bool verify : {false, true}) {

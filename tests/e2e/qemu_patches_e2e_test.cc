@@ -2,9 +2,7 @@
 // patched qemu-system-x86_64 and Debian's stock one run the test guest
 // directly, with no Blackbox service in between.
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,8 +16,10 @@
 #include <vector>
 
 #include "common/files.h"
+#include "common/net.h"
 #include "common/process.h"
 #include "recorder/qmp_client.h"
+#include "replay/log_relay.h"
 #include "tests/e2e/e2e_util.h"
 
 namespace blackbox::e2e {
@@ -32,68 +32,17 @@ using Clock = std::chrono::steady_clock;
 // The rr log header: version 0xe0200c, then a zero qword.
 const std::string kLogHeader("\x00\xe0\x20\x0c\x00\x00\x00\x00\x00\x00\x00\x00", 12);
 
-// Copies a recording's log from the recorder's pipe to the follower's pipe,
-// as a failover link would, and keeps a copy. Both QEMUs open their pipe
-// while parsing the command line, so the copier opens the other ends at once.
-class LogPipe {
- public:
-  LogPipe(std::string from, std::string to)
-      : thread_([this, from = std::move(from), to = std::move(to)] { Run(from, to); }) {}
-  ~LogPipe() { Join(); }
-
-  // Waits until the recorder closed its end (it exited or was killed).
-  void Join() {
-    if (thread_.joinable()) thread_.join();
-  }
-  // After Join(): the copy reached the recorder's end of the log.
-  bool ok() const { return ok_; }
-  const std::string& log() const { return log_; }
-
- private:
-  void Run(const std::string& from, const std::string& to) {
-    UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
-    UniqueFd out(::open(to.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!in.valid() || !out.valid()) return;
-    std::vector<char> buf(1 << 16);
-    while (true) {
-      ssize_t n = ::read(in.get(), buf.data(), buf.size());
-      if (n == 0) break;  // the recorder closed the log
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return;
-      }
-      std::string_view chunk(buf.data(), static_cast<size_t>(n));
-      log_.append(chunk);
-      if (!WriteAll(out.get(), chunk, "follow").ok()) return;
-    }
-    ok_ = true;
-  }
-
-  std::string log_;
-  bool ok_ = false;
-  std::thread thread_;
-};
-
-// A UDP port on 127.0.0.1 that nobody uses right now.
-int FreeUdpPort() {
-  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (!fd.valid() || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return -1;
-  }
-  return ntohs(addr.sin_port);
-}
-
-// A virtio-net NIC on a UDP socket netdev, behind filter-replay.
+// An e1000 NIC on a UDP socket netdev, behind filter-replay: the NIC
+// Blackbox gives recorded VMs (docs/vm-spec.md). QEMU 7.2's virtio-net is
+// not deterministic under rr: it transmits from a bottom half that rr does
+// not order and completes a transmit when the backend can take it, so a
+// follower replaying a virtio-net guest diverges within seconds (it waits
+// forever for an interrupt the log has and its devices never raise).
 std::vector<std::string> Nic(int local_port, int peer_port, const std::string& mac) {
   return {"-netdev",
           "socket,id=n0,udp=127.0.0.1:" + std::to_string(peer_port) +
               ",localaddr=127.0.0.1:" + std::to_string(local_port),
-          "-device", "virtio-net-pci,netdev=n0,mac=" + mac,
+          "-device", "e1000,mitigation=off,romfile=,netdev=n0,mac=" + mac,
           "-object", "filter-replay,id=fr0,netdev=n0"};
 }
 
@@ -289,7 +238,8 @@ TEST_F(QemuPatchesTest, ReplayFollowsARecordingThroughAPipe) {
       Path("record.out"));
   ASSERT_TRUE(recorder.ok()) << recorder.status().ToString();
 
-  LogPipe pipe(rec_fifo, follow_fifo);
+  // The link between primary and follower, keeping a copy of the log.
+  LogRelay pipe(rec_fifo, follow_fifo, {.keep_copy = true});
 
   auto rec_status = recorder->Wait(std::chrono::minutes(5));
   // The follower is replaying while the recorder runs: the pipe holds only
@@ -302,8 +252,8 @@ TEST_F(QemuPatchesTest, ReplayFollowsARecordingThroughAPipe) {
   EXPECT_EQ(*rec_status, 0) << TailOfFile(Path("record.out"));
   EXPECT_EQ(*fol_status, 0) << TailOfFile(Path("follow.out"));
   ASSERT_TRUE(pipe.ok());
-  EXPECT_GT(pipe.log().size(), size_t{1} << 20);
-  EXPECT_EQ(pipe.log().substr(0, 12), kLogHeader);
+  EXPECT_GT(pipe.copy().size(), size_t{1} << 20);
+  EXPECT_EQ(pipe.copy().substr(0, 12), kLogHeader);
 
   const std::string recorded = ReadFileOrEmpty(Path("record.serial"));
   ASSERT_NE(recorded.find("BB-CPU-RESULT"), std::string::npos) << recorded;
@@ -334,8 +284,8 @@ void QemuPatchesTest::GoLiveOnce(int run) {
   const std::string rec_fifo = d + "/record.fifo", follow_fifo = d + "/follow.fifo";
   ASSERT_EQ(::mkfifo(rec_fifo.c_str(), 0600), 0);
   ASSERT_EQ(::mkfifo(follow_fifo.c_str(), 0600), 0);
-  const int primary_port = FreeUdpPort(), follower_port = FreeUdpPort(),
-            client_port = FreeUdpPort(), nobody_port = FreeUdpPort();
+  const int primary_port = FreeLoopbackUdpPort(), follower_port = FreeLoopbackUdpPort(),
+            client_port = FreeLoopbackUdpPort(), nobody_port = FreeLoopbackUdpPort();
   ASSERT_GT(primary_port, 0);
   const std::string role = "bb.role=counter";
 
@@ -353,7 +303,8 @@ void QemuPatchesTest::GoLiveOnce(int run) {
   for (auto& a : Nic(primary_port, nobody_port, kCounterMac)) primary_args.push_back(a);
   auto primary = ChildProcess::Spawn(primary_args, d + "/primary.out");
   ASSERT_TRUE(primary.ok()) << primary.status().ToString();
-  LogPipe pipe(rec_fifo, follow_fifo);
+  // The link between primary and follower, keeping a copy of the log.
+  LogRelay pipe(rec_fifo, follow_fifo, {.keep_copy = true});
 
   ASSERT_TRUE(WaitForText(d + "/primary.serial", "BB-COUNTER 4", seconds(240)))
       << TailOfFile(d + "/primary.serial") << TailOfFile(d + "/primary.out");
@@ -381,7 +332,7 @@ void QemuPatchesTest::GoLiveOnce(int run) {
   auto live = WaitForLive(*qmp, seconds(240));
   ASSERT_TRUE(live.ok()) << live.status().ToString() << TailOfFile(d + "/follower.out");
   EXPECT_EQ((*live)["live-reason"], "end of stream") << live->dump();
-  EXPECT_EQ((*live)["read-bytes"].get<uint64_t>(), pipe.log().size()) << live->dump();
+  EXPECT_EQ((*live)["read-bytes"].get<uint64_t>(), pipe.copy().size()) << live->dump();
   replay = qmp->Execute("query-replay");
   ASSERT_TRUE(replay.ok());
   EXPECT_EQ((*replay)["mode"], "none");

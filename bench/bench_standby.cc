@@ -1,0 +1,564 @@
+#include "bench/bench_standby.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "common/clock.h"
+#include "common/files.h"
+#include "common/net.h"
+#include "common/process.h"
+#include "recorder/qmp_client.h"
+#include "replay/log_relay.h"
+
+namespace blackbox::bench {
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+int64_t MonoNow() { return RealClock::Get().MonotonicNanos(); }
+
+// One QEMU run of the test guest, started directly (no Blackbox recorder):
+// the patch series is measured on its own.
+struct GuestLine {
+  std::string qemu;
+  std::string rr;    // "" (no record/replay) or "rr=...,rrfile=..."
+  std::string role;  // appended to the kernel command line
+  std::string serial;
+  std::vector<std::string> extra;
+};
+
+std::vector<std::string> Argv(const StandbyBenchOptions& o, const GuestLine& g) {
+  std::vector<std::string> a = {g.qemu, "-machine", "pc", "-accel", "tcg", "-icount",
+                                "shift=auto" + (g.rr.empty() ? "" : "," + g.rr)};
+  for (const char* s : {"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m",
+                        "256"}) {
+    a.push_back(s);
+  }
+  a.insert(a.end(), {"-kernel", o.guest_dir + "/vmlinuz", "-initrd", o.guest_dir + "/initrd.img",
+                     "-append", "console=ttyS0 quiet panic=-1 " + g.role, "-chardev",
+                     "file,id=serial0,path=" + g.serial, "-serial", "chardev:serial0"});
+  a.insert(a.end(), g.extra.begin(), g.extra.end());
+  return a;
+}
+
+// The NIC Blackbox gives recorded VMs (e1000 without interrupt mitigation,
+// docs/vm-spec.md) on `netdev`, behind filter-replay when `rr`.
+std::vector<std::string> Nic(const std::string& netdev, const std::string& mac, bool rr) {
+  std::vector<std::string> a = {"-netdev", netdev, "-device",
+                                "e1000,mitigation=off,romfile=,netdev=n0,mac=" + mac};
+  if (rr) a.insert(a.end(), {"-object", "filter-replay,id=fr0,netdev=n0"});
+  return a;
+}
+
+std::string Stream(const std::string& sock, bool listen) {
+  return "stream,id=n0,server=" + std::string(listen ? "on" : "off") +
+         ",addr.type=unix,addr.path=" + sock;
+}
+
+// A QMP monitor QEMU serves on `sock`, made with -chardev/-mon: a monitor
+// made with -qmp takes part in record/replay (qemu-patches/README.md).
+std::vector<std::string> Qmp(const std::string& sock) {
+  return {"-chardev", "socket,id=qmp0,path=" + sock + ",server=on,wait=off", "-mon",
+          "chardev=qmp0,mode=control"};
+}
+
+bool WaitForFileText(const std::string& path, const std::string& text, int64_t timeout_ns,
+                     ChildProcess* alive = nullptr) {
+  const int64_t deadline = MonoNow() + timeout_ns;
+  while (MonoNow() < deadline) {
+    auto content = ReadFileToString(path, 64 << 20);
+    if (content.ok() && content->find(text) != std::string::npos) return true;
+    if (alive && !alive->running()) return false;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return false;
+}
+
+std::string ReadOrEmpty(const std::string& path) {
+  auto s = ReadFileToString(path, 64 << 20);
+  return s.ok() ? *s : "";
+}
+
+// Runs a QEMU until it exits (the guest powers off), or until SIGINT after
+// `stop_after_s` (> 0). Returns the wall seconds from start to exit.
+StatusOr<double> RunQemu(const std::vector<std::string>& argv, const std::string& out,
+                         double stop_after_s, int timeout_s) {
+  const int64_t start = MonoNow();
+  ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, out));
+  if (stop_after_s > 0) {
+    auto early = child.Wait(milliseconds(static_cast<int64_t>(stop_after_s * 1000)));
+    if (early.ok()) {
+      return Internal(argv[0] + " ended early: " + TailOfFile(out, 3));
+    }
+    child.Signal(SIGINT);
+  }
+  auto status = child.Wait(seconds(timeout_s));
+  if (!status.ok()) return status.status().WithContext(argv[0] + ": " + TailOfFile(out, 3));
+  if (*status != 0) {
+    return Internal(argv[0] + " " + ChildProcess::DescribeWaitStatus(*status) + ": " +
+                    TailOfFile(out, 3));
+  }
+  return (MonoNow() - start) / 1e9;
+}
+
+enum class Workload { kCpu, kIdle, kNet };
+const char* Name(Workload w) {
+  return w == Workload::kCpu ? "cpu" : w == Workload::kIdle ? "idle" : "net";
+}
+
+struct SpeedRun {
+  double record_s = 0, replay_s = 0;
+  bool byte_exact = false;
+};
+
+constexpr char kClientMac[] = "52:54:00:00:30:02";
+constexpr char kServerMac[] = "52:54:00:00:30:01";
+
+// Records a workload with `qemu` into a file and replays it with the same
+// binary; compares the consoles.
+StatusOr<SpeedRun> RecordAndReplay(const StandbyBenchOptions& o, const std::string& qemu,
+                                   Workload w) {
+  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-standby"));
+  const std::string d = dir.path();
+  GuestLine rec{qemu, "rr=record,rrfile=" + d + "/log.rr", "", d + "/record.serial", {}};
+  std::optional<ChildProcess> server;
+  double stop_after = 0;
+  if (w == Workload::kCpu) {
+    rec.role = "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds);
+  } else if (w == Workload::kIdle) {
+    rec.role = "bb.role=idle";
+    stop_after = o.idle_seconds;
+  } else {
+    // An HTTP server guest (stock QEMU, not recorded) serves the file; the
+    // recorded guest fetches it over a direct -netdev stream link.
+    const std::string sock = d + "/link.sock";
+    GuestLine web{o.stock_qemu, "", "bb.role=http-server bb.bigsize=" + std::to_string(o.net_mib),
+                  d + "/server.serial", Nic(Stream(sock, true), kServerMac, false)};
+    ASSIGN_OR_RETURN(ChildProcess s, ChildProcess::Spawn(Argv(o, web), d + "/server.out"));
+    server.emplace(std::move(s));
+    if (!WaitForFileText(web.serial, "BB-READY", 300'000'000'000, &*server)) {
+      return Internal("the HTTP server guest did not get ready: " + TailOfFile(web.serial, 3) +
+                      TailOfFile(d + "/server.out", 3));
+    }
+    rec.role = "bb.role=http-client bb.poweroff=1 bb.wait=120";
+    rec.extra = Nic(Stream(sock, false), kClientMac, true);
+  }
+  SpeedRun run;
+  ASSIGN_OR_RETURN(run.record_s, RunQemu(Argv(o, rec), d + "/record.out", stop_after, 900));
+  if (server) server->Kill();
+  const std::string recorded = ReadOrEmpty(rec.serial);
+  if (w == Workload::kNet && recorded.find("BB-HTTP-OK") == std::string::npos) {
+    return Internal("the network workload did not complete: " + TailOfFile(rec.serial, 3));
+  }
+  GuestLine rep = rec;
+  rep.rr = "rr=replay,rrfile=" + d + "/log.rr";
+  rep.serial = d + "/replay.serial";
+  if (w == Workload::kNet) {
+    // Network input comes from the log; the NIC's peer is gone.
+    rep.extra = Nic(Stream(d + "/nobody.sock", false), kClientMac, true);
+  }
+  ASSIGN_OR_RETURN(run.replay_s, RunQemu(Argv(o, rep), d + "/replay.out", 0, 1800));
+  run.byte_exact = ReadOrEmpty(rep.serial) == recorded && !recorded.empty();
+  return run;
+}
+
+// Records the CPU workload into a pipe that a relay drains (the streamed,
+// flushed log of patch 0001); returns QEMU's wall seconds.
+StatusOr<double> RecordStreamed(const StandbyBenchOptions& o) {
+  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-standby"));
+  const std::string fifo = dir.path() + "/log.fifo";
+  if (::mkfifo(fifo.c_str(), 0600) != 0) return Internal("mkfifo " + fifo);
+  LogRelay drain(fifo, "");
+  GuestLine rec{o.patched_qemu, "rr=record,rrfile=" + fifo,
+                "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds),
+                dir.path() + "/record.serial", {}};
+  ASSIGN_OR_RETURN(double s, RunQemu(Argv(o, rec), dir.path() + "/record.out", 0, 900));
+  drain.Join();
+  if (!drain.ok()) return Internal("the streamed log did not reach its end");
+  return s;
+}
+
+// A primary recording into a pipe, a relay, and a follower replaying the
+// other end (__org.blackbox_follow=on); a sampler asks the follower how far
+// it got every 20 ms.
+struct FollowRun {
+  std::vector<double> stream_lag_ms, replay_lag_ms;
+  double follower_after_primary_s = 0;
+  bool byte_exact = false;
+  // go-live: end of stream to the go-live point (the backlog the follower
+  // still had to replay), and from there to its first live instruction
+  double eof_to_live_ms = -1, live_to_exec_ms = -1;
+  bool went_on_live = false;
+  std::string final_console;
+};
+
+class Sampler {
+ public:
+  Sampler(const std::string& qmp_path, const LogRelay& relay) : relay_(relay) {
+    thread_ = std::thread([this, qmp_path] { Run(qmp_path); });
+  }
+  ~Sampler() { Stop(); }
+  void Stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  // After Stop().
+  const std::vector<double>& stream_lag_ms() const { return stream_; }
+  const std::vector<double>& replay_lag_ms() const { return replay_; }
+  // The follower's last answer (null before the first).
+  nlohmann::json last() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_;
+  }
+
+ private:
+  void Run(const std::string& path) {
+    std::optional<QmpSyncClient> qmp;
+    while (!stop_.load() && !qmp) {
+      auto c = QmpSyncClient::Connect(path, seconds(2));
+      if (c.ok()) {
+        qmp.emplace(std::move(c).value());
+      } else {
+        std::this_thread::sleep_for(milliseconds(20));
+      }
+    }
+    int live_polls = 0;
+    while (!stop_.load()) {
+      auto info = qmp->Execute("__org.blackbox_query-replay-follow", nullptr, seconds(5));
+      if (!info.ok()) break;  // the follower exited
+      const int64_t now = MonoNow();
+      const bool live = (*info)["live"].get<bool>();
+      if (live && !info->contains("first-live-exec-ns") && ++live_polls < 50) {
+        // Live, but the vCPU has not executed yet: ask again.
+        std::this_thread::sleep_for(milliseconds(20));
+        continue;
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        last_ = *info;
+      }
+      if (live) break;
+      const uint64_t consumed = (*info)["consumed-bytes"].get<uint64_t>();
+      const uint64_t published = (*info)["published-bytes"].get<uint64_t>();
+      // How long the oldest byte the follower has not replayed has waited:
+      // of all it received (stream lag), of what it could replay (replay lag).
+      const int64_t oldest = relay_.ArrivalNanos(consumed);
+      const double lag = oldest < 0 ? 0 : (now - oldest) / 1e6;
+      stream_.push_back(lag);
+      replay_.push_back(consumed >= published ? 0 : lag);
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+  }
+
+  const LogRelay& relay_;
+  std::atomic<bool> stop_{false};
+  std::vector<double> stream_, replay_;
+  mutable std::mutex mu_;
+  nlohmann::json last_;
+  std::thread thread_;
+};
+
+// The n of the last complete "BB-COUNTER n" line; -1 if none.
+int LastCounter(const std::string& console) {
+  int last = -1;
+  for (size_t at = console.find("BB-COUNTER "); at != std::string::npos;
+       at = console.find("BB-COUNTER ", at + 1)) {
+    if (console.find('\n', at) != std::string::npos) last = std::atoi(console.c_str() + at + 11);
+  }
+  return last;
+}
+
+enum class FollowMode {
+  kToEnd,     // the CPU workload, followed until the guest powers off
+  kKillIdle,  // the counter guest, mostly idle, followed for follow_seconds; SIGKILL
+  kKillBusy,  // the CPU workload, SIGKILL in the middle of its computation
+};
+
+// A primary recording into a pipe, the relay, and a follower replaying the
+// other end (__org.blackbox_follow=on). In the kill modes the follower
+// replays what it got, goes live and must carry on where the primary was.
+StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode) {
+  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-standby"));
+  const std::string d = dir.path();
+  const std::string rec_fifo = d + "/record.fifo", fol_fifo = d + "/follow.fifo";
+  if (::mkfifo(rec_fifo.c_str(), 0600) != 0 || ::mkfifo(fol_fifo.c_str(), 0600) != 0) {
+    return Internal("mkfifo in " + d);
+  }
+  const bool kill = mode != FollowMode::kToEnd;
+  const std::string role =
+      mode == FollowMode::kKillIdle
+          ? "bb.role=counter"
+          : "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds);
+  GuestLine fol{o.patched_qemu, "rr=replay,rrfile=" + fol_fifo + ",__org.blackbox_follow=on", role,
+                d + "/follower.serial", Qmp(d + "/qmp.sock")};
+  GuestLine pri{o.patched_qemu, "rr=record,rrfile=" + rec_fifo, role, d + "/primary.serial", {}};
+  if (mode == FollowMode::kKillIdle) {
+    // A NIC, as a real standby has: both ends send to a UDP port nobody uses.
+    const int a = FreeLoopbackUdpPort(), b = FreeLoopbackUdpPort(), c = FreeLoopbackUdpPort();
+    if (a < 0 || b < 0 || c < 0) return Internal("no free UDP port on 127.0.0.1");
+    auto udp = [c](int local) {
+      return "socket,id=n0,udp=127.0.0.1:" + std::to_string(c) +
+             ",localaddr=127.0.0.1:" + std::to_string(local);
+    };
+    for (auto& [line, port] : {std::pair{&pri, a}, std::pair{&fol, b}}) {
+      auto nic = Nic(udp(port), kClientMac, true);
+      line->extra.insert(line->extra.end(), nic.begin(), nic.end());
+    }
+  }
+  ASSIGN_OR_RETURN(ChildProcess follower, ChildProcess::Spawn(Argv(o, fol), d + "/follower.out"));
+  ASSIGN_OR_RETURN(ChildProcess primary, ChildProcess::Spawn(Argv(o, pri), d + "/primary.out"));
+  LogRelay relay(rec_fifo, fol_fifo);
+  Sampler sampler(d + "/qmp.sock", relay);
+  FollowRun run;
+  if (mode == FollowMode::kKillIdle) {
+    if (!WaitForFileText(pri.serial, "BB-READY", 300'000'000'000, &primary)) {
+      return Internal("the counter guest did not get ready: " + TailOfFile(pri.serial, 3));
+    }
+    std::this_thread::sleep_for(seconds(o.follow_seconds));
+  } else if (mode == FollowMode::kKillBusy) {
+    const std::string round = "BB-CPU-ROUND " + std::to_string((o.cpu_rounds + 1) / 2);
+    if (!WaitForFileText(pri.serial, round, 300'000'000'000, &primary)) {
+      return Internal("the CPU workload did not get to " + round + ": " +
+                      TailOfFile(pri.serial, 3));
+    }
+  }
+  if (kill) primary.Signal(SIGKILL);
+  auto pst = primary.Wait(seconds(900));
+  if (!pst.ok()) return pst.status().WithContext("primary");
+  const int64_t primary_end = MonoNow();
+  relay.Join();
+  if (!relay.ok()) {
+    return Internal("the log did not reach the follower: " + TailOfFile(d + "/follower.out", 3));
+  }
+  if (kill) {
+    // The sampler stops asking once the follower reports it is live.
+    const int64_t deadline = MonoNow() + 300'000'000'000;
+    nlohmann::json info;
+    while (MonoNow() < deadline && follower.running()) {
+      info = sampler.last();
+      if (!info.is_null() && info["live"].get<bool>()) break;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    sampler.Stop();
+    info = sampler.last();
+    if (info.is_null() || !info["live"].get<bool>()) {
+      return Internal("the follower did not go live: " + info.dump() +
+                      TailOfFile(d + "/follower.out", 3));
+    }
+    const int64_t eof = relay.end_wall_ns(), live = info["live-ns"].get<int64_t>();
+    run.eof_to_live_ms = (live - eof) / 1e6;
+    if (info.contains("first-live-exec-ns")) {
+      run.live_to_exec_ms = (info["first-live-exec-ns"].get<int64_t>() - live) / 1e6;
+    }
+    // Live, the guest carries on from where the primary was.
+    const std::string next =
+        mode == FollowMode::kKillIdle
+            ? "BB-COUNTER " + std::to_string(LastCounter(ReadOrEmpty(pri.serial)) + 1)
+            : "BB-CPU-RESULT";
+    run.went_on_live = WaitForFileText(fol.serial, next, 300'000'000'000, &follower);
+    run.final_console = ReadOrEmpty(fol.serial);
+    follower.Kill();
+  } else {
+    auto fst = follower.Wait(seconds(900));
+    sampler.Stop();
+    if (!fst.ok()) return fst.status().WithContext("follower");
+    run.follower_after_primary_s = (MonoNow() - primary_end) / 1e9;
+    run.final_console = ReadOrEmpty(pri.serial);
+    run.byte_exact = ReadOrEmpty(fol.serial) == run.final_console;
+  }
+  run.stream_lag_ms = sampler.stream_lag_ms();
+  run.replay_lag_ms = sampler.replay_lag_ms();
+  return run;
+}
+
+// The "BB-CPU-RESULT ..." line of a console, empty if none.
+std::string CpuResult(const std::string& console) {
+  const size_t at = console.find("BB-CPU-RESULT ");
+  return at == std::string::npos ? "" : console.substr(at, console.find('\n', at) - at);
+}
+
+double Max(const std::vector<double>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
+
+std::string Yes(bool met) { return met ? "yes" : "NO"; }
+
+}  // namespace
+
+StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
+  nlohmann::json out = {{"benchmark", "standby"},
+                        {"runs", o.runs},
+                        {"patched_qemu", o.patched_qemu},
+                        {"stock_qemu", o.stock_qemu}};
+  if (o.speed) {
+    nlohmann::json speed;
+    std::vector<double> stock_cpu_record, streamed, overhead;
+    std::printf("\nstandby benchmark: replay speed (record time / replay time; >= 1.0x keeps "
+                "up), median of %d run(s)\n",
+                o.runs);
+    std::printf("  %-8s %-8s %10s %10s %10s  %s\n", "WORKLOAD", "QEMU", "RECORD S", "REPLAY S",
+                "SPEED", "BYTE-EXACT");
+    for (Workload w : {Workload::kCpu, Workload::kIdle, Workload::kNet}) {
+      nlohmann::json row;
+      for (bool patched : {false, true}) {
+        std::vector<double> rec, rep, ratio;
+        bool exact = true;
+        for (int i = 0; i < o.runs; ++i) {
+          std::fprintf(stderr, "bench: %s workload, %s QEMU, run %d/%d: record, replay...\n",
+                       Name(w), patched ? "Blackbox's" : "stock", i + 1, o.runs);
+          ASSIGN_OR_RETURN(SpeedRun r,
+                           RecordAndReplay(o, patched ? o.patched_qemu : o.stock_qemu, w));
+          rec.push_back(r.record_s);
+          rep.push_back(r.replay_s);
+          ratio.push_back(r.record_s / r.replay_s);
+          exact = exact && r.byte_exact;
+          if (w == Workload::kCpu && !patched) stock_cpu_record.push_back(r.record_s);
+          if (w == Workload::kCpu && patched) {
+            std::fprintf(stderr, "bench: ... and recorded into a pipe (streamed log)...\n");
+            ASSIGN_OR_RETURN(double s, RecordStreamed(o));
+            streamed.push_back(s);
+            overhead.push_back(s / stock_cpu_record[static_cast<size_t>(i)]);
+          }
+        }
+        const double speed_x = Median(ratio);
+        std::printf("  %-8s %-8s %10.2f %10.2f %9.2fx  %s\n", Name(w),
+                    patched ? "Blackbox" : "stock", Median(rec), Median(rep), speed_x,
+                    exact ? "yes" : "NO");
+        row[patched ? "patched" : "stock"] = {{"record_s", rec},
+                                              {"replay_s", rep},
+                                              {"record_median_s", Median(rec)},
+                                              {"replay_median_s", Median(rep)},
+                                              {"speed", speed_x},
+                                              {"byte_exact", exact}};
+      }
+      row["speedup_vs_stock"] =
+          row["patched"]["speed"].get<double>() / row["stock"]["speed"].get<double>();
+      speed[Name(w)] = row;
+    }
+    out["replay_speed"] = speed;
+    const double ov = Median(overhead);
+    out["record_overhead"] = {{"stock_record_file_s", stock_cpu_record},
+                              {"streamed_record_pipe_s", streamed},
+                              {"ratio", ov}};
+    std::printf("\nstandby benchmark: record overhead, CPU workload, median of paired runs\n");
+    Row("stock QEMU rr to a file (baseline)", F(Median(stock_cpu_record)) + " s");
+    Row("Blackbox's QEMU, streamed log into a pipe", F(Median(streamed)) + " s",
+        F(ov, "%.3fx stock (target <= 1.05x: ") + Yes(ov <= 1.05) + ")");
+  }
+  if (o.follow) {
+    struct Lags {
+      std::vector<double> stream, replay;
+      void Add(const FollowRun& r) {
+        stream.insert(stream.end(), r.stream_lag_ms.begin(), r.stream_lag_ms.end());
+        replay.insert(replay.end(), r.replay_lag_ms.begin(), r.replay_lag_ms.end());
+      }
+      nlohmann::json Json() const {
+        return {{"samples", stream.size()},
+                {"lag_ms_median", Median(stream)},
+                {"lag_ms_max", Max(stream)},
+                {"replayable_lag_ms_median", Median(replay)},
+                {"replayable_lag_ms_max", Max(replay)}};
+      }
+      void Print(const char* name) const {
+        std::printf("  %-30s %8zu %10.1f %10.1f %12.1f %12.1f\n", name, stream.size(),
+                    Median(stream), Max(stream), Median(replay), Max(replay));
+      }
+    };
+    struct GoLive {
+      std::vector<double> to_live, to_exec;
+      bool carried_on = true;
+      void Add(const FollowRun& r, bool ok) {
+        to_live.push_back(r.eof_to_live_ms);
+        to_exec.push_back(r.live_to_exec_ms);
+        carried_on = carried_on && ok;
+      }
+      nlohmann::json Json() const {
+        return {{"eof_to_live_ms", to_live},
+                {"live_to_first_live_exec_ms", to_exec},
+                {"carried_on", carried_on}};
+      }
+    };
+    Lags busy, idle;
+    GoLive busy_live, idle_live;
+    std::vector<double> finish;
+    bool exact = true;
+    std::string full_result;  // BB-CPU-RESULT of a CPU run followed to its end
+    for (int i = 0; i < o.runs; ++i) {
+      std::fprintf(stderr, "bench: follow the CPU workload to its end, run %d/%d...\n", i + 1,
+                   o.runs);
+      ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd));
+      busy.Add(r);
+      finish.push_back(r.follower_after_primary_s);
+      exact = exact && r.byte_exact;
+      full_result = CpuResult(r.final_console);
+    }
+    for (int i = 0; i < o.runs; ++i) {
+      std::fprintf(stderr,
+                   "bench: follow the CPU workload, kill the primary mid-way, go live, run "
+                   "%d/%d...\n",
+                   i + 1, o.runs);
+      ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy));
+      busy.Add(r);
+      // Live, the standby finishes the computation with the primary's result.
+      busy_live.Add(r, r.went_on_live && !full_result.empty() &&
+                           CpuResult(r.final_console) == full_result);
+    }
+    for (int i = 0; i < o.runs; ++i) {
+      std::fprintf(stderr,
+                   "bench: follow the counter guest for %d s, kill the primary, go live, run "
+                   "%d/%d...\n",
+                   o.follow_seconds, i + 1, o.runs);
+      ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillIdle));
+      idle.Add(r);
+      idle_live.Add(r, r.went_on_live);
+    }
+    std::printf("\nstandby benchmark: a follower replaying the primary's log as it is written; "
+                "lag = age of the oldest byte it has not replayed (sampled every 20 ms, all "
+                "runs)\n");
+    std::printf("  %-30s %8s %10s %10s %12s %12s\n", "WORKLOAD", "SAMPLES", "LAG MED", "LAG MAX",
+                "REPLAYABLE", "REPLAYABLE");
+    std::printf("  %-30s %8s %10s %10s %12s %12s\n", "", "", "MS", "MS", "MED MS", "MAX MS");
+    busy.Print("cpu (busy)");
+    idle.Print("counter (mostly idle)");
+    const double worst = std::max(Max(busy.stream), Max(idle.stream));
+    const double median = std::max(Median(busy.stream), Median(idle.stream));
+    Row("lag target < 100 ms", "",
+        "median " + Yes(median < 100) + ", max " + Yes(worst < 100) + " (worst " +
+            F(worst, "%.0f") + " ms)");
+    Row("cpu followed to its end: done after primary", F(Median(finish), "%.3f") + " s",
+        std::string("console byte-exact: ") + (exact ? "yes" : "NO"));
+    std::printf("\nstandby benchmark: go live when the primary is killed (SIGKILL), median of %d\n",
+                o.runs);
+    Row("busy guest: end of stream -> go-live point", F(Median(busy_live.to_live), "%.1f") + " ms",
+        "max " + F(Max(busy_live.to_live), "%.1f") + " ms (the backlog it still had to replay)");
+    Row("busy guest: go-live -> first live instruction",
+        F(Median(busy_live.to_exec), "%.2f") + " ms",
+        "max " + F(Max(busy_live.to_exec), "%.2f") + " ms (target < 50 ms: " +
+            Yes(Max(busy_live.to_exec) >= 0 && Max(busy_live.to_exec) < 50) + ")");
+    Row("busy guest: live standby printed the same result", busy_live.carried_on ? "yes" : "NO");
+    Row("idle guest: end of stream -> go-live point", F(Median(idle_live.to_live), "%.1f") + " ms",
+        "max " + F(Max(idle_live.to_live), "%.1f") + " ms");
+    Row("idle guest: go-live -> first live instruction",
+        F(Median(idle_live.to_exec), "%.1f") + " ms",
+        "max " + F(Max(idle_live.to_exec), "%.1f") + " ms (a halted guest runs at its next timer)");
+    Row("idle guest: counter went on after going live", idle_live.carried_on ? "yes" : "NO");
+    out["follow"] = {{"cpu", busy.Json()},
+                     {"counter", idle.Json()},
+                     {"cpu_followed_to_end", {{"done_after_primary_s", finish}, {"byte_exact", exact}}},
+                     {"go_live_busy", busy_live.Json()},
+                     {"go_live_idle", idle_live.Json()}};
+  }
+  return out;
+}
+
+}  // namespace blackbox::bench

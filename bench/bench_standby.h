@@ -1,0 +1,32 @@
+// `blackbox bench standby`: what Blackbox's QEMU patch series (qemu-patches/)
+// is for, measured against Debian's stock QEMU in the same run: the cost of
+// a streamed record log, replay speed against record speed (CPU, idle and
+// network workloads), how far a hot standby that follows the log lags
+// behind its primary, and how long it takes to go live when the primary
+// dies (docs/BENCHMARKS.md).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/status.h"
+
+namespace blackbox::bench {
+
+struct StandbyBenchOptions {
+  std::string guest_dir;                         // kernel + initrd from guest/build-guest.sh
+  std::string patched_qemu;                      // qemu-patches/build.sh's binary
+  std::string stock_qemu = "qemu-system-x86_64";  // Debian's
+  int runs = 3;             // repetitions; medians are reported
+  int cpu_rounds = 10;      // CPU workload: rounds of the test guest's `cpu` role
+  int idle_seconds = 30;    // idle workload: how long the idle guest is recorded (boot included)
+  int net_mib = 8;          // network workload: size of the file fetched over HTTP
+  int follow_seconds = 15;  // go-live: how long the counter guest is followed first
+  bool speed = true;        // record overhead and replay speed
+  bool follow = true;       // follow lag and go-live
+};
+
+// Runs the benchmark, prints tables to stdout, returns the figures as JSON.
+StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& options);
+
+}  // namespace blackbox::bench
