@@ -387,6 +387,55 @@ void QemuPatchesTest::GoLiveOnce(int run) {
   client->Kill();
 }
 
+// Go-live on request: while the primary still records, the follower is
+// promoted over QMP (__org.blackbox_replay-go-live). It goes live at once,
+// at the point it had replayed to, and its counter runs on without a gap;
+// the log that keeps arriving is no longer read.
+TEST_F(QemuPatchesTest, FollowerGoesLiveWhenAskedOverQmp) {
+  const std::string role = "bb.role=counter";
+  const std::string rec_fifo = Path("record.fifo"), follow_fifo = Path("follow.fifo");
+  ASSERT_EQ(::mkfifo(rec_fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo(follow_fifo.c_str(), 0600), 0);
+  std::vector<std::string> args =
+      GuestArgs(patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
+                Path("follow.serial"), role);
+  for (auto& a : QmpArgs(Path("qmp.sock"))) args.push_back(a);
+  auto follower = ChildProcess::Spawn(args, Path("follow.out"));
+  ASSERT_TRUE(follower.ok());
+  auto primary = ChildProcess::Spawn(
+      GuestArgs(patched_, "rr=record,rrfile=" + rec_fifo, Path("record.serial"), role),
+      Path("record.out"));
+  ASSERT_TRUE(primary.ok());
+  LogRelay relay(rec_fifo, follow_fifo);
+
+  ASSERT_TRUE(WaitForText(Path("follow.serial"), "BB-COUNTER 2", seconds(240)))
+      << TailOfFile(Path("follow.serial")) << TailOfFile(Path("follow.out"));
+  auto qmp = ConnectQmp(Path("qmp.sock"), seconds(30));
+  ASSERT_TRUE(qmp.has_value()) << TailOfFile(Path("follow.out"));
+  auto done = qmp->Execute("__org.blackbox_replay-go-live", nullptr, seconds(10));
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  auto live = WaitForLive(*qmp, seconds(30));
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  EXPECT_EQ((*live)["live-reason"], "requested");
+  EXPECT_FALSE((*live)["ended"].get<bool>()) << "the primary still writes: " << live->dump();
+  EXPECT_GT((*live)["live-icount"].get<uint64_t>(), 0u);
+  // A second request is refused with a clear error: it is live already.
+  auto again = qmp->Execute("__org.blackbox_replay-go-live", nullptr, seconds(10));
+  EXPECT_FALSE(again.ok());
+
+  const std::vector<int> at_switch = Counters(ReadFileOrEmpty(Path("follow.serial")));
+  ASSERT_FALSE(at_switch.empty());
+  EXPECT_TRUE(WaitForText(Path("follow.serial"),
+                          "BB-COUNTER " + std::to_string(at_switch.back() + 2), seconds(120)))
+      << TailOfFile(Path("follow.serial"));
+  const std::vector<int> counters = Counters(ReadFileOrEmpty(Path("follow.serial")));
+  for (size_t i = 0; i < counters.size(); ++i) {
+    ASSERT_EQ(counters[i], static_cast<int>(i) + 1) << "repeat or gap in the counter";
+  }
+  primary->Kill();
+  follower->Kill();
+}
+
 // (c) A log cut in the middle of an event: the follower replays every
 // complete event, goes live at the end of the last one, and runs on.
 TEST_F(QemuPatchesTest, LogCutInsideAnEventGoesLiveAtTheLastCompleteEvent) {
