@@ -51,19 +51,10 @@ std::string UdpRecord(size_t size, uint8_t src_last, uint8_t dst_last, uint16_t 
       frames::Udp4(mac(dst_last), mac(src_last), ip(src_last), ip(dst_last), size, sport, 5001));
 }
 
-struct LoadResult {
-  double wall_s = 0;
-  double cpu_s = 0;  // switch + capture threads
-  uint64_t sent = 0;
-  uint64_t delivered = 0;
-  uint64_t queue_drops = 0;
-  uint64_t stored_frames = 0;
-  uint64_t shed = 0;
-  double wait_ms = 0;  // the switch thread waiting for room in the capture queue
-  uint64_t flows = 0;
-};
+}  // namespace
 
-StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
+StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double seconds,
+                                   FramePolicy* policy) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-switch"));
   std::unique_ptr<Store> store;
   if (capture) {
@@ -73,14 +64,14 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
   }
   boost::asio::io_context io;
   SwitchServer server(io, SwitchServer::Options{});
+  server.SetPolicy(policy);
   uint32_t ports[2];
   for (int i = 0; i < 2; ++i) {
     L2Switch::PortConfig pc;
     pc.name = i == 0 ? "generator" : "sink";
     pc.segment = "bench";
     pc.mac.bytes = {0x02, 0, 0, 0, 0, static_cast<uint8_t>(i + 1)};
-    ASSIGN_OR_RETURN(ports[i],
-                     server.AddPort(pc, dir.path() + "/p" + std::to_string(i) + ".sock"));
+    ASSIGN_OR_RETURN(ports[i], server.AddPort(pc, dir.path() + "/p" + std::to_string(i) + ".sock"));
   }
   std::unique_ptr<CaptureWriter> writer;
   if (capture) {
@@ -90,10 +81,9 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
     writer->SetPortInfo(ports[1], {"sink", ""});
     CaptureWriter* w = writer.get();
     server.SetBatchObserver([w] { w->FlushStaged(); });
-    server.SetFrameObserver(
-        [w](uint32_t in, std::span<const uint8_t> f, const L2Switch::Decision& d, int64_t t) {
-          w->OnFrame(in, f, d, t);
-        });
+    server.SetFrameObserver([w](uint32_t in, std::span<const uint8_t> f,
+                                const L2Switch::Decision& d,
+                                int64_t t) { w->OnFrame(in, f, d, t); });
   }
   double cpu0 = CpuSeconds();
   std::thread switch_thread([&io] {
@@ -152,8 +142,9 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
         continue;
       }
       last_rx = MonoNow();
-      if (!decoder.Feed(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)),
-                        [](std::span<const uint8_t>) {})
+      if (!decoder
+               .Feed(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)),
+                     [](std::span<const uint8_t>) {})
                .ok()) {
         break;  // the switch never sends a bad record; stop counting if it did
       }
@@ -196,6 +187,8 @@ StatusOr<LoadResult> RunLoad(size_t frame_size, bool capture, double seconds) {
   return r;
 }
 
+namespace {
+
 std::string GuestSpec(const SwitchBenchOptions& o, const std::string& name, const std::string& role,
                       const std::string& ip, const std::string& mac, const std::string& extra) {
   return "name: " + name + "\nkernel: " + o.guest_dir + "/vmlinuz\ninitrd: " + o.guest_dir +
@@ -231,10 +224,10 @@ StatusOr<GuestRun> RunGuests(const SwitchBenchOptions& o, bool through_switch) {
   StoreOptions so;
   so.path = dir.path() + "/store";
   ASSIGN_OR_RETURN(auto store, Store::Open(so));
-  ASSIGN_OR_RETURN(VmSpec web, ParseVmSpec(GuestSpec(o, "web", "http-server", "10.0.0.1",
-                                                     "52:54:00:00:00:01",
-                                                     "bb.bigsize=" + std::to_string(o.file_mib)),
-                                           o.guest_dir));
+  ASSIGN_OR_RETURN(VmSpec web,
+                   ParseVmSpec(GuestSpec(o, "web", "http-server", "10.0.0.1", "52:54:00:00:00:01",
+                                         "bb.bigsize=" + std::to_string(o.file_mib)),
+                               o.guest_dir));
   ASSIGN_OR_RETURN(VmSpec client,
                    ParseVmSpec(GuestSpec(o, "client", "http-client", "10.0.0.2",
                                          "52:54:00:00:00:02", "bb.peer=10.0.0.1 bb.poweroff=1"),
@@ -293,9 +286,10 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
   nlohmann::json out = {{"benchmark", "switch"}};
   if (o.load) {
     nlohmann::json load = nlohmann::json::array();
-    std::printf("\nswitch benchmark: load generator, %.0f s per row (stream protocol over unix "
-                "sockets, 256 UDP flows)\n",
-                o.load_seconds);
+    std::printf(
+        "\nswitch benchmark: load generator, %.0f s per row (stream protocol over unix "
+        "sockets, 256 UDP flows)\n",
+        o.load_seconds);
     std::printf("  %-6s %-8s %12s %12s %12s %12s %10s %8s %8s\n", "FRAME", "CAPTURE", "FRAMES/S",
                 "PER CORE", "GBIT/S/CORE", "CPU S", "STORED", "SHED", "WAIT MS");
     for (size_t size : {size_t{64}, size_t{1500}}) {
@@ -303,7 +297,7 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
       for (bool capture : {false, true}) {
         std::fprintf(stderr, "bench: %zu-byte frames, capture %s...\n", size,
                      capture ? "on" : "off");
-        ASSIGN_OR_RETURN(LoadResult r, RunLoad(size, capture, o.load_seconds));
+        ASSIGN_OR_RETURN(LoadResult r, RunSwitchLoad(size, capture, o.load_seconds));
         double per_core = r.cpu_s > 0 ? r.delivered / r.cpu_s : 0;
         double wall_pps = r.wall_s > 0 ? r.delivered / r.wall_s : 0;
         double gbit = per_core * size * 8 / 1e9;
@@ -312,23 +306,22 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
                     capture ? "on" : "off", wall_pps, per_core, gbit, r.cpu_s,
                     static_cast<unsigned long long>(r.stored_frames),
                     static_cast<unsigned long long>(r.shed), r.wait_ms);
-        load.push_back({{"frame_bytes", size},
-                        {"capture", capture},
-                        {"sent", r.sent},
-                        {"delivered", r.delivered},
-                        {"queue_drops", r.queue_drops},
-                        {"wall_s", r.wall_s},
-                        {"cpu_s", r.cpu_s},
-                        {"frames_per_s", wall_pps},
-                        {"frames_per_s_per_core", per_core},
-                        {"gbit_per_s_per_core", gbit},
-                        {"stored_frames", r.stored_frames},
-                        {"shed_frames", r.shed},
-                        {"capture_wait_ms", r.wait_ms},
-                        {"flows", r.flows},
-                        {"vs_capture_off", capture && base_per_core > 0
-                                               ? per_core / base_per_core
-                                               : 1.0}});
+        load.push_back(
+            {{"frame_bytes", size},
+             {"capture", capture},
+             {"sent", r.sent},
+             {"delivered", r.delivered},
+             {"queue_drops", r.queue_drops},
+             {"wall_s", r.wall_s},
+             {"cpu_s", r.cpu_s},
+             {"frames_per_s", wall_pps},
+             {"frames_per_s_per_core", per_core},
+             {"gbit_per_s_per_core", gbit},
+             {"stored_frames", r.stored_frames},
+             {"shed_frames", r.shed},
+             {"capture_wait_ms", r.wait_ms},
+             {"flows", r.flows},
+             {"vs_capture_off", capture && base_per_core > 0 ? per_core / base_per_core : 1.0}});
       }
     }
     out["load"] = load;
@@ -348,21 +341,17 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
     }
     double d = Median(direct), s = Median(via);
     double mb = o.file_mib * 1048576.0 / 1e6;
-    std::printf("\nswitch benchmark: %d MiB HTTP transfer between two test guests (TCG, no rr), "
-                "median of %d\n",
-                o.file_mib, o.runs);
+    std::printf(
+        "\nswitch benchmark: %d MiB HTTP transfer between two test guests (TCG, no rr), "
+        "median of %d\n",
+        o.file_mib, o.runs);
     Row("direct QEMU socket link (baseline)", F(d) + " s", F(mb / d, "%.1f") + " MB/s");
     Row("through Blackbox's switch, capture on", F(s) + " s",
         F(mb / s, "%.1f") + " MB/s, " + std::to_string(frames) + " frames captured");
     Row("switch throughput / direct link", F(d / s, "%.3fx"), "target >= 0.95x");
-    out["guests"] = {{"file_mib", o.file_mib},
-                     {"runs", o.runs},
-                     {"direct_s", direct},
-                     {"switch_s", via},
-                     {"direct_median_s", d},
-                     {"switch_median_s", s},
-                     {"ratio", d / s},
-                     {"frames_captured", frames}};
+    out["guests"] = {{"file_mib", o.file_mib}, {"runs", o.runs},           {"direct_s", direct},
+                     {"switch_s", via},        {"direct_median_s", d},     {"switch_median_s", s},
+                     {"ratio", d / s},         {"frames_captured", frames}};
   }
   return out;
 }

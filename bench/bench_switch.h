@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "recorder/l2_switch.h"
 
 namespace blackbox::bench {
 
@@ -28,6 +29,26 @@ struct SwitchBenchOptions {
   bool load = true;
   bool guests = true;
 };
+
+struct LoadResult {
+  double wall_s = 0;
+  double cpu_s = 0;  // switch + capture threads
+  uint64_t sent = 0;
+  uint64_t delivered = 0;
+  uint64_t queue_drops = 0;
+  uint64_t stored_frames = 0;
+  uint64_t shed = 0;
+  double wait_ms = 0;  // the switch thread waiting for room in the capture queue
+  uint64_t flows = 0;
+};
+
+// One load-generator measurement: a switch with ports "generator"
+// (MAC 02:00:00:00:00:01, 10.9.0.1) and "sink" (..:02, 10.9.0.2), 256 UDP
+// flows from the generator to the sink's port 5001 in `frame_size`-byte
+// frames for `seconds`, with capture into a real store or not, and with
+// `policy` (may be null) as the switch's FramePolicy. Port ids are 1 and 2.
+StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double seconds,
+                                   FramePolicy* policy = nullptr);
 
 // Runs the benchmark, prints a table to stdout, returns the figures as JSON.
 StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& options);

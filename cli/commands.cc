@@ -1,6 +1,4 @@
 #include "cli/commands.h"
-#include "cli/capture_commands.h"
-#include "cli/util.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -11,9 +9,13 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_manifest.h"
 #include "bench/bench_record.h"
 #include "bench/bench_standby.h"
 #include "bench/bench_switch.h"
+#include "cli/capture_commands.h"
+#include "cli/manifest_commands.h"
+#include "cli/util.h"
 #include "common/clock.h"
 #include "common/files.h"
 #include "common/hash.h"
@@ -48,6 +50,7 @@ struct RecordArgs {
   bool quiet = false;
   std::string qemu = "qemu-system-x86_64";
   std::string chunk_age = "60s";
+  std::vector<std::string> manifests;  // VM=FILE
 };
 
 int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
@@ -81,6 +84,16 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
   auto store = OpenStore(g, false);
   if (!store.ok()) return Report(store.status());
   LabOptions lo;
+  for (const std::string& m : a.manifests) {
+    const size_t eq = m.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {
+      return Report(InvalidArgument("--manifest: '" + m + "' is not VM=FILE"));
+    }
+    lo.manifests[m.substr(0, eq)] = std::filesystem::absolute(m.substr(eq + 1)).string();
+  }
+  lo.on_alert = [&a](const StoredAlert& alert) {
+    if (!a.quiet) std::fprintf(stderr, "blackbox: ALERT %s\n", FormatAlert(alert).c_str());
+  };
   lo.recorder = o;
   lo.snapshot_networked_vms = !a.snapshot_every.empty();
   lo.recorder.on_started = [&](const std::string& id) {
@@ -90,6 +103,7 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
   lo.on_capture = [&](const std::string& id) {
     if (!a.quiet) std::fprintf(stderr, "blackbox: switch capture %s\n", id.c_str());
   };
+  const int64_t start_wall = RealClock::Get().WallNanos();
   auto result = RunLab(store->get(), *lab, lo);
   if (!result.ok()) return Report(result.status());
   bool all_complete = result->failures.empty();
@@ -119,16 +133,20 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
     for (const auto& p : result->capture_meta["ports"]) {
       for (const auto& [reason, n] : p["counters"]["drops"].items()) dropped += n.get<uint64_t>();
     }
-    std::printf("%s capture %s: %llu frames (%llu dropped by the switch), %s -> %s stored, "
-                "%llu flows, %llu events%s\n",
-                result->capture_id.c_str(), result->capture_meta.value("state", "").c_str(),
-                static_cast<unsigned long long>(c.frames),
-                static_cast<unsigned long long>(dropped), HumanBytes(c.frame_bytes).c_str(),
-                HumanBytes(c.stored_bytes).c_str(), static_cast<unsigned long long>(c.flows),
-                static_cast<unsigned long long>(c.events),
-                c.shed_frames ? (", " + std::to_string(c.shed_frames) + " frames shed").c_str()
-                              : "");
+    std::printf(
+        "%s capture %s: %llu frames (%llu dropped by the switch), %s -> %s stored, "
+        "%llu flows, %llu events%s\n",
+        result->capture_id.c_str(), result->capture_meta.value("state", "").c_str(),
+        static_cast<unsigned long long>(c.frames), static_cast<unsigned long long>(dropped),
+        HumanBytes(c.frame_bytes).c_str(), HumanBytes(c.stored_bytes).c_str(),
+        static_cast<unsigned long long>(c.flows), static_cast<unsigned long long>(c.events),
+        c.shed_frames ? (", " + std::to_string(c.shed_frames) + " frames shed").c_str() : "");
     all_complete = all_complete && c.first_error.empty();
+  }
+  if (result->alerts.alerts > 0) {
+    std::printf("%llu alert%s raised (blackbox alerts --since %s)\n",
+                static_cast<unsigned long long>(result->alerts.alerts),
+                result->alerts.alerts == 1 ? "" : "s", FormatWallTime(start_wall).c_str());
   }
   return all_complete ? kExitOk : kExitFailed;
 }
@@ -167,7 +185,8 @@ int RunLs(const GlobalOptions& g, bool json) {
   if (list->empty()) std::printf("(no recordings)\n");
   for (const auto& r : *list) {
     if (EffectiveState(r) == "interrupted*") {
-      std::printf("* its recorder stopped without finalising it; it replays up to its last stored chunk\n");
+      std::printf(
+          "* its recorder stopped without finalising it; it replays up to its last stored chunk\n");
       break;
     }
   }
@@ -313,8 +332,9 @@ int RunReplay(const GlobalOptions& g, const ReplayArgs& a, bool verify) {
       auto calls = std::make_shared<int>(0);
       opts->on_progress = [tty, calls](uint64_t icount, uint64_t console) {
         if (!tty && (*calls)++ % 10 != 0) return;
-        std::fprintf(stderr, tty ? "\rblackbox: verifying... icount %.3g, console %llu bytes   "
-                                 : "blackbox: verifying... icount %.3g, console %llu bytes\n",
+        std::fprintf(stderr,
+                     tty ? "\rblackbox: verifying... icount %.3g, console %llu bytes   "
+                         : "blackbox: verifying... icount %.3g, console %llu bytes\n",
                      static_cast<double>(icount), static_cast<unsigned long long>(console));
       };
     }
@@ -428,12 +448,47 @@ int RunBenchStandby(const bench::StandbyBenchOptions& o, const std::string& part
   return FinishBench(bench::RunStandbyBench(opts), json_path);
 }
 
+int RunBenchManifest(const bench::ManifestBenchOptions& o, const std::string& part,
+                     const std::string& rules, const std::string& json_path) {
+  bench::ManifestBenchOptions opts = o;
+  if (part != "decisions" && part != "load" && part != "all") {
+    return Report(InvalidArgument("--part: '" + part + "' is not decisions, load or all"));
+  }
+  opts.decisions = part != "load";
+  opts.load = part != "decisions";
+  opts.rule_counts.clear();
+  size_t at = 0;
+  while (at <= rules.size()) {
+    size_t comma = rules.find(',', at);
+    std::string item =
+        rules.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    char* end = nullptr;
+    long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 1 || v > 100000) {
+      return Report(InvalidArgument("--rules: '" + rules + "' is not a list of counts 1..100000"));
+    }
+    opts.rule_counts.push_back(static_cast<int>(v));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  if (opts.frames < 1000 || opts.frames > 100'000'000) {
+    return Report(InvalidArgument("--frames: 1000..100000000"));
+  }
+  if (opts.runs < 1 || opts.runs > 20) return Report(InvalidArgument("--runs: 1..20"));
+  if (!(opts.load_seconds >= 0.5 && opts.load_seconds <= 60)) {
+    return Report(InvalidArgument("--seconds: 0.5..60"));
+  }
+  return FinishBench(bench::RunManifestBench(opts), json_path);
+}
+
 }  // namespace
 
 void RegisterCommands(CLI::App& app, GlobalOptions& global,
                       std::vector<std::function<int()>>& runners) {
   auto rec_args = std::make_shared<RecordArgs>();
-  auto* rec = app.add_subcommand("record", "start a VM (or a lab of VMs and the switch between them) and record it into the store");
+  auto* rec = app.add_subcommand(
+      "record",
+      "start a VM (or a lab of VMs and the switch between them) and record it into the store");
   rec->add_option("spec", rec_args->spec, "VM spec or lab (YAML; see docs/lab-spec.md)")
       ->required();
   rec->add_option("--for", rec_args->duration,
@@ -443,6 +498,9 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
                   "off; default: 10s for VMs without a NIC, off for VMs with one)");
   rec->add_option("--chunk-age", rec_args->chunk_age, "seal a log chunk after this long at most")
       ->capture_default_str();
+  rec->add_option("--manifest", rec_args->manifests,
+                  "check VM against this manifest (VM=FILE; repeatable; overrides the spec's "
+                  "manifest:)");
   rec->add_flag("--console", rec_args->console, "copy the guest console to stdout");
   rec->add_flag("--keep-raw", rec_args->keep_raw,
                 "keep QEMU's raw rr log file beside the recording");
@@ -451,6 +509,8 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   rec->add_option("--qemu", rec_args->qemu, "QEMU binary")->capture_default_str();
   runners.push_back(
       [rec, rec_args, &global]() { return rec->parsed() ? RunRecord(global, *rec_args) : -1; });
+
+  RegisterManifestCommands(app, global, runners);
 
   auto ls_json = std::make_shared<bool>(false);
   auto* ls = app.add_subcommand("ls", "list recordings");
@@ -592,6 +652,27 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_sb->add_option("--json", *sb_json, "also write the figures to this file");
   runners.push_back([bench_sb, sb_opts, sb_part, sb_json]() {
     return bench_sb->parsed() ? RunBenchStandby(*sb_opts, *sb_part, *sb_json) : -1;
+  });
+
+  auto mb_opts = std::make_shared<bench::ManifestBenchOptions>();
+  auto mb_part = std::make_shared<std::string>("all");
+  auto mb_rules = std::make_shared<std::string>("10,1000,10000");
+  auto mb_json = std::make_shared<std::string>();
+  auto* bench_mb = bench_cmd->add_subcommand(
+      "manifest",
+      "what checking frames against manifests costs: per-frame decision time at 10, 1,000 and "
+      "10,000 rules, and switch throughput with checking off and on");
+  bench_mb->add_option("--part", *mb_part, "decisions, load or all")->capture_default_str();
+  bench_mb->add_option("--rules", *mb_rules, "rule counts, comma-separated")->capture_default_str();
+  bench_mb->add_option("--frames", mb_opts->frames, "frames per decision figure")
+      ->capture_default_str();
+  bench_mb->add_option("--seconds", mb_opts->load_seconds, "load generator: seconds per row")
+      ->capture_default_str();
+  bench_mb->add_option("--runs", mb_opts->runs, "load runs per mode; medians are reported")
+      ->capture_default_str();
+  bench_mb->add_option("--json", *mb_json, "also write the figures to this file");
+  runners.push_back([bench_mb, mb_opts, mb_part, mb_rules, mb_json]() {
+    return bench_mb->parsed() ? RunBenchManifest(*mb_opts, *mb_part, *mb_rules, *mb_json) : -1;
   });
 
   for (bool verify : {false, true}) {

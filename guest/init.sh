@@ -2,9 +2,9 @@
 # Blackbox test guest: /init of the initramfs (runs as PID 1 under busybox ash).
 #
 # The behaviour is selected on the kernel command line (see guest/README.md):
-#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client|http-get|spoofer
+#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client|http-get|prober|spoofer
 #   bb.rounds=N bb.records=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
-#   bb.path=/URL-PATH
+#   bb.path=/URL-PATH bb.port=N
 #   bb.wait=N bb.poweroff=1 bb.debug=1
 #
 # Every marker is one line on the console (ttyS0) starting with "BB-".
@@ -45,6 +45,7 @@ BIGSIZE=4
 IP=
 PEER=
 URLPATH=/
+PORT=2222
 WAIT=120
 POWEROFF=0
 DEBUG=0
@@ -58,6 +59,7 @@ for arg in $(cat /proc/cmdline); do
 	bb.ip=*) IP=${arg#bb.ip=} ;;
 	bb.peer=*) PEER=${arg#bb.peer=} ;;
 	bb.path=*) URLPATH=${arg#bb.path=} ;;
+	bb.port=*) PORT=${arg#bb.port=} ;;
 	bb.wait=*) WAIT=${arg#bb.wait=} ;;
 	bb.poweroff=*) POWEROFF=${arg#bb.poweroff=} ;;
 	bb.debug=*) DEBUG=${arg#bb.debug=} ;;
@@ -110,7 +112,7 @@ md5_of() { # md5 of stdin, hex only
 echo "BB-BOOT role=$ROLE"
 debug "init started"
 
-for v in ROUNDS RECORDS BIGSIZE WAIT; do
+for v in ROUNDS RECORDS BIGSIZE WAIT PORT; do
 	eval "val=\$$v"
 	is_uint "$val" || fatal "bad parameter bb.$(echo "$v" | tr 'A-Z' 'a-z')=$val (need an unsigned integer)"
 done
@@ -348,6 +350,46 @@ role_http_get() {
 	done_
 }
 
+# GETs / from the peer until it answers, then tries a TCP connection to
+# bb.port on the peer (a port its manifest does not allow), then GETs /
+# again: what a VM that starts misbehaving looks like from the switch.
+role_prober() {
+	net_setup 10.0.0.2/24 || fatal "network setup failed (no NIC?)"
+	[ -n "$PEER" ] || PEER=10.0.0.1
+	echo "BB-READY"
+	uptime_cs
+	end=$((CS + WAIT * 100))
+	until timeout 2 wget -q -O /tmp/got "http://$PEER/" 2>/dev/null; do
+		uptime_cs
+		if [ "$CS" -gt "$end" ]; then
+			echo "BB-PROBE-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
+			done_
+		fi
+		sleep 1
+	done
+	echo "BB-PROBE-HTTP-OK"
+	# The peer's kernel answers a closed port with RST ("refused" at once);
+	# a SYN dropped on the way gets nothing until the timeout.
+	out=$(timeout 5 nc "$PEER" "$PORT" </dev/null 2>&1)
+	rc=$?
+	case "$out" in
+	*refused*) echo "BB-PROBE-PORT-REFUSED $PORT" ;;
+	*)
+		if [ "$rc" = 0 ]; then
+			echo "BB-PROBE-PORT-OPEN $PORT"
+		else
+			echo "BB-PROBE-PORT-NO-ANSWER $PORT"
+		fi
+		;;
+	esac
+	if timeout 5 wget -q -O /tmp/got2 "http://$PEER/" 2>/dev/null; then
+		echo "BB-PROBE-HTTP2-OK"
+	else
+		echo "BB-PROBE-HTTP2-FAIL"
+	fi
+	done_
+}
+
 # Identities the spoofer role forges (see guest/README.md).
 SPOOF_IP=10.0.0.66
 SPOOF_MAC=52:54:00:66:66:66
@@ -432,6 +474,7 @@ counter) role_counter ;;
 http-server) role_http_server ;;
 http-client) role_http_client ;;
 http-get) role_http_get ;;
+prober) role_prober ;;
 spoofer) role_spoofer ;;
 '')
 	echo "BB-ERROR missing bb.role"

@@ -25,6 +25,7 @@ bool IsPolicyDrop(L2Switch::Drop drop) {
     case L2Switch::Drop::kSpoofedMac:
     case L2Switch::Drop::kSpoofedIp:
     case L2Switch::Drop::kBlockedEthertype:
+    case L2Switch::Drop::kPolicy:
       return true;
     default:
       return false;

@@ -22,7 +22,7 @@
 // {"what":"capture_shed_end","frames":N}. At the benchmark rates there is none.
 //
 // Drop events: a frame the switch dropped for a policy reason (spoofed MAC or
-// IP, blocked ethertype, malformed) becomes an event {"kind":"switch",
+// IP, blocked ethertype, malformed, a manifest) becomes an event {"kind":"switch",
 // "what":"drop", "port", "reason", "detail"}, at most
 // Options::drop_events_per_second per port and second; the rest of a second
 // is summarised in one {"what":"drop_suppressed","frames":N} event. Frames

@@ -29,6 +29,11 @@ Bytes Arp(const MacAddr& eth_dst, const MacAddr& eth_src, const MacAddr& sender_
 Bytes Udp4(const MacAddr& dst, const MacAddr& src, const IpAddr& src_ip, const IpAddr& dst_ip,
            size_t size = 60, uint16_t sport = 1234, uint16_t dport = 5678);
 
+// An IPv4/TCP frame of `size` bytes (at least 60) with the given flags
+// (kTcpSyn ...), a valid IPv4 header checksum, TCP checksum 0.
+Bytes Tcp4(const MacAddr& dst, const MacAddr& src, const IpAddr& src_ip, const IpAddr& dst_ip,
+           uint16_t sport, uint16_t dport, uint8_t flags, size_t size = 60);
+
 // An IPv6/UDP frame with `payload` zero bytes (UDP checksum 0).
 Bytes Udp6(const MacAddr& dst, const MacAddr& src, const IpAddr& src_ip, const IpAddr& dst_ip,
            size_t payload = 0, uint16_t sport = 546, uint16_t dport = 547);

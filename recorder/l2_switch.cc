@@ -37,6 +37,8 @@ const char* L2Switch::DropName(Drop drop) {
       return "blocked_ethertype";
     case Drop::kNoPeer:
       return "no_peer";
+    case Drop::kPolicy:
+      return "policy";
   }
   return "unknown";
 }
@@ -162,6 +164,14 @@ void L2Switch::Process(uint32_t ingress, std::span<const uint8_t> frame, int64_t
   if (out->egress.empty()) {
     return DropFrame(port, Drop::kNoPeer,
                      "no other port in segment '" + port.config.segment + "'", out);
+  }
+  if (policy_ != nullptr) {
+    std::string why;
+    if (!policy_->Check(ingress, *parsed, frame, now_ns, &out->egress, &why) ||
+        out->egress.empty()) {
+      return DropFrame(port, Drop::kPolicy, why.empty() ? "refused by policy" : std::move(why),
+                       out);
+    }
   }
   for (uint32_t id : out->egress) {
     PortCounters& c = ports_.at(id).counters;

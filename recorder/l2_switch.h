@@ -37,6 +37,9 @@
 //        - a frame is never sent back out of its ingress port. If the result
 //          is no port at all (alone in the segment, or the destination was
 //          learned on the ingress port), drop kNoPeer.
+//   7. Policy, when one is set (SetPolicy): it sees every frame that got this
+//      far with its egress ports and may remove ports or drop the frame
+//      (kPolicy), e.g. a VM's manifest (manifest_policy.h).
 // 802.1Q tags are not interpreted for forwarding: a tagged frame is switched
 // like an untagged one and passed through unmodified. Segment names are opaque
 // strings compared exactly.
@@ -70,6 +73,20 @@
 
 namespace blackbox {
 
+// A check applied to every frame after the forwarding decision (rule 7).
+// Called on the switch's thread; must not block.
+class FramePolicy {
+ public:
+  virtual ~FramePolicy() = default;
+  // `egress` is the ports the frame is about to go to (ascending, non-empty).
+  // Remove ports to keep the frame from them; return false (and set
+  // *reason, one line) to drop the frame altogether. A policy that empties
+  // `egress` drops the frame too.
+  // `bytes` is the whole frame, `frame` its parse.
+  virtual bool Check(uint32_t ingress, const ParsedFrame& frame, std::span<const uint8_t> bytes,
+                     int64_t now_ns, std::vector<uint32_t>* egress, std::string* reason) = 0;
+};
+
 class L2Switch {
  public:
   struct Options {
@@ -99,8 +116,9 @@ class L2Switch {
     kSpoofedIp,         // source IP (or ARP sender IP) not in allowed_ips
     kBlockedEthertype,  // non-IP/ARP frame on a port with allowed_ips
     kNoPeer,            // no port to send it to
+    kPolicy,            // the FramePolicy refused it (a manifest rule, quarantine ...)
   };
-  static constexpr size_t kNumDropReasons = 7;
+  static constexpr size_t kNumDropReasons = 8;
   // "none", "unknown_port", "malformed", ... (stable; usable as metric labels).
   static const char* DropName(Drop drop);
 
@@ -142,6 +160,10 @@ class L2Switch {
   // The same, into *out (overwritten; its egress capacity is reused, so a
   // caller that keeps one Decision allocates nothing per frame).
   void Process(uint32_t ingress, std::span<const uint8_t> frame, int64_t now_ns, Decision* out);
+
+  // Sets the policy of rule 7 (nullptr: none). Not owned; must outlive its
+  // use. Default: none.
+  void SetPolicy(FramePolicy* policy) { policy_ = policy; }
 
   // Removes MAC table entries older than mac_aging_ns at `now_ns`; returns how
   // many. Optional: expired entries are never used for forwarding anyway.
@@ -185,6 +207,7 @@ class L2Switch {
   std::map<uint32_t, Port> ports_;              // ordered: egress lists come out ascending
   std::map<std::string, MacTable> mac_tables_;  // by segment
   uint64_t unknown_port_drops_ = 0;
+  FramePolicy* policy_ = nullptr;
 };
 
 }  // namespace blackbox

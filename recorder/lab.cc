@@ -17,6 +17,7 @@
 
 #include "common/clock.h"
 #include "common/files.h"
+#include "common/hash.h"
 
 namespace blackbox {
 
@@ -73,7 +74,8 @@ Status ParseLabNode(const YAML::Node& root, const std::string& base_dir, LabSpec
     LabVm vm;
     if (YAML::Node rec = v["record"]; rec.IsDefined()) {
       std::string r = rec.IsScalar() ? rec.Scalar() : "";
-      if (r != "true" && r != "false") return LabError(rec, field + ".record", "must be true or false");
+      if (r != "true" && r != "false")
+        return LabError(rec, field + ".record", "must be true or false");
       vm.rr = r == "true";
     }
     YAML::Node file = v["spec"], inline_spec = v["vm"];
@@ -95,8 +97,9 @@ Status ParseLabNode(const YAML::Node& root, const std::string& base_dir, LabSpec
     }
     for (const NicSpec& nic : vm.spec.nics) {
       if (!macs.insert(nic.mac).second) {
-        return LabError(v, field, "MAC " + nic.mac + " (" + vm.spec.name + "/" + nic.name +
-                                      ") is used twice in the lab");
+        return LabError(
+            v, field,
+            "MAC " + nic.mac + " (" + vm.spec.name + "/" + nic.name + ") is used twice in the lab");
       }
     }
     lab.vms.push_back(std::move(vm));
@@ -110,8 +113,8 @@ struct PortPlan {
   std::string vm_name, nic, name, mac, segment, socket;
   std::vector<std::string> ips;
   nlohmann::json ToJson() const {
-    return {{"id", id},         {"name", name}, {"vm", vm_name}, {"nic", nic},
-            {"mac", mac},       {"segment", segment}, {"ips", ips}};
+    return {{"id", id},   {"name", name},       {"vm", vm_name}, {"nic", nic},
+            {"mac", mac}, {"segment", segment}, {"ips", ips}};
   }
 };
 
@@ -157,6 +160,51 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
   for (const LabVm& vm : lab.vms) RETURN_IF_ERROR(CheckSpecFiles(vm.spec));
   LabResult result;
 
+  // Manifests: loaded and checked before anything starts.
+  for (const auto& [name, path] : options.manifests) {
+    bool known = false;
+    for (const LabVm& vm : lab.vms) known = known || vm.spec.name == name;
+    if (!known)
+      return InvalidArgument("--manifest " + name + "=...: no VM named " + name + " in lab " +
+                             lab.name);
+  }
+  std::vector<std::shared_ptr<const Manifest>> manifests(lab.vms.size());
+  RuleSet::VmAddresses addresses;
+  for (const LabVm& vm : lab.vms) {
+    for (const NicSpec& nic : vm.spec.nics) {
+      for (const std::string& ip : nic.ips) {
+        if (auto a = IpAddr::Parse(ip); a.ok()) addresses[vm.spec.name].push_back(*a);
+      }
+    }
+  }
+  bool any_manifest = false;
+  for (size_t i = 0; i < lab.vms.size(); ++i) {
+    const VmSpec& spec = lab.vms[i].spec;
+    auto it = options.manifests.find(spec.name);
+    const std::string path = it != options.manifests.end() ? it->second : spec.manifest;
+    if (path.empty()) continue;
+    std::vector<ManifestWarning> warnings;
+    ASSIGN_OR_RETURN(Manifest m, LoadManifest(path, &warnings));
+    if (m.vm != spec.name) {
+      return InvalidArgument(path + ": the manifest is for VM '" + m.vm + "', not '" + spec.name +
+                             "'");
+    }
+    for (const auto& w : warnings)
+      std::fprintf(stderr, "blackbox: warning: %s: %s\n", path.c_str(), w.message.c_str());
+    for (const NetRule& r : m.rules) {
+      for (const Peer& p : r.peers) {
+        if (p.kind == Peer::Kind::kVm && !addresses.count(p.vm)) {
+          std::fprintf(stderr,
+                       "blackbox: warning: %s: manifest line %d: rule '%s': peer VM '%s' has no "
+                       "address in lab %s; the rule cannot match it\n",
+                       path.c_str(), r.line, r.name.c_str(), p.vm.c_str(), lab.name.c_str());
+        }
+      }
+    }
+    manifests[i] = std::make_shared<const Manifest>(std::move(m));
+    any_manifest = true;
+  }
+
   // Plan the switch ports.
   std::vector<PortPlan> plan;
   for (size_t i = 0; i < lab.vms.size(); ++i) {
@@ -174,14 +222,24 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
     }
   }
 
+  Clock& clock = RealClock::Get();
+  // One offset from the monotonic clock to wall time for frames and alerts,
+  // so their times compare exactly.
+  const int64_t wall_offset = clock.WallNanos() - clock.MonotonicNanos();
   boost::asio::io_context switch_io;
   std::unique_ptr<SwitchServer> server;
   std::unique_ptr<CaptureWriter> writer;
+  std::unique_ptr<AlertWriter> alerts;
+  std::unique_ptr<ManifestPolicy> policy;
+  std::vector<std::shared_ptr<VmControl>> controls(lab.vms.size());
+  if (any_manifest) {
+    alerts = std::make_unique<AlertWriter>(store, wall_offset);
+    if (options.on_alert) alerts->SetObserver(options.on_alert);
+  }
   std::optional<TempDir> socket_dir;
   std::thread switch_thread;
   nlohmann::json meta;
   std::mutex meta_mu;
-  Clock& clock = RealClock::Get();
 
   if (!plan.empty()) {
     int64_t wall = clock.WallNanos();
@@ -218,22 +276,41 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
       p.socket = socket_dir->path() + "/p" + std::to_string(k) + ".sock";
       ASSIGN_OR_RETURN(p.id, server->AddPort(config, p.socket));
     }
-    int64_t wall_offset = clock.WallNanos() - clock.MonotonicNanos();
-    writer = std::make_unique<CaptureWriter>(store, result.capture_id, options.capture,
-                                             wall_offset);
+    writer =
+        std::make_unique<CaptureWriter>(store, result.capture_id, options.capture, wall_offset);
     nlohmann::json ports = nlohmann::json::array();
     for (const PortPlan& p : plan) {
       writer->SetPortInfo(p.id, {p.name, ""});
       ports.push_back(p.ToJson());
+    }
+    if (alerts) {
+      AlertWriter* a = alerts.get();
+      policy = std::make_unique<ManifestPolicy>(
+          options.policy, [a](ManifestPolicy::Violation&& v) { a->OnViolation(std::move(v)); });
+      for (size_t i = 0; i < lab.vms.size(); ++i) {
+        if (!manifests[i]) continue;
+        ManifestPolicy::VmPolicy vp;
+        vp.name = lab.vms[i].spec.name;
+        vp.manifest = manifests[i];
+        vp.rules = RuleSet::Compile(*manifests[i], addresses);
+        for (const PortPlan& p : plan) {
+          if (p.vm != i) continue;
+          vp.ports.push_back(p.id);
+          vp.macs.push_back(MacAddr::Parse(p.mac).value());
+        }
+        policy->AddVm(std::move(vp));
+      }
+      server->SetPolicy(policy.get());
     }
     CaptureWriter* w = writer.get();
     server->SetFrameObserver([w](uint32_t ingress, std::span<const uint8_t> frame,
                                  const L2Switch::Decision& d,
                                  int64_t now_ns) { w->OnFrame(ingress, frame, d, now_ns); });
     server->SetBatchObserver([w] { w->FlushStaged(); });
-    server->SetEventObserver([w](const std::string& kind, uint32_t port, const std::string& detail) {
-      w->OnEvent(kind, port, detail, RealClock::Get().MonotonicNanos());
-    });
+    server->SetEventObserver(
+        [w](const std::string& kind, uint32_t port, const std::string& detail) {
+          w->OnEvent(kind, port, detail, RealClock::Get().MonotonicNanos());
+        });
     meta = {{"lab", lab.name},
             {"state", "recording"},
             {"started_wall_ns", wall},
@@ -275,6 +352,19 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
       o.snapshot_interval_ns = 0;
     }
     o.stop = runs[i].stop;
+    if (manifests[i]) {
+      o.manifest = manifests[i];
+      o.alerts = alerts.get();
+      controls[i] = std::make_shared<VmControl>();
+      o.control = controls[i];
+      AlertWriter::VmInfo info;
+      info.capture_id = result.capture_id;
+      info.manifest_path = manifests[i]->path;
+      info.manifest_sha256 = ToHex(Sha256Of(manifests[i]->source_text));
+      for (const PortPlan& p : plan) info.port_names[p.id] = p.name;
+      info.control = controls[i];
+      alerts->SetVm(lab.vms[i].spec.name, std::move(info));
+    }
     o.nic_sockets.clear();
     nlohmann::json vm_ports = nlohmann::json::array();
     for (const NicSpec& nic : lab.vms[i].spec.nics) {
@@ -298,6 +388,7 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
         std::lock_guard lock(done_mu);
         runs[i].recording_id = id;
       }
+      if (alerts) alerts->SetRecording(lab.vms[i].spec.name, id);
       if (writer) {
         for (const auto& p : vm_ports) {
           writer->SetPortInfo(p["id"].get<uint32_t>(), {p["name"].get<std::string>(), id});
@@ -350,17 +441,27 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
     // Read the port counters on the switch's thread, before Close() detaches
     // the ports (and their counters) from the L2 switch.
     nlohmann::json ports = meta["ports"];
+    nlohmann::json policy_stats;
     boost::asio::post(switch_io, [&] {
       for (auto& p : ports) {
         uint32_t id = p["id"].get<uint32_t>();
         L2Switch::PortCounters c = server->l2().GetCounters(id).value_or(L2Switch::PortCounters{});
         nlohmann::json drops = nlohmann::json::object();
         for (size_t d = 1; d < L2Switch::kNumDropReasons; ++d) {
-          if (c.drops[d] > 0) drops[L2Switch::DropName(static_cast<L2Switch::Drop>(d))] = c.drops[d];
+          if (c.drops[d] > 0)
+            drops[L2Switch::DropName(static_cast<L2Switch::Drop>(d))] = c.drops[d];
         }
-        p["counters"] = {{"rx_frames", c.rx_frames}, {"rx_bytes", c.rx_bytes},
-                         {"tx_frames", c.tx_frames}, {"tx_bytes", c.tx_bytes},
+        p["counters"] = {{"rx_frames", c.rx_frames},
+                         {"rx_bytes", c.rx_bytes},
+                         {"tx_frames", c.tx_frames},
+                         {"tx_bytes", c.tx_bytes},
                          {"drops", drops}};
+      }
+      if (policy) {
+        const ManifestPolicy::Stats ps = policy->stats();
+        policy_stats = {{"frames", ps.frames},         {"judged", ps.judged},
+                        {"violations", ps.violations}, {"dropped", ps.dropped},
+                        {"pruned", ps.pruned},         {"uncached_frames", ps.uncached_frames}};
       }
       server->Close();
       switch_io.stop();
@@ -383,10 +484,16 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
                      {"flows", st.flows},
                      {"events", st.events}};
     if (!closed.ok()) meta["error"] = closed.message();
+    if (!policy_stats.is_null()) meta["manifest_checks"] = policy_stats;
     RETURN_IF_ERROR(store->PutCapture(result.capture_id, meta));
     result.capture_meta = meta;
   }
 
+  if (alerts) {
+    Status closed = alerts->Close();
+    result.alerts = alerts->GetStats();
+    if (!closed.ok()) result.failures.push_back("alerts: " + closed.message());
+  }
   for (size_t i = 0; i < runs.size(); ++i) {
     if (runs[i].outcome && runs[i].outcome->ok()) {
       result.recordings.push_back(std::move(runs[i].outcome->value()));

@@ -15,12 +15,15 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "recorder/alerts.h"
 #include "recorder/capture_writer.h"
+#include "recorder/manifest_policy.h"
 #include "recorder/recorder.h"
 #include "recorder/switch_server.h"
 #include "recorder/vm_spec.h"
@@ -60,19 +63,29 @@ struct LabOptions {
   CaptureWriter::Options capture;
   // Called once the capture exists (before any VM starts).
   std::function<void(const std::string& capture_id)> on_capture;
+  // Manifests by VM name, overriding the specs' `manifest:` (docs/manifest.md).
+  std::map<std::string, std::string> manifests;
+  // Called on the alert writer's thread after each alert is stored.
+  std::function<void(const StoredAlert&)> on_alert;
+  ManifestPolicy::Options policy;
 };
 
 struct LabResult {
-  std::string capture_id;  // "" when no NIC was on the switch
+  std::string capture_id;                 // "" when no NIC was on the switch
   std::vector<RecordingInfo> recordings;  // those that started, in lab order
   std::vector<std::string> failures;      // one line per VM that could not be recorded
   CaptureWriter::Stats capture;
+  AlertWriter::Stats alerts;
   nlohmann::json capture_meta;  // as stored (ports with counters ...)
 };
 
 // Runs the lab until it ends (see above). Fails only when nothing could be
-// started (bad files, the switch could not listen, the store failed); VMs that
-// fail individually are listed in LabResult::failures.
+// started (bad files, a bad manifest, the switch could not listen, the store
+// failed); VMs that fail individually (a start refused by attestation too)
+// are listed in LabResult::failures.
+// VMs with a manifest are checked by it: the switch judges their frames
+// (ManifestPolicy), their boot chain is attested before they start, their
+// QMP events are judged, and alerts go to the store (AlertWriter).
 StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& options);
 
 // A fresh capture id: "<lab>-YYYYMMDD-HHMMSS[-N]".

@@ -15,6 +15,7 @@
 #include "common/files.h"
 #include "common/hash.h"
 #include "common/process.h"
+#include "recorder/attestation.h"
 #include "recorder/qemu_instance.h"
 
 namespace blackbox {
@@ -82,12 +83,21 @@ class Session {
  public:
   Session(Store* store, const VmSpec& spec, const RecorderOptions& options)
       : store_(store), spec_(spec), options_(options), clock_(&RealClock::Get()) {}
+  ~Session() {
+    if (options_.control) options_.control->Detach();
+  }
 
   StatusOr<RecordingInfo> Run();
 
  private:
   Status Prepare();
+  Status Attest();
   Status StartQemu();
+  void OnQmpReady();
+  void CheckQmpEvent(const nlohmann::json& ev);
+  void HandleControl(VmControl::Action a, const std::string& why, VmControl::Done done);
+  void RaiseAlert(const std::string& kind, const std::string& rule, Responses action,
+                  const std::string& reason, nlohmann::json detail = nlohmann::json::object());
   void OnSerial(std::string_view bytes);
   void FlushConsole();
   void PollLog();
@@ -95,7 +105,10 @@ class Session {
   void Stop(const std::string& reason);
   void OnQemuExited(int wait_status);
   Status Finalize();
-  void TakeSnapshot();
+  // Takes a VM snapshot (savevm) and records it; `done` (optional) gets the
+  // outcome. QEMU refuses while replay events are queued: `attempts` more
+  // tries, 200 ms apart.
+  void TakeSnapshot(std::function<void(Status, nlohmann::json)> done = nullptr, int attempts = 0);
   void Progress();
   void Fail(Status s) {
     if (error_.ok()) error_ = std::move(s);
@@ -139,6 +152,8 @@ class Session {
   int64_t qemu_run_ns_ = 0;  // QEMU start to exit
   nlohmann::json snapshots_ = nlohmann::json::array();
   Status error_;
+  bool pause_requested_ = false;  // a STOP Blackbox asked for is not a deviation
+  std::vector<std::unique_ptr<asio::steady_timer>> retry_timers_;
 };
 
 Status Session::Prepare() {
@@ -180,10 +195,9 @@ Status Session::Prepare() {
     nlohmann::json body = {{"kind", "qmp"}, {"event", ev.value("event", "")}};
     if (ev.contains("data")) body["data"] = ev["data"];
     Event(body);
+    CheckQmpEvent(ev);
   };
-  cb.on_qmp_ready = [this]() {
-    if (stopping_) Stop(end_reason_);
-  };
+  cb.on_qmp_ready = [this]() { OnQmpReady(); };
   cb.on_exit = [this](int status) { OnQemuExited(status); };
   cb.on_error = [this](Status s) { Fail(std::move(s)); };
   cb.poll_serial = false;  // PollLog reads it, right after the log
@@ -219,6 +233,7 @@ Status Session::Prepare() {
   info_.extra["spec_env"] = spec_env;
   info_.extra["spec_dir"] = spec_.source_dir;
   info_.extra["inputs"] = inputs;
+  info_.extra["boot"] = {{"cmdline", spec_.append}, {"machine", spec_.machine}};
   info_.extra["disks"] = disks;
   info_.extra["state_image"] = state_image_;
   info_.extra["dir"] = dir_;
@@ -228,11 +243,190 @@ Status Session::Prepare() {
   info_.extra["recorder_pid"] = ::getpid();
   info_.extra["rr"] = {{"enabled", options_.rr}};
   info_.extra["snapshots"] = snapshots_;
+  if (options_.manifest) {
+    const Manifest& m = *options_.manifest;
+    info_.extra["manifest"] = {{"path", m.path},
+                               {"sha256", ToHex(Sha256Of(m.source_text))},
+                               {"mode", m.mode == ManifestMode::kEnforce ? "enforce" : "observe"},
+                               {"text", m.source_text}};
+  }
   RETURN_IF_ERROR(store_->PutRecording(info_));
   if (options_.on_started) options_.on_started(info_.id);
+  if (options_.manifest) RETURN_IF_ERROR(Attest());
 
   chunker_ = std::make_unique<RrChunker>(store_, info_.id, options_.chunker, clock_);
   return Status::Ok();
+}
+
+void Session::RaiseAlert(const std::string& kind, const std::string& rule, Responses action,
+                         const std::string& reason, nlohmann::json detail) {
+  const Manifest& m = *options_.manifest;
+  const bool enforce = m.mode == ManifestMode::kEnforce;
+  spdlog::warn("{}: manifest: {}", spec_.name, reason);
+  if (options_.alerts == nullptr) return;
+  AlertWriter::Raised a;
+  a.vm = spec_.name;
+  a.kind = kind;
+  a.rule = rule;
+  a.action = action;
+  a.enforced = enforce;
+  a.reason = reason;
+  a.detail = std::move(detail);
+  options_.alerts->Raise(std::move(a));
+}
+
+Status Session::Attest() {
+  const Manifest& m = *options_.manifest;
+  BootFacts facts;
+  for (const auto& in : info_.extra["inputs"]) {
+    const std::string role = in.value("role", ""), sha = in.value("sha256", "");
+    if (role == "kernel") facts.kernel_sha256 = sha;
+    if (role == "initrd") facts.initrd_sha256 = sha;
+    if (role.rfind("disk:", 0) == 0) facts.disks_sha256[role.substr(5)] = sha;
+  }
+  facts.cmdline = spec_.append;
+  facts.machine = spec_.machine;
+  if (!m.boot.devices.empty()) {
+    QemuRunPaths paths;
+    paths.disk_overlays = overlays_;
+    paths.sandbox = options_.sandbox;
+    auto devices = ProbeDevices(spec_, paths, options_.qemu_binary);
+    if (!devices.ok()) return devices.status().WithContext("attestation: device probe");
+    facts.devices = std::move(*devices);
+  }
+  std::vector<BootMismatch> mismatches = CompareBoot(m.boot, facts);
+  nlohmann::json list = nlohmann::json::array();
+  std::string what;
+  for (const auto& mm : mismatches) {
+    list.push_back({{"item", mm.item}, {"expected", mm.expected}, {"actual", mm.actual}});
+    what += (what.empty() ? "" : "; ") + mm.ToString();
+  }
+  const bool refuse =
+      !mismatches.empty() && m.mode == ManifestMode::kEnforce && m.refuse_on_mismatch;
+  info_.extra["attestation"] = {{"result", mismatches.empty() ? "match"
+                                           : refuse           ? "refused"
+                                                              : "mismatch"},
+                                {"mismatches", list},
+                                {"devices", facts.devices}};
+  Event({{"kind", "attestation"},
+         {"result", info_.extra["attestation"]["result"]},
+         {"mismatches", list}});
+  if (mismatches.empty()) return store_->PutRecording(info_);
+  RaiseAlert("boot", "boot", kRespAlert,
+             std::string(refuse ? "start refused: " : "boot chain differs: ") + what,
+             {{"mismatches", list}, {"refused", refuse}, {"rule_line", m.boot.line}});
+  if (!refuse) return store_->PutRecording(info_);
+  info_.state = "refused";
+  info_.ended_wall_ns = clock_->WallNanos();
+  info_.extra["end_reason"] = "attestation failed: " + what;
+  RETURN_IF_ERROR(store_->PutRecording(info_));
+  return FailedPrecondition(spec_.name + ": attestation failed, start refused: " + what);
+}
+
+void Session::OnQmpReady() {
+  if (stopping_) {
+    Stop(end_reason_);
+    return;
+  }
+  // The devices QEMU reports, kept with the recording (manifest learn).
+  if (QmpClient* qmp = qemu_->qmp()) {
+    qmp->Execute("query-pci", nullptr, [this](StatusOr<nlohmann::json> r) {
+      if (!r.ok()) return;
+      info_.extra["devices"] = DescribeDevices(*r);
+      store_->PutRecording(info_).IgnoreError();
+    });
+  }
+  if (options_.control) {
+    options_.control->Attach(
+        [this](VmControl::Action a, const std::string& why, VmControl::Done done) {
+          asio::post(io_, [this, a, why, done = std::move(done)]() mutable {
+            HandleControl(a, why, std::move(done));
+          });
+        });
+  }
+}
+
+void Session::HandleControl(VmControl::Action a, const std::string& why, VmControl::Done done) {
+  QmpClient* qmp = qemu_->qmp();
+  if (qmp == nullptr || qemu_exited_ || stopping_) {
+    done(FailedPrecondition("the VM is stopping"), nullptr);
+    return;
+  }
+  Event({{"kind", "recorder"}, {"what", VmControl::ActionName(a)}, {"why", why}});
+  switch (a) {
+    case VmControl::Action::kPause:
+      pause_requested_ = true;
+      qmp->Execute("stop", nullptr, [this, done](StatusOr<nlohmann::json> r) {
+        if (!r.ok()) return done(r.status(), nullptr);
+        QmpClient* q = qemu_->qmp();
+        if (q == nullptr) return done(Unavailable("QMP went away"), nullptr);
+        q->Execute("query-status", nullptr, [done](StatusOr<nlohmann::json> st) {
+          if (!st.ok()) return done(st.status(), nullptr);
+          done(Status::Ok(),
+               {{"status", st->value("status", "")}, {"running", st->value("running", true)}});
+        });
+      });
+      return;
+    case VmControl::Action::kSnapshot:
+      Event({{"kind", "mark"}, {"why", why}});
+      TakeSnapshot(done, 25);
+      return;
+    case VmControl::Action::kPowerOff:
+      Stop("powered off by a manifest response (" + why + ")");
+      done(Status::Ok(), {{"qmp", "quit"}});
+      return;
+  }
+}
+
+void Session::CheckQmpEvent(const nlohmann::json& ev) {
+  if (!options_.manifest) return;
+  const EventRules& rules = options_.manifest->events;
+  const std::string name = ev.value("event", "");
+  const nlohmann::json data =
+      ev.contains("data") && ev["data"].is_object() ? ev["data"] : nlohmann::json::object();
+  const bool by_guest = data.value("guest", false);
+  Responses action = 0;
+  std::string rule, reason;
+  if (name == "GUEST_PANICKED") {
+    action = rules.guest_panic;
+    rule = "events.guest_panic";
+    reason = "the guest panicked";
+  } else if (name == "DEVICE_DELETED") {
+    action = rules.device_change;
+    rule = "events.device_change";
+    reason =
+        "device " + data.value("device", data.value("path", std::string("?"))) + " was removed";
+  } else if (name == "SHUTDOWN" && by_guest && !stopping_) {
+    action = rules.guest_shutdown;
+    rule = "events.guest_shutdown";
+    reason = "the guest shut itself down (" + data.value("reason", std::string("?")) + ")";
+  } else if (name == "RESET" && by_guest) {
+    action = rules.guest_reset;
+    rule = "events.guest_reset";
+    reason = "the guest reset itself (" + data.value("reason", std::string("?")) + ")";
+  } else if (name == "STOP" && !pause_requested_ && !snapshot_in_flight_ && !stopping_) {
+    action = rules.unexpected_stop;
+    rule = "events.unexpected_stop";
+    reason = "the VM stopped without Blackbox asking";
+  }
+  if (action == 0) return;
+  RaiseAlert("event", rule, action, reason, {{"qmp_event", ev}});
+  // The VM-level responses happen here; drop/quarantine are the switch's.
+  const Responses acts = options_.manifest->mode == ManifestMode::kEnforce ? action : 0;
+  if (acts & (kRespSnapshot | kRespPause | kRespPowerOff)) {
+    auto note = [this, rule](const char* what) {
+      return [this, rule, what](Status s, nlohmann::json detail) {
+        Event({{"kind", "response"},
+               {"rule", rule},
+               {"action", what},
+               {"outcome", s.ok() ? "done" : "failed: " + s.message()},
+               {"detail", detail}});
+      };
+    };
+    if (acts & kRespSnapshot) HandleControl(VmControl::Action::kSnapshot, rule, note("snapshot"));
+    if (acts & kRespPause) HandleControl(VmControl::Action::kPause, rule, note("pause"));
+    if (acts & kRespPowerOff) HandleControl(VmControl::Action::kPowerOff, rule, note("poweroff"));
+  }
 }
 
 Status Session::StartQemu() {
@@ -321,42 +515,66 @@ void Session::ScheduleTimers() {
   });
 }
 
-void Session::TakeSnapshot() {
+void Session::TakeSnapshot(std::function<void(Status, nlohmann::json)> done, int attempts) {
   QmpClient* qmp = qemu_->qmp();
-  if (qmp == nullptr || stopping_ || snapshot_in_flight_) return;
+  auto fail = [done](Status st) {
+    if (done) done(std::move(st), nullptr);
+  };
+  if (qmp == nullptr || stopping_) return fail(FailedPrecondition("the VM is not running"));
+  if (snapshot_in_flight_) {
+    if (attempts <= 0) return fail(Unavailable("another snapshot is being taken"));
+  }
+  auto retry = [this, done, attempts](Status why) {
+    if (attempts <= 0 || stopping_ || qemu_exited_) {
+      if (done) done(std::move(why), nullptr);
+      return;
+    }
+    auto timer = std::make_unique<asio::steady_timer>(io_, milliseconds(200));
+    timer->async_wait([this, done, attempts](const boost::system::error_code& ec) {
+      if (ec) return;
+      TakeSnapshot(done, attempts - 1);
+    });
+    retry_timers_.push_back(std::move(timer));
+  };
+  if (snapshot_in_flight_) return retry(Unavailable("another snapshot is being taken"));
   snapshot_in_flight_ = true;
   std::string name = "bb-" + std::to_string(++snapshot_count_);
   int64_t wall = clock_->WallNanos();
   qmp->Execute(
       "human-monitor-command", {{"command-line", "savevm " + name}},
-      [this, name, wall](StatusOr<nlohmann::json> r) {
+      [this, name, wall, retry, fail, done](StatusOr<nlohmann::json> r) {
         if (!r.ok() || (r->is_string() && !r->get<std::string>().empty())) {
-          // QEMU refuses while replay events are queued; try again next time.
+          // QEMU refuses while replay events are queued; try again.
           snapshot_in_flight_ = false;
           --snapshot_count_;
           std::string why = r.ok() ? r->get<std::string>() : r.status().message();
           spdlog::debug("snapshot {} not taken: {}", name, why);
+          retry(Unavailable("QEMU did not take the snapshot: " + why));
           return;
         }
         QmpClient* qmp2 = qemu_->qmp();
         if (qmp2 == nullptr) {
           snapshot_in_flight_ = false;
+          fail(Unavailable("QMP went away"));
           return;
         }
-        qmp2->Execute("query-block", nullptr, [this, name, wall](StatusOr<nlohmann::json> blocks) {
-          snapshot_in_flight_ = false;
-          nlohmann::json snap = {{"name", name}, {"wall_ns", wall}};
-          if (blocks.ok()) FindSnapshotInfo(*blocks, name, snap);
-          if (!snap.contains("icount")) {
-            // QEMU went away meanwhile (or did not list it): not a usable snapshot.
-            spdlog::debug("snapshot {} not found in query-block", name);
-            return;
-          }
-          snapshots_.push_back(snap);
-          info_.extra["snapshots"] = snapshots_;
-          store_->PutRecording(info_).IgnoreError();
-          Event({{"kind", "recorder"}, {"what", "snapshot"}, {"snapshot", snap}});
-        });
+        qmp2->Execute("query-block", nullptr,
+                      [this, name, wall, fail, done](StatusOr<nlohmann::json> blocks) {
+                        snapshot_in_flight_ = false;
+                        nlohmann::json snap = {{"name", name}, {"wall_ns", wall}};
+                        if (blocks.ok()) FindSnapshotInfo(*blocks, name, snap);
+                        if (!snap.contains("icount")) {
+                          // QEMU went away meanwhile (or did not list it): not usable.
+                          spdlog::debug("snapshot {} not found in query-block", name);
+                          fail(Unavailable("snapshot " + name + " not listed by QEMU"));
+                          return;
+                        }
+                        snapshots_.push_back(snap);
+                        info_.extra["snapshots"] = snapshots_;
+                        store_->PutRecording(info_).IgnoreError();
+                        Event({{"kind", "recorder"}, {"what", "snapshot"}, {"snapshot", snap}});
+                        if (done) done(Status::Ok(), snap);
+                      });
       },
       milliseconds(60000));
 }
@@ -390,6 +608,7 @@ void Session::Stop(const std::string& reason) {
 }
 
 void Session::OnQemuExited(int wait_status) {
+  if (options_.control) options_.control->Detach();
   qemu_exited_ = true;
   qemu_run_ns_ = clock_->MonotonicNanos() - start_mono_;
   qemu_wait_status_ = wait_status;
@@ -424,8 +643,8 @@ Status Session::Finalize() {
   }
   Status seal = chunker_->Finish();
   const rr::Stats& st = chunker_->stats();
-  bool complete = options_.rr ? header_ok && st.saw_end
-                              : qemu_wait_status_ == 0 || (stopping_ && error_.ok());
+  bool complete =
+      options_.rr ? header_ok && st.saw_end : qemu_wait_status_ == 0 || (stopping_ && error_.ok());
   info_.state = complete ? "complete" : "interrupted";
   info_.ended_wall_ns = clock_->WallNanos();
   std::string qemu_exit = ChildProcess::DescribeWaitStatus(qemu_wait_status_);

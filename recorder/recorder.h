@@ -21,6 +21,8 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "recorder/alerts.h"
+#include "recorder/manifest.h"
 #include "recorder/rr_chunker.h"
 #include "recorder/vm_spec.h"
 #include "store/store.h"
@@ -66,6 +68,19 @@ struct RecorderOptions {
   std::shared_ptr<std::atomic<bool>> stop;
   // Optional: called once with the recording id as soon as it exists.
   std::function<void(const std::string&)> on_started;
+  // The VM's manifest (null: none). With one, the recording keeps its text
+  // and hash, the boot chain is attested before QEMU starts (a mismatch in
+  // enforce mode refuses the start: RecordVm fails with FailedPrecondition
+  // and the recording's state is "refused"), and the QMP events the
+  // manifest judges (guest panic, device changes, shutdowns, resets and
+  // stops Blackbox did not ask for) raise alerts through `alerts`.
+  std::shared_ptr<const Manifest> manifest;
+  // Where alerts go (not owned; must outlive RecordVm). Null: alerts are
+  // only logged.
+  AlertWriter* alerts = nullptr;
+  // Attached while QEMU runs, so manifest responses can pause, snapshot or
+  // power off the VM. Optional.
+  std::shared_ptr<VmControl> control;
 };
 
 // Records `spec` until it ends. Returns the final RecordingInfo (also when

@@ -127,6 +127,9 @@ class SwitchServer {
   // (each passed to the frame observer), so an observer can hand over what it
   // collected once per read rather than once per frame. Replaces any previous.
   void SetBatchObserver(std::function<void()> observer) { batch_observer_ = std::move(observer); }
+  // The L2Switch's FramePolicy (see l2_switch.h, rule 7); null for none. Not
+  // owned; must outlive the server's use of it.
+  void SetPolicy(FramePolicy* policy) { switch_.SetPolicy(policy); }
   // Called for connection and queue events. Replaces any previous observer.
   void SetEventObserver(EventObserver observer) { event_observer_ = std::move(observer); }
 

@@ -78,7 +78,8 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
   if (!root.IsMap()) return InvalidArgument("spec: the top level must be a mapping");
   RETURN_IF_ERROR(CheckKeys(
       root,
-      {"name", "kernel", "initrd", "append", "memory", "machine", "disks", "nics", "serial_ports"},
+      {"name", "kernel", "initrd", "append", "memory", "machine", "disks", "nics", "serial_ports",
+       "manifest"},
       ""));
   ASSIGN_OR_RETURN(spec.name, GetString(root, "name", "name", true));
   if (!ValidName(spec.name, 64)) {
@@ -89,6 +90,8 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
   ASSIGN_OR_RETURN(std::string initrd, GetString(root, "initrd", "initrd", false));
   if (!initrd.empty()) spec.initrd = ResolvePath(initrd, base_dir);
   ASSIGN_OR_RETURN(spec.append, GetString(root, "append", "append", false));
+  ASSIGN_OR_RETURN(std::string manifest, GetString(root, "manifest", "manifest", false));
+  if (!manifest.empty()) spec.manifest = ResolvePath(manifest, base_dir);
   ASSIGN_OR_RETURN(std::string machine, GetString(root, "machine", "machine", false));
   if (!machine.empty()) {
     if (machine != "pc" && machine != "q35" && machine.rfind("pc-", 0) != 0) {

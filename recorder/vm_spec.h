@@ -51,6 +51,8 @@ struct VmSpec {
   std::vector<DiskSpec> disks;
   std::vector<NicSpec> nics;
   int serial_ports = 1;     // only the first is captured; 1..4
+  // The VM's manifest (docs/manifest.md), absolute path; empty: none.
+  std::string manifest;
   std::string source_text;  // the YAML as given (kept with the recording)
   std::string source_dir;   // directory relative paths were resolved against
 };

@@ -2,7 +2,9 @@
 # Sets everything up (scripts/setup.sh) and runs the demo: boots the built-in
 # CPU test guest under QEMU record/replay, records it into the store while it
 # runs, lists the recording, verifies a replay byte for byte, and exports the
-# log. Recordings go to $BLACKBOX_DATA (default: build/demo-data).
+# log; then labs of guests on Blackbox's switch (flows, pcapng, spoofing) and
+# manifests (learned, then a misbehaving guest alerted and blocked).
+# Recordings go to $BLACKBOX_DATA (default: build/demo-data).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BLACKBOX_BUILD_DIR:-$ROOT/build}
@@ -53,5 +55,23 @@ tshark -r "$BLACKBOX_DATA/$SPOOFER.pcapng" -Y frame.comment -T fields -e frame.i
 
 step "11. verify $CLIENT: its network input replays from the rr log, byte for byte"
 "$BB" verify "$CLIENT"
+
+step "12. manifests: a normal web/client run, and the client's manifest learned from it"
+"$BB" record "$ROOT/examples/lab-web.yaml"
+"$BB" manifest learn client -o "$BLACKBOX_DATA/client-learned.yaml"
+sed -n '/^network:/,/^rates:/p' "$BLACKBOX_DATA/client-learned.yaml"
+
+step "13. a client that misbehaves under its enforced manifest (examples/manifests/): it tries port 2222"
+SINCE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+"$BB" record "$ROOT/examples/lab-probe.yaml"
+PROBER=$("$BB" ls --json | grep '"vm_name":"client"' | tail -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+"$BB" console "$PROBER" | grep BB-PROBE
+
+step "14. the alert, as a person reads it and as a SIEM gets it"
+"$BB" alerts --since "$SINCE"
+"$BB" alerts --since "$SINCE" --json
+
+step "15. what that recording did that the manifest does not allow"
+"$BB" manifest diff "$ROOT/examples/manifests/client.yaml" "$PROBER" || true
 echo
 echo "demo done. Try: $BB replay $ID   (BLACKBOX_DATA=$BLACKBOX_DATA)"

@@ -12,12 +12,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstring>
 #include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <span>
 #include <utility>
 
@@ -40,6 +42,7 @@ constexpr size_t kMaxEventSize = 1u << 20;           // serialised JSON of one e
 constexpr size_t kMaxRecordingJsonSize = 16u << 20;  // serialised JSON of one RecordingInfo
 constexpr size_t kMaxCaptureJsonSize = 16u << 20;    // serialised JSON of one capture's metadata
 constexpr size_t kMaxFlowSize = 1u << 20;            // serialised JSON of one flow record
+constexpr size_t kMaxAlertSize = 1u << 20;           // serialised JSON of one alert
 constexpr uint32_t kMaxBatchRawSize = 64u << 20;     // encoded bytes of one frame batch
 constexpr size_t kMaxFrameSize = 256u << 10;         // bytes of one captured frame
 constexpr size_t kMaxDropReasonSize = 255;           // stored bytes of a drop reason
@@ -80,6 +83,10 @@ constexpr size_t kConsoleHeaderSize = 9;
 constexpr uint8_t kFlowVersion = 1;
 constexpr size_t kFlowHeaderSize = 9;
 
+// alerts value: version | JSON.
+constexpr uint8_t kAlertVersion = 1;
+constexpr size_t kAlertHeaderSize = 1;
+
 enum Cf {
   kMeta = 0,
   kRecordings,
@@ -91,20 +98,25 @@ enum Cf {
   kFrameIndex,
   kFrames,
   kFlows,
+  kAlerts,  // added after the capture families
   kNumCfs
 };
 constexpr const char* kCfNames[kNumCfs] = {"meta",    "recordings", "rr_index", "rr_chunks",
                                            "console", "events",     "captures", "frame_index",
-                                           "frames",  "flows"};
+                                           "frames",  "flows",      "alerts"};
 // How error messages name each column family.
 constexpr const char* kCfWhat[kNumCfs] = {"meta",    "recordings", "rr index", "rr chunks",
                                           "console", "events",     "captures", "frame index",
-                                          "frames",  "flows"};
-// A read-only open accepts a store written before these existed and sees them empty.
+                                          "frames",  "flows",      "alerts"};
+// A read-only (or secondary) open accepts a store written before these existed and sees them
+// empty.
 constexpr int kFirstOptionalCf = kCaptures;
 
-// What owns the keys of a column family, for error messages.
-const char* OwnerOf(Cf c) { return c >= kCaptures ? "capture" : "recording"; }
+// What owns the keys of a column family, for error messages. (Alert keys have no owner id.)
+const char* OwnerOf(Cf c) {
+  if (c == kAlerts) return "store";
+  return c >= kCaptures ? "capture" : "recording";
+}
 
 // ---- bytes ----
 
@@ -251,13 +263,12 @@ std::string SeqKey(const std::string& id, uint64_t seq) {
   PutBE64(&k, seq);
   return k;
 }
-// Key of an event or flow: `time` is already mapped to an order-preserving u64 (EventTime,
-// FlowTime).
-std::string TimeKey(const std::string& id, uint64_t time, uint32_t seq) {
-  std::string k = KeyPrefix(id);
-  PutBE64(&k, time);
-  PutBE32(&k, seq);
-  return k;
+// Key of an event, flow or alert: `prefix` is KeyPrefix(id) ("" for alerts, which belong to
+// no id), `time` is already mapped to an order-preserving u64 (EventTime, FlowTime).
+std::string TimeKey(std::string prefix, uint64_t time, uint32_t seq) {
+  PutBE64(&prefix, time);
+  PutBE32(&prefix, seq);
+  return prefix;
 }
 // Event times are refused when negative, so their two's complement orders like the times.
 uint64_t EventTime(int64_t wall_ns) { return static_cast<uint64_t>(wall_ns); }
@@ -772,6 +783,77 @@ StatusOr<nlohmann::json> ParseFlow(const std::string& id, rocksdb::Slice key_suf
   return j;
 }
 
+// ---- alerts ----
+
+// Key of an alert: wall_ns (refused when negative, so its two's complement orders like the
+// time, as for events) | seq. Alerts belong to no recording or capture: no id prefix.
+std::string AlertKey(int64_t wall_ns, uint32_t seq) { return TimeKey("", EventTime(wall_ns), seq); }
+std::string AlertId(int64_t wall_ns, uint32_t seq) {
+  return std::to_string(wall_ns) + "-" + std::to_string(seq);
+}
+
+// Checks that an alert body is an object with string "vm" and "kind". InvalidArgument says
+// what is wrong, in one line.
+Status CheckAlertBody(const nlohmann::json& body) {
+  if (!body.is_object()) return InvalidArgument("an alert must be a JSON object");
+  for (const char* field : {"vm", "kind"}) {
+    auto it = body.find(field);
+    if (it == body.end() || !it->is_string()) {
+      return InvalidArgument(std::string("an alert must have a string '") + field + "'");
+    }
+  }
+  return Status::Ok();
+}
+
+// Parses an alert id exactly as AlertId writes it: "<wall_ns>-<seq>", both decimal without
+// sign, spaces or leading zeros, wall_ns within int64 and seq within uint32.
+bool ParseAlertId(std::string_view id, int64_t* wall_ns, uint32_t* seq) {
+  auto number = [](std::string_view s, uint64_t max, uint64_t* out) {
+    if (s.empty() || (s.size() > 1 && s[0] == '0')) return false;
+    if (!std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return false;
+    }
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+    return ec == std::errc() && end == s.data() + s.size() && *out <= max;
+  };
+  const size_t dash = id.find('-');
+  if (dash == std::string_view::npos) return false;
+  uint64_t w = 0;
+  uint64_t q = 0;
+  if (!number(id.substr(0, dash), std::numeric_limits<int64_t>::max(), &w) ||
+      !number(id.substr(dash + 1), std::numeric_limits<uint32_t>::max(), &q)) {
+    return false;
+  }
+  *wall_ns = static_cast<int64_t>(w);
+  *seq = static_cast<uint32_t>(q);
+  return true;
+}
+
+// Decodes one stored alert (key and value of the alerts column family). Corruption names the
+// alert and its key.
+StatusOr<StoredAlert> DecodeAlert(rocksdb::Slice key, rocksdb::Slice value) {
+  if (key.size() != 12) return Corruption("malformed alerts key " + ToHex(View(key)));
+  const uint64_t time = GetBE64(key.data());
+  const uint32_t seq = GetBE32(key.data() + 8);
+  if (time > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return Corruption("alerts key " + ToHex(View(key)) + " has a negative time");
+  }
+  StoredAlert a;
+  a.wall_ns = static_cast<int64_t>(time);
+  a.id = AlertId(a.wall_ns, seq);
+  const std::string what = "alert " + a.id + " (key " + ToHex(View(key)) + ")";
+  if (value.size() < kAlertHeaderSize) return Corruption(what + ": bad value header (empty)");
+  if (static_cast<uint8_t>(value[0]) != kAlertVersion) {
+    return Corruption(what + ": bad value header (format version " +
+                      std::to_string(static_cast<uint8_t>(value[0])) + ", this binary knows " +
+                      std::to_string(kAlertVersion) + ")");
+  }
+  ASSIGN_OR_RETURN(a.body, ParseJson(View(value).substr(kAlertHeaderSize), kMaxAlertSize, what));
+  Status body = CheckAlertBody(a.body);
+  if (!body.ok()) return Corruption(what + ": stored alert: " + body.message());
+  return a;
+}
+
 }  // namespace
 
 // ---- RecordingInfo ----
@@ -887,10 +969,35 @@ ZSTD_CCtx* CreateCctx() {
   return c;
 }
 
+// A consistent view for reads of several steps (an index entry, then its payload...). On a
+// writer or a read-only store it is a RocksDB snapshot. A secondary's iterators refuse
+// snapshots (NotSupported), but its view only moves in CatchUp, so there the scope holds
+// CatchUp off instead (catchup_mu is that store's, nullptr elsewhere).
+class ReadScope {
+ public:
+  ReadScope(rocksdb::DB* db, std::shared_mutex* catchup_mu) {
+    if (catchup_mu != nullptr) {
+      hold_ = std::shared_lock<std::shared_mutex>(*catchup_mu);
+    } else {
+      snap_.emplace(db);
+      options_.snapshot = snap_->snapshot();
+    }
+  }
+  ReadScope(const ReadScope&) = delete;
+  ReadScope& operator=(const ReadScope&) = delete;
+  const rocksdb::ReadOptions& options() const { return options_; }
+
+ private:
+  std::shared_lock<std::shared_mutex> hold_;
+  std::optional<rocksdb::ManagedSnapshot> snap_;
+  rocksdb::ReadOptions options_;
+};
+
 }  // namespace
 
 struct Store::Impl {
-  StoreOptions options;
+  StoreOptions options;    // read_only is set for a secondary too
+  bool secondary = false;  // opened with StoreOptions::secondary_path
   rocksdb::DB* db = nullptr;
   // Our column families first (index = Cf; nullptr for an optional one a read-only open did
   // not find), then the default one and any unknown ones the database already had.
@@ -903,7 +1010,11 @@ struct Store::Impl {
 
   std::mutex rr_mu;  // serialises AppendRrChunk's check-then-write
 
-  std::mutex timed_mu;  // serialises seq assignment of events and flows
+  std::mutex timed_mu;  // serialises seq assignment of events, flows and alerts
+
+  // Secondary only: CatchUp holds it exclusively, ReadScopes shared.
+  std::shared_mutex catchup_mu;
+  ReadScope Scope() { return ReadScope(db, secondary ? &catchup_mu : nullptr); }
 
   // Where the frame chain of a capture ends, so that AppendFrameBatch does not rescan.
   struct CaptureHead {
@@ -983,7 +1094,8 @@ struct Store::Impl {
 
   Status CheckWritable() const {
     if (options.read_only) {
-      return FailedPrecondition("store " + options.path + " is open read-only");
+      return FailedPrecondition("store " + options.path + " is open read-only" +
+                                (secondary ? " (as a secondary)" : ""));
     }
     return Status::Ok();
   }
@@ -1152,24 +1264,31 @@ struct Store::Impl {
     return head.get();
   }
 
+  StatusOr<std::string> ResolveKey(Cf c, const std::string& what,
+                                   const std::string& id_or_prefix) const;
+
   // Stores value under TimeKey(id, time, seq) in column family c (events or flows) with seq
   // one more than the highest already stored at that time for id (0 when none), so that equal
   // times keep insertion order. `where` names the owner in errors; `wall_ns` is the time as
   // shown to people.
-  StatusOr<std::string> ResolveKey(Cf c, const std::string& what,
-                                   const std::string& id_or_prefix) const;
-
   Status PutTimed(Cf c, const std::string& id, uint64_t time, int64_t wall_ns,
                   std::string_view value, const std::string& where) {
+    return PutTimedKey(c, KeyPrefix(id), time, wall_ns, value, where).status();
+  }
+
+  // PutTimed for keys `prefix | time:u64 | seq:u32` with any prefix ("" for alerts). Returns
+  // the seq assigned.
+  StatusOr<uint32_t> PutTimedKey(Cf c, const std::string& prefix, uint64_t time, int64_t wall_ns,
+                                 std::string_view value, const std::string& where) {
     std::lock_guard<std::mutex> lock(timed_mu);
     uint32_t seq = 0;
+    const std::string same_time = TimeKey(prefix, time, 0).substr(0, prefix.size() + 8);
     {
-      const std::string same_time = TimeKey(id, time, 0).substr(0, id.size() + 1 + 8);
       rocksdb::ReadOptions ro;
       rocksdb::Slice lower(same_time);
       ro.iterate_lower_bound = &lower;
       std::unique_ptr<rocksdb::Iterator> it = NewIterator(ro, c);
-      it->SeekForPrev(TimeKey(id, time, std::numeric_limits<uint32_t>::max()));
+      it->SeekForPrev(TimeKey(prefix, time, std::numeric_limits<uint32_t>::max()));
       if (it->Valid() && StartsWith(it->key(), same_time) &&
           it->key().size() == same_time.size() + 4) {
         uint32_t last = GetBE32(it->key().data() + same_time.size());
@@ -1182,8 +1301,9 @@ struct Store::Impl {
       if (!it->status().ok()) return FromRocks(it->status(), where + " " + kCfWhat[c]);
     }
     rocksdb::WriteBatch batch;
-    batch.Put(cf(c), TimeKey(id, time, seq), rocksdb::Slice(value.data(), value.size()));
-    return Write(&batch, where + " " + kCfWhat[c]);
+    batch.Put(cf(c), TimeKey(prefix, time, seq), rocksdb::Slice(value.data(), value.size()));
+    RETURN_IF_ERROR(Write(&batch, where + " " + kCfWhat[c]));
+    return seq;
   }
 
   // Walks the chunks or batches of `id` in seq order in one snapshot and checks everything
@@ -1200,9 +1320,8 @@ struct Store::Impl {
       Store::ChainReport* report) {
     using T = ChainTraits<Info>;
     const std::string item = T::kItem;
-    rocksdb::ManagedSnapshot snap(db);
-    rocksdb::ReadOptions ro;
-    ro.snapshot = snap.snapshot();
+    ReadScope scope = Scope();
+    rocksdb::ReadOptions ro = scope.options();
     const std::string prefix = KeyPrefix(id);
 
     // Records the failure in *report. The error it returns only stops ForEachKeyOf;
@@ -1297,18 +1416,28 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
     return InvalidArgument("zstd level " + std::to_string(options.zstd_level) + " is out of range");
   }
   const std::string& path = options.path;
+  const bool secondary = !options.secondary_path.empty();
+  // A secondary is read-only: everything below that says read_only applies to it as well.
+  const bool read_only = options.read_only || secondary;
+  if (secondary && options.secondary_path == path) {
+    return InvalidArgument("store " + path + ": the secondary path must differ from the store's");
+  }
   const bool existed = PathExists(path + "/CURRENT");
-  if (!existed && (options.read_only || !options.create_if_missing)) {
+  if (!existed && (read_only || !options.create_if_missing)) {
     return IOError("store " + path + " does not exist");
   }
   if (!existed) RETURN_IF_ERROR(MakeDirs(path));
+  if (secondary) RETURN_IF_ERROR(MakeDirs(options.secondary_path));
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
   // A writer adds the column families a store written by an older binary lacks (only a store
   // that exists gets here without create_if_missing).
-  db_options.create_missing_column_families = !options.read_only;
+  db_options.create_missing_column_families = !read_only;
   db_options.keep_log_file_num = 5;
+  // A secondary keeps every table file open: it must not lose one the writer deletes between
+  // its catch-ups (RocksDB requires this).
+  if (secondary) db_options.max_open_files = -1;
 
   rocksdb::ColumnFamilyOptions small_cf;
   small_cf.compression = rocksdb::kZSTD;
@@ -1326,7 +1455,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
     if (!s.ok()) return FromRocks(s, "cannot open store " + path);
     have.insert(names.begin(), names.end());
     for (int c = 0; c < kFirstOptionalCf; ++c) {
-      if (options.read_only && !have.count(kCfNames[c])) {
+      if (read_only && !have.count(kCfNames[c])) {
         return Corruption("store " + path + " has no column family '" + kCfNames[c] +
                           "' (not a Blackbox store?)");
       }
@@ -1341,7 +1470,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   std::vector<rocksdb::ColumnFamilyDescriptor> all;
   std::vector<int> slot;  // the Cf of all[i], or -1
   for (int c = 0; c < kNumCfs; ++c) {
-    if (options.read_only && !have.count(kCfNames[c])) continue;
+    if (read_only && !have.count(kCfNames[c])) continue;
     all.emplace_back(kCfNames[c], c == kRrChunks || c == kFrames ? chunk_cf : small_cf);
     slot.push_back(c);
   }
@@ -1351,12 +1480,17 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
 
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  impl->options.read_only = read_only;
+  impl->secondary = secondary;
   impl->write_options.sync = options.sync_writes;
   impl->write_options.disableWAL = false;
 
   rocksdb::Status s;
   std::vector<rocksdb::ColumnFamilyHandle*> opened;
-  if (options.read_only) {
+  if (secondary) {
+    s = rocksdb::DB::OpenAsSecondary(db_options, path, options.secondary_path, all, &opened,
+                                     &impl->db);
+  } else if (read_only) {
     s = rocksdb::DB::OpenForReadOnly(db_options, path, all, &opened, &impl->db,
                                      /*error_if_wal_file_exists=*/false);
   } else {
@@ -1391,7 +1525,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
                         "' (this binary knows " + kSchemaVersion + ")");
     }
   } else if (s.IsNotFound()) {
-    if (options.read_only) {
+    if (read_only) {
       return Corruption("store " + path + " has no schema version (not a Blackbox store?)");
     }
     // A fresh database (or one whose creation stopped before this write) gets stamped;
@@ -1582,9 +1716,8 @@ StatusOr<std::string> Store::ReadRrChunk(const std::string& recording_id, uint64
   const std::string& id = recording_id;
   const std::string where = "recording " + id + " chunk " + std::to_string(seq);
   // One snapshot, so a concurrent replacement of the newest chunk is seen whole or not at all.
-  rocksdb::ManagedSnapshot snap(impl_->db);
-  rocksdb::ReadOptions ro;
-  ro.snapshot = snap.snapshot();
+  ReadScope scope = impl_->Scope();
+  const rocksdb::ReadOptions& ro = scope.options();
   ASSIGN_OR_RETURN(RrChunkInfo info, impl_->GetIndex<RrChunkInfo>(ro, id, seq));
   if (ComputeChunkChain(info) != info.chain) return Corruption(where + ": " + kChainMismatch);
   std::string raw;
@@ -1922,6 +2055,76 @@ StatusOr<std::vector<nlohmann::json>> Store::ListFlows(const std::string& captur
   return out;
 }
 
+// ---- alerts ----
+
+StatusOr<std::string> Store::PutAlert(int64_t wall_ns, const nlohmann::json& body) {
+  RETURN_IF_ERROR(impl_->CheckWritable());
+  if (wall_ns < 0) {
+    return InvalidArgument("alert time " + std::to_string(wall_ns) + " is negative");
+  }
+  RETURN_IF_ERROR(CheckAlertBody(body));
+  std::string value;
+  value.push_back(static_cast<char>(kAlertVersion));
+  value += DumpJson(body);
+  if (value.size() - kAlertHeaderSize > kMaxAlertSize) {
+    return ResourceExhausted("alert of " + std::to_string(value.size() - kAlertHeaderSize) +
+                             " bytes, above the cap of " + std::to_string(kMaxAlertSize));
+  }
+  const std::string where = "alert at " + std::to_string(wall_ns);
+  ASSIGN_OR_RETURN(uint32_t seq,
+                   impl_->PutTimedKey(kAlerts, "", EventTime(wall_ns), wall_ns, value, where));
+  return AlertId(wall_ns, seq);
+}
+
+StatusOr<std::vector<StoredAlert>> Store::ListAlerts(int64_t since_ns, int64_t until_ns,
+                                                     size_t limit) const {
+  std::vector<StoredAlert> out;
+  // Stored times are never negative.
+  since_ns = std::max<int64_t>(since_ns, 0);
+  if (until_ns < since_ns) return out;
+  std::unique_ptr<rocksdb::Iterator> it = impl_->NewIterator(rocksdb::ReadOptions(), kAlerts);
+  for (it->Seek(AlertKey(since_ns, 0)); it->Valid(); it->Next()) {
+    if (limit != 0 && out.size() == limit) break;
+    // Keys order by time first; a malformed key shorter than a time is reported by DecodeAlert.
+    if (it->key().size() >= 8 && GetBE64(it->key().data()) > EventTime(until_ns)) break;
+    ASSIGN_OR_RETURN(StoredAlert a, DecodeAlert(it->key(), it->value()));
+    out.push_back(std::move(a));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "listing alerts");
+  return out;
+}
+
+StatusOr<StoredAlert> Store::GetAlert(const std::string& alert_id) const {
+  int64_t wall_ns = 0;
+  uint32_t seq = 0;
+  if (!ParseAlertId(alert_id, &wall_ns, &seq)) {
+    return InvalidArgument("malformed alert id '" + Printable(alert_id) +
+                           "' (expected <wall_ns>-<seq>)");
+  }
+  const std::string key = AlertKey(wall_ns, seq);
+  std::string value;
+  rocksdb::Status s = impl_->Get(rocksdb::ReadOptions(), kAlerts, key, &value);
+  if (s.IsNotFound()) return NotFound("no alert '" + alert_id + "'");
+  if (!s.ok()) return FromRocks(s, "alert " + alert_id);
+  return DecodeAlert(key, value);
+}
+
+// ---- secondary ----
+
+Status Store::CatchUp() {
+  if (!impl_->secondary) {
+    return FailedPrecondition("store " + impl_->options.path +
+                              " is not open as a secondary (StoreOptions::secondary_path): "
+                              "there is nothing to catch up with");
+  }
+  std::unique_lock<std::shared_mutex> lock(impl_->catchup_mu);
+  rocksdb::Status s = impl_->db->TryCatchUpWithPrimary();
+  if (!s.ok()) {
+    return FromRocks(s, "store " + impl_->options.path + ": catching up with the writer");
+  }
+  return Status::Ok();
+}
+
 // ---- maintenance ----
 
 Status Store::Flush() {
@@ -1940,9 +2143,8 @@ Status Store::Flush() {
 StatusOr<Store::Usage> Store::GetUsage(const std::string& recording_id) const {
   RETURN_IF_ERROR(ValidateId(recording_id));
   const std::string& id = recording_id;
-  rocksdb::ManagedSnapshot snap(impl_->db);
-  rocksdb::ReadOptions ro;
-  ro.snapshot = snap.snapshot();
+  ReadScope scope = impl_->Scope();
+  const rocksdb::ReadOptions& ro = scope.options();
   Usage u;
   RETURN_IF_ERROR(impl_->ForEachKeyOf(
       ro, kRrIndex, id, [&](rocksdb::Slice key_suffix, rocksdb::Slice value) -> Status {

@@ -11,7 +11,9 @@
 //   - the capture's metadata (JSON owned by the caller),
 //   - the frames the switch handled, as a chain of zstd-compressed batches,
 //     each with an index entry (wall-time range, ports, counts, hashes),
-//   - flow records (JSON from the flow table), ordered by end time.
+//   - flow records (JSON from the flow table), ordered by end time;
+// and alerts (deviations from a VM's manifest, docs/manifest.md), ordered by
+// time, for every VM.
 // Key encoding and value formats are documented in docs/store-format.md.
 //
 // Durability: every write goes through RocksDB's write-ahead log. With
@@ -22,7 +24,8 @@
 // Thread safety: a Store may be used from several threads at once.
 // Only one process may open a Store for writing at a time (RocksDB's LOCK);
 // others may open it read-only (StoreOptions::read_only) and see the state
-// as of their Open.
+// as of their Open, or as a secondary (StoreOptions::secondary_path) that
+// follows the writer with CatchUp().
 #pragma once
 
 #include <cstdint>
@@ -51,6 +54,12 @@ struct StoreOptions {
   // Open read-only (no LOCK taken; sees the state as of Open).
   // Default: false.
   bool read_only = false;
+  // Non-empty: open as a read-only secondary of a store another process is
+  // writing (RocksDB's secondary instance), keeping its own small state in
+  // this directory (created if missing). Unlike read_only it can follow the
+  // writer: CatchUp() makes later writes visible. Implies read_only.
+  // Default: "" (not a secondary).
+  std::string secondary_path;
   // fsync the WAL before each write returns (survives power loss).
   // Default: false (survives process crashes only).
   bool sync_writes = false;
@@ -164,6 +173,13 @@ struct FrameQuery {
   int64_t until_ns = std::numeric_limits<int64_t>::max();  // inclusive
   std::vector<uint32_t> ports;  // empty: all; else a frame matches if its ingress or any egress
                                 // port is listed
+};
+
+// One stored alert.
+struct StoredAlert {
+  std::string id;  // "<wall_ns>-<seq>": unique, sorts like the time
+  int64_t wall_ns = 0;
+  nlohmann::json body;  // {"vm": ..., "kind": ..., ...} as given to PutAlert
 };
 
 // Metadata of one recording. Stored as JSON; unknown fields are preserved in
@@ -312,6 +328,25 @@ class Store {
   StatusOr<std::vector<nlohmann::json>> ListFlows(
       const std::string& capture_id, int64_t since_ns = std::numeric_limits<int64_t>::min(),
       int64_t until_ns = std::numeric_limits<int64_t>::max()) const;
+
+  // ---- alerts ----
+  // Stores an alert at wall_ns (>= 0) and returns its id. `body` must be an
+  // object with string "vm" and "kind" (InvalidArgument otherwise);
+  // ResourceExhausted above 1 MiB serialised. Alerts at the same wall_ns keep
+  // insertion order.
+  StatusOr<std::string> PutAlert(int64_t wall_ns, const nlohmann::json& body);
+  // Alerts with since_ns <= wall_ns <= until_ns, oldest first; at most `limit`
+  // of them (0: no limit), the oldest ones.
+  StatusOr<std::vector<StoredAlert>> ListAlerts(
+      int64_t since_ns = std::numeric_limits<int64_t>::min(),
+      int64_t until_ns = std::numeric_limits<int64_t>::max(), size_t limit = 0) const;
+  // NotFound names the id; InvalidArgument for a malformed id.
+  StatusOr<StoredAlert> GetAlert(const std::string& alert_id) const;
+
+  // Secondary stores only (StoreOptions::secondary_path): catches up with
+  // what the writer has written since Open or the last CatchUp.
+  // FailedPrecondition on a store that is not a secondary.
+  Status CatchUp();
 
   // Flushes memtables to SST files (used before measuring stored size).
   Status Flush();

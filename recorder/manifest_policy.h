@@ -1,0 +1,190 @@
+// ManifestPolicy: the switch checks every frame against the manifests of the
+// VMs it connects (the FramePolicy of L2Switch, rule 7).
+//
+// Per frame, on the switch thread:
+//   - Housekeeping (ARP; ICMPv6 router/neighbour discovery and MLD) passes
+//     unless the manifest says `housekeeping: check`.
+//   - Quarantine: a quarantined VM's port only exchanges frames with the
+//     manifest's management peers; everything else to or from it is dropped.
+//   - Flows: the frame's flow (addresses, protocol, ports; both directions
+//     one flow) is judged once per VM that sends or receives it, the first
+//     time that VM sees it, by the VM's RuleSet. The VM that sends the first
+//     frame it sees of a flow originated it (direction out); a VM that first
+//     receives it did not (in). The verdict is cached per (flow, VM), so a
+//     frame of a known flow costs two hash lookups whatever the number of
+//     rules. A violation is reported once per (flow, VM) with the frame that
+//     started it. In enforce mode a verdict with `drop` drops the flow's
+//     frames from and to that VM for as long as the flow lives, and one with
+//     `quarantine` quarantines the VM at once.
+//   - Rates: each VM's envelope (and each rule's) is a set of token buckets
+//     refilled continuously with a burst of one second's worth. Running dry
+//     is reported once per episode (an episode ends after a second back
+//     inside the envelope); in enforce mode with `drop` the frames beyond
+//     the envelope are dropped.
+// Pause, snapshot and power-off are not the switch's to carry out: they are
+// reported in the Violation for the alert writer to carry out.
+//
+// Cached verdicts are forgotten after Options::flow_idle_ns without a frame
+// (swept about once a second of frame time) or when the cache is full (then
+// new flows are judged on every frame, counted in Stats::uncached_frames).
+//
+// Thread safety: Check() and everything else from the switch thread only,
+// except where a method says otherwise.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "recorder/l2_switch.h"
+#include "recorder/manifest.h"
+
+namespace blackbox {
+
+class ManifestPolicy : public FramePolicy {
+ public:
+  struct Options {
+    // Most (flow, VM) verdicts cached. Default: 65536.
+    size_t max_cached = 65536;
+    // A cached verdict unused this long is forgotten (and judged again, with
+    // a fresh alert, if the flow comes back). Default: 120 s.
+    int64_t flow_idle_ns = int64_t{120} * 1'000'000'000;
+    // While a VM stays out of an envelope, a reminder alert at most this
+    // often. Default: 10 s.
+    int64_t rate_realert_ns = int64_t{10} * 1'000'000'000;
+  };
+
+  // One deviation, handed to the sink on the switch thread (it must not
+  // block: queue it).
+  struct Violation {
+    int64_t mono_ns = 0;    // when the triggering frame was read (the switch's clock)
+    std::string vm;         // whose manifest
+    uint32_t vm_port = 0;   // that VM's port
+    uint32_t ingress = 0;   // port the triggering frame came in on
+    std::string kind;       // "network" (a rule or the default), "rate", "quarantine"
+    int rule = -1;          // Manifest::rules index; -1 the default or a VM envelope
+    std::string rule_name;  // "http-in", "default", "rates"
+    int rule_line = 0;      // YAML line
+    Responses action = 0;   // as the manifest says (always includes alert)
+    bool enforced = false;  // mode enforce: drop/quarantine already applied, the rest to do
+    FlowFacts flow;         // as judged (direction, peer, protocol, service port)
+    std::string src_ip, dst_ip;
+    uint16_t src_port = 0, dst_port = 0;
+    uint8_t proto = 0;
+    std::string reason;  // one line
+    std::string frame;   // the triggering frame, cut to 256 bytes
+  };
+  using Sink = std::function<void(Violation&&)>;
+
+  struct VmPolicy {
+    std::string name;
+    std::shared_ptr<const Manifest> manifest;
+    RuleSet rules;
+    std::vector<uint32_t> ports;  // its switch ports
+    std::vector<MacAddr> macs;    // the MAC of each port (same order)
+  };
+
+  struct Stats {
+    uint64_t frames = 0;  // frames checked
+    uint64_t judged = 0;  // (flow, VM) verdicts computed
+    uint64_t violations = 0;
+    uint64_t dropped = 0;          // frames dropped (whole frame)
+    uint64_t pruned = 0;           // egress ports removed from frames
+    uint64_t uncached_frames = 0;  // judged without caching: cache full
+    uint64_t cached = 0;           // verdicts in the cache now
+  };
+
+  ManifestPolicy(Options options, Sink sink);
+
+  // Adds a VM with a manifest; before frames flow. Ports of VMs without a
+  // manifest are not checked (but their frames are, by their peers').
+  void AddVm(VmPolicy vm);
+
+  bool Check(uint32_t ingress, const ParsedFrame& frame, std::span<const uint8_t> bytes,
+             int64_t now_ns, std::vector<uint32_t>* egress, std::string* reason) override;
+
+  // Quarantines (or releases) a VM by name from any thread; takes effect on
+  // the next frame. False if the VM is unknown.
+  bool SetQuarantined(const std::string& vm, bool on);
+  bool quarantined(const std::string& vm) const;
+
+  Stats stats() const;
+
+ private:
+  struct Bucket {
+    double rate = 0, tokens = 0;
+    int64_t last_ns = 0;
+    bool Take(double amount, int64_t now_ns);  // refills, then takes; false if dry
+  };
+  struct Envelope {
+    Bucket packets, bytes, conns;
+    RateEnvelope spec;
+    std::string name;
+    int rule = -1;
+    int line = 0;
+    bool exceeding = false;
+    int64_t last_alert_ns = 0;
+    int64_t last_exceed_ns = 0;
+    bool active() const { return !spec.empty(); }
+  };
+  struct Vm {
+    VmPolicy policy;
+    bool enforce = false;
+    std::atomic<bool> quarantined{false};
+    Envelope vm_rate;
+    std::vector<Envelope> rule_rates;  // by rule index (inactive where the rule has none)
+  };
+  // Flow key, both directions folded; no padding, hashed as bytes.
+  struct Key {
+    std::array<uint8_t, 16> ip_lo{}, ip_hi{};
+    uint16_t port_lo = 0, port_hi = 0;
+    uint8_t proto = 0, family = 0;
+    uint16_t vm = 0;  // index in vms_
+    friend bool operator==(const Key&, const Key&) = default;
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const;
+  };
+  struct Verdict {
+    int rule = -1;
+    Responses action = 0;
+    bool drop = false;  // enforced drop
+    int64_t last_ns = 0;
+  };
+
+  // Judges (or looks up) the flow for VM `vi`; `sending` is whether the VM
+  // sends this frame. Returns false if the frame must not pass that VM.
+  // `port` is the VM's port the frame leaves or reaches it by.
+  bool Judge(size_t vi, uint32_t port, bool sending, const ParsedFrame& f, size_t frame_size,
+             uint32_t ingress, int64_t now_ns, std::string* reason);
+  bool Rates(Vm& vm, uint32_t port, int rule, bool new_flow, size_t frame_size,
+             const ParsedFrame& f, uint32_t ingress, int64_t now_ns, std::string* reason);
+  bool Quarantine(Vm& vm, bool sending, const ParsedFrame& f) const;
+  void Report(Vm& vm, uint32_t port, Violation v, const ParsedFrame& f, uint32_t ingress,
+              int64_t now_ns);
+  static bool Housekeeping(const ParsedFrame& f);
+  void Sweep(int64_t now_ns);
+
+  Options options_;
+  Sink sink_;
+  std::vector<std::unique_ptr<Vm>> vms_;
+  struct PortVm {
+    uint16_t vm = 0;  // index in vms_
+    MacAddr mac;
+  };
+  std::unordered_map<uint32_t, PortVm> port_vm_;
+  int64_t last_uncached_report_ns_ = 0;
+  std::unordered_map<Key, Verdict, KeyHash> cache_;
+  int64_t last_sweep_ns_ = 0;
+  // The frame being checked, for Report (set by Check).
+  std::span<const uint8_t> current_frame_;
+  Stats stats_;
+};
+
+}  // namespace blackbox
