@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <cstdio>
@@ -54,7 +55,7 @@ std::string UdpRecord(size_t size, uint8_t src_last, uint8_t dst_last, uint16_t 
 }  // namespace
 
 StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double seconds,
-                                   FramePolicy* policy) {
+                                   FramePolicy* policy, int frames_per_flow) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-switch"));
   std::unique_ptr<Store> store;
   if (capture) {
@@ -118,10 +119,12 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
     return s;
   }
 
-  // 256 flows' worth of frames, sent in one buffer again and again.
+  // 256 frames sent in one buffer again and again: 256 flows one frame
+  // each, or fewer flows with frames_per_flow consecutive frames each.
   std::string burst;
   constexpr int kBurst = 256;
-  for (int i = 0; i < kBurst; ++i) burst += UdpRecord(frame_size, 1, 2, 10000 + i);
+  const int per_flow = std::clamp(frames_per_flow, 1, kBurst);
+  for (int i = 0; i < kBurst; ++i) burst += UdpRecord(frame_size, 1, 2, 10000 + i / per_flow);
 
   std::atomic<bool> sending_done{false};
   std::atomic<double> sink_cpu{0}, gen_cpu{0};
@@ -154,6 +157,7 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
   });
 
   uint64_t sent = 0;
+  const double gen_cpu0 = ThreadCpuSeconds();
   int64_t start = MonoNow();
   int64_t until = start + static_cast<int64_t>(seconds * 1e9);
   Status gen_status;
@@ -162,7 +166,7 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
     if (!gen_status.ok()) break;
     sent += kBurst;
   }
-  gen_cpu = ThreadCpuSeconds();
+  gen_cpu = ThreadCpuSeconds() - gen_cpu0;
   sending_done = true;
   sink_thread.join();
   LoadResult r;

@@ -45,10 +45,12 @@ struct LoadResult {
 // One load-generator measurement: a switch with ports "generator"
 // (MAC 02:00:00:00:00:01, 10.9.0.1) and "sink" (..:02, 10.9.0.2), 256 UDP
 // flows from the generator to the sink's port 5001 in `frame_size`-byte
-// frames for `seconds`, with capture into a real store or not, and with
-// `policy` (may be null) as the switch's FramePolicy. Port ids are 1 and 2.
+// frames for `seconds` (each flow sends `frames_per_flow` frames in a row,
+// so 256 / frames_per_flow flows), with capture into a real store or not,
+// and with `policy` (may be null) as the switch's FramePolicy. Port ids are
+// 1 and 2.
 StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double seconds,
-                                   FramePolicy* policy = nullptr);
+                                   FramePolicy* policy = nullptr, int frames_per_flow = 1);
 
 // Runs the benchmark, prints a table to stdout, returns the figures as JSON.
 StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& options);

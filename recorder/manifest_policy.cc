@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace blackbox {
 
@@ -50,18 +51,65 @@ const char* DirectionName(Direction d) { return d == Direction::kIn ? "in" : "ou
 
 }  // namespace
 
-size_t ManifestPolicy::KeyHash::operator()(const Key& k) const {
-  // FNV-1a over the key's bytes, folded 8 bytes at a time.
-  static_assert(sizeof(Key) == 40, "Key must have no padding");
-  const auto* p = reinterpret_cast<const uint8_t*>(&k);
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < sizeof(Key); i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0x100000001b3ull;
-    h ^= h >> 29;
+uint64_t ManifestPolicy::Hash(const Key& k) {
+  // Multiply-xorshift over the five words, then a murmur3 finalizer.
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  for (uint64_t w : k.w) {
+    h ^= w * 0xbf58476d1ce4e5b9ull;
+    h = (h << 27 | h >> 37) * 0x94d049bb133111ebull;
   }
-  return static_cast<size_t>(h);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
+ManifestPolicy::FlowCache::FlowCache(size_t max_entries) : max_(max_entries) { Rehash(1024); }
+
+void ManifestPolicy::FlowCache::Rehash(size_t capacity) {
+  ++generation_;
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(capacity, Slot{});
+  mask_ = capacity - 1;
+  size_ = 0;
+  for (const Slot& s : old) {
+    if (!s.used) continue;
+    size_t i = s.hash & mask_;
+    while (slots_[i].used) i = (i + 1) & mask_;
+    slots_[i] = s;
+    ++size_;
+  }
+}
+
+ManifestPolicy::Verdict* ManifestPolicy::FlowCache::Find(const Key& k, uint64_t hash) {
+  for (size_t i = hash & mask_;; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (!s.used) return nullptr;
+    if (s.hash == hash && s.key == k) return &s.v;
+  }
+}
+
+ManifestPolicy::Verdict* ManifestPolicy::FlowCache::Insert(const Key& k, uint64_t hash,
+                                                           const Verdict& v) {
+  if (size_ >= max_) return nullptr;
+  if ((size_ + 1) * 2 > slots_.size()) Rehash(slots_.size() * 2);
+  size_t i = hash & mask_;
+  while (slots_[i].used) i = (i + 1) & mask_;
+  slots_[i] = Slot{k, hash, v, true};
+  ++size_;
+  return &slots_[i].v;
+}
+
+void ManifestPolicy::FlowCache::EraseIdle(int64_t older_than_ns) {
+  size_t removed = 0;
+  for (Slot& s : slots_) {
+    if (s.used && s.v.last_ns < older_than_ns) {
+      s.used = false;
+      ++removed;
+    }
+  }
+  // Re-place the survivors so no probe sequence has a hole in it.
+  if (removed > 0) Rehash(slots_.size());
 }
 
 bool ManifestPolicy::Bucket::Take(double amount, int64_t now_ns) {
@@ -78,7 +126,7 @@ bool ManifestPolicy::Bucket::Take(double amount, int64_t now_ns) {
 }
 
 ManifestPolicy::ManifestPolicy(Options options, Sink sink)
-    : options_(options), sink_(std::move(sink)) {}
+    : options_(options), sink_(std::move(sink)), cache_(options.max_cached) {}
 
 void ManifestPolicy::AddVm(VmPolicy policy) {
   auto vm = std::make_unique<Vm>();
@@ -96,12 +144,16 @@ void ManifestPolicy::AddVm(VmPolicy policy) {
     return e;
   };
   vm->vm_rate = envelope(m.vm_rate, "rates", -1);
+  vm->has_rates = vm->vm_rate.active();
   for (size_t i = 0; i < m.rules.size(); ++i) {
     vm->rule_rates.push_back(envelope(m.rules[i].rate, m.rules[i].name, static_cast<int>(i)));
+    vm->has_rates = vm->has_rates || vm->rule_rates.back().active();
   }
   const uint16_t index = static_cast<uint16_t>(vms_.size());
   for (size_t i = 0; i < policy.ports.size(); ++i) {
-    port_vm_[policy.ports[i]] = {index, i < policy.macs.size() ? policy.macs[i] : MacAddr{}};
+    const uint32_t port = policy.ports[i];
+    if (port >= port_vm_.size()) port_vm_.resize(port + 1);
+    port_vm_[port] = {true, index, i < policy.macs.size() ? policy.macs[i] : MacAddr{}};
   }
   vm->policy = std::move(policy);
   vms_.push_back(std::move(vm));
@@ -215,9 +267,46 @@ bool ManifestPolicy::Rates(Vm& vm, uint32_t port, int rule, bool new_flow, size_
   return pass;
 }
 
+ManifestPolicy::FlowId ManifestPolicy::IdOf(const ParsedFrame& f) {
+  FlowId id;
+  Key& key = id.key;
+  id.ip = f.l3 == ParsedFrame::L3::kIpv4 || f.l3 == ParsedFrame::L3::kIpv6;
+  if (id.ip) {
+    uint64_t a[2], b[2];
+    std::memcpy(a, f.ip.src.bytes.data(), 16);
+    std::memcpy(b, f.ip.dst.bytes.data(), 16);
+    uint16_t pa = 0, pb = 0;
+    if (HasPorts(f)) {
+      pa = f.transport.src_port;
+      pb = f.transport.dst_port;
+    }
+    // Any fixed order of the two endpoints will do.
+    const bool a_lo = a[0] != b[0] ? a[0] < b[0] : a[1] != b[1] ? a[1] < b[1] : pa <= pb;
+    const uint64_t* lo = a_lo ? a : b;
+    const uint64_t* hi = a_lo ? b : a;
+    key.w[0] = lo[0];
+    key.w[1] = lo[1];
+    key.w[2] = hi[0];
+    key.w[3] = hi[1];
+    key.w[4] = uint64_t{a_lo ? pa : pb} | uint64_t{a_lo ? pb : pa} << 16 |
+               uint64_t{f.ip.protocol} << 32 |
+               uint64_t{static_cast<uint8_t>(f.ip.src.family)} << 40;
+  } else {
+    // Non-IP: one flow per ethertype and MAC pair.
+    uint64_t a = 0, b = 0;
+    std::memcpy(&a, f.src.bytes.data(), 6);
+    std::memcpy(&b, f.dst.bytes.data(), 6);
+    key.w[0] = std::min(a, b);
+    key.w[2] = std::max(a, b);
+    key.w[4] = uint64_t{f.ethertype} | uint64_t{0xff} << 40;
+  }
+  return id;
+}
+
 bool ManifestPolicy::Judge(size_t vi, uint32_t port, bool sending, const ParsedFrame& f,
-                           size_t frame_size, uint32_t ingress, int64_t now_ns,
-                           std::string* reason) {
+                           const FlowId& id, size_t frame_size, uint32_t ingress, int64_t now_ns,
+                           std::string* reason, Verdict** entry) {
+  if (entry != nullptr) *entry = nullptr;
   Vm& vm = *vms_[vi];
   if (vm.quarantined.load(std::memory_order_relaxed) && !Quarantine(vm, sending, f)) {
     *reason = "manifest " + vm.policy.name + ": quarantined (only management peers)";
@@ -225,45 +314,23 @@ bool ManifestPolicy::Judge(size_t vi, uint32_t port, bool sending, const ParsedF
   }
   const Manifest& m = *vm.policy.manifest;
   if (m.housekeeping_allowed && Housekeeping(f)) {
-    return Rates(vm, port, -1, false, frame_size, f, ingress, now_ns, reason);
+    return !vm.has_rates || Rates(vm, port, -1, false, frame_size, f, ingress, now_ns, reason);
   }
 
-  Key key;
-  const bool ip = f.l3 == ParsedFrame::L3::kIpv4 || f.l3 == ParsedFrame::L3::kIpv6;
-  if (ip) {
-    const auto a = f.ip.src.bytes, b = f.ip.dst.bytes;
-    uint16_t pa = 0, pb = 0;
-    if (HasPorts(f)) {
-      pa = f.transport.src_port;
-      pb = f.transport.dst_port;
-    }
-    const bool a_lo = std::tie(a, pa) < std::tie(b, pb);
-    key.ip_lo = a_lo ? a : b;
-    key.ip_hi = a_lo ? b : a;
-    key.port_lo = a_lo ? pa : pb;
-    key.port_hi = a_lo ? pb : pa;
-    key.proto = f.ip.protocol;
-    key.family = static_cast<uint8_t>(f.ip.src.family);
-  } else {
-    // Non-IP: one flow per ethertype and MAC pair.
-    auto mac16 = [](const MacAddr& m) {
-      std::array<uint8_t, 16> out{};
-      std::copy(m.bytes.begin(), m.bytes.end(), out.begin());
-      return out;
-    };
-    const auto a = mac16(f.src), b = mac16(f.dst);
-    key.ip_lo = std::min(a, b);
-    key.ip_hi = std::max(a, b);
-    key.port_lo = f.ethertype;
-  }
-  key.vm = static_cast<uint16_t>(vi);
+  // The flow's key for this VM: the VM's index in the top bits, mixed
+  // into the flow's hash.
+  Key key = id.key;
+  key.w[4] |= static_cast<uint64_t>(vi) << 48;
+  const uint64_t hash = id.hash + (static_cast<uint64_t>(vi) + 1) * 0x9e3779b97f4a7c15ull;
+  const bool ip = id.ip;
 
-  auto hit = cache_.find(key);
+  Verdict* hit = cache_.Find(key, hash);
   bool new_flow = false;
   Verdict verdict;
-  if (hit != cache_.end()) {
-    hit->second.last_ns = now_ns;
-    verdict = hit->second;
+  if (hit != nullptr) {
+    hit->last_ns = now_ns;
+    verdict = *hit;
+    if (entry != nullptr) *entry = hit;
   } else {
     new_flow = true;
     ++stats_.judged;
@@ -281,9 +348,9 @@ bool ManifestPolicy::Judge(size_t vi, uint32_t port, bool sending, const ParsedF
     verdict.drop = vm.enforce && (rv.action & kRespDrop);
     verdict.last_ns = now_ns;
     bool report = rv.action != 0;
-    if (cache_.size() < options_.max_cached) {
-      cache_.emplace(key, verdict);
-    } else {
+    Verdict* stored = cache_.Insert(key, hash, verdict);
+    if (entry != nullptr) *entry = stored;
+    if (stored == nullptr) {
       // Judged again at every frame: report at most once a second.
       ++stats_.uncached_frames;
       report = report && now_ns - last_uncached_report_ns_ >= 1'000'000'000;
@@ -314,13 +381,13 @@ bool ManifestPolicy::Judge(size_t vi, uint32_t port, bool sending, const ParsedF
                                  : std::string("network.default"));
     return false;
   }
-  return Rates(vm, port, verdict.rule, new_flow, frame_size, f, ingress, now_ns, reason);
+  return !vm.has_rates ||
+         Rates(vm, port, verdict.rule, new_flow, frame_size, f, ingress, now_ns, reason);
 }
 
 void ManifestPolicy::Sweep(int64_t now_ns) {
   last_sweep_ns_ = now_ns;
-  std::erase_if(cache_,
-                [&](const auto& kv) { return now_ns - kv.second.last_ns > options_.flow_idle_ns; });
+  cache_.EraseIdle(now_ns - options_.flow_idle_ns);
 }
 
 bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
@@ -330,35 +397,84 @@ bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
   ++stats_.frames;
   current_frame_ = bytes;
   if (now_ns - last_sweep_ns_ > 1'000'000'000) Sweep(now_ns);
-  if (auto s = port_vm_.find(ingress); s != port_vm_.end()) {
-    if (!Judge(s->second.vm, ingress, /*sending=*/true, frame, bytes.size(), ingress, now_ns,
-               reason)) {
+  const PortVm* sender = PortOf(ingress);
+  const PortVm* receiver = egress->size() == 1 ? PortOf((*egress)[0]) : nullptr;
+  if (sender == nullptr && receiver == nullptr && !AnyChecked(*egress)) return true;
+  FlowId id = IdOf(frame);
+
+  // Fast path: the same flow to the same single port as this port's last
+  // frame, which passed with cached verdicts and nothing else to check.
+  if (ingress >= memo_.size()) memo_.resize(ingress + 1);
+  Memo& memo = memo_[ingress];
+  if (memo.generation == cache_.generation() && egress->size() == 1 &&
+      memo.egress == (*egress)[0] && memo.key == id.key &&
+      !(memo.vms[0] && memo.vms[0]->quarantined.load(std::memory_order_relaxed)) &&
+      !(memo.vms[1] && memo.vms[1]->quarantined.load(std::memory_order_relaxed))) {
+    if (memo.sender) memo.sender->last_ns = now_ns;
+    if (memo.receiver) memo.receiver->last_ns = now_ns;
+    ++stats_.fast;
+    return true;
+  }
+  memo.generation = ~uint64_t{0};
+  id.hash = Hash(id.key);
+
+  Verdict* sender_entry = nullptr;
+  if (sender != nullptr) {
+    if (!Judge(sender->vm, ingress, /*sending=*/true, frame, id, bytes.size(), ingress, now_ns,
+               reason, &sender_entry)) {
       ++stats_.dropped;
       return false;
     }
   }
   size_t kept = 0;
+  Verdict* receiver_entry = nullptr;
   for (size_t i = 0; i < egress->size(); ++i) {
     const uint32_t port = (*egress)[i];
-    auto r = port_vm_.find(port);
-    std::string why;
+    const PortVm* r = PortOf(port);
     // A unicast frame flooded to a port whose MAC it is not for (the switch
     // has not learned the destination yet) does not concern that VM: its NIC
     // ignores it. Only the addressee (or every member, for broadcast and
     // multicast) judges it.
-    const bool addressed =
-        frame.dst.IsMulticast() || r == port_vm_.end() || frame.dst == r->second.mac;
-    if (r != port_vm_.end() && addressed &&
-        !Judge(r->second.vm, port, /*sending=*/false, frame, bytes.size(), ingress, now_ns, &why)) {
-      ++stats_.pruned;
-      if (reason->empty()) *reason = std::move(why);
-      continue;
+    if (r != nullptr && (frame.dst.IsMulticast() || frame.dst == r->mac)) {
+      std::string why;
+      if (!Judge(r->vm, port, /*sending=*/false, frame, id, bytes.size(), ingress, now_ns, &why,
+                 &receiver_entry)) {
+        ++stats_.pruned;
+        if (reason->empty()) *reason = std::move(why);
+        continue;
+      }
     }
     (*egress)[kept++] = port;
   }
   egress->resize(kept);
-  if (kept == 0) ++stats_.dropped;
-  return kept > 0;
+  if (kept == 0) {
+    ++stats_.dropped;
+    return false;
+  }
+  // Remember a plain pass to one port: cached verdicts on every side that
+  // has a manifest, no rate envelope to feed, not quarantined.
+  const Vm* vs = sender ? vms_[sender->vm].get() : nullptr;
+  const Vm* vr = receiver ? vms_[receiver->vm].get() : nullptr;
+  if (kept == 1 && egress->size() == 1 && !frame.dst.IsMulticast() &&
+      (sender == nullptr || (sender_entry != nullptr && !vs->has_rates)) &&
+      (receiver == nullptr || (receiver_entry != nullptr && !vr->has_rates)) &&
+      !(sender == nullptr && receiver == nullptr)) {
+    memo.generation = cache_.generation();
+    memo.key = id.key;
+    memo.egress = (*egress)[0];
+    memo.sender = sender_entry;
+    memo.receiver = receiver_entry;
+    memo.vms[0] = vs;
+    memo.vms[1] = vr;
+  }
+  return true;
+}
+
+bool ManifestPolicy::AnyChecked(const std::vector<uint32_t>& ports) const {
+  for (uint32_t p : ports) {
+    if (PortOf(p) != nullptr) return true;
+  }
+  return false;
 }
 
 }  // namespace blackbox

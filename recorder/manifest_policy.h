@@ -39,7 +39,6 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "recorder/l2_switch.h"
@@ -98,6 +97,7 @@ class ManifestPolicy : public FramePolicy {
     uint64_t pruned = 0;           // egress ports removed from frames
     uint64_t uncached_frames = 0;  // judged without caching: cache full
     uint64_t cached = 0;           // verdicts in the cache now
+    uint64_t fast = 0;             // frames passed by the fast path (see Memo)
   };
 
   ManifestPolicy(Options options, Sink sink);
@@ -139,17 +139,14 @@ class ManifestPolicy : public FramePolicy {
     std::atomic<bool> quarantined{false};
     Envelope vm_rate;
     std::vector<Envelope> rule_rates;  // by rule index (inactive where the rule has none)
+    bool has_rates = false;            // any envelope active
   };
-  // Flow key, both directions folded; no padding, hashed as bytes.
+  // Flow key, both directions folded: the two addresses (16 bytes each, the
+  // lower endpoint first), and ports, protocol, family and VM in the last
+  // word.
   struct Key {
-    std::array<uint8_t, 16> ip_lo{}, ip_hi{};
-    uint16_t port_lo = 0, port_hi = 0;
-    uint8_t proto = 0, family = 0;
-    uint16_t vm = 0;  // index in vms_
+    uint64_t w[5] = {0, 0, 0, 0, 0};
     friend bool operator==(const Key&, const Key&) = default;
-  };
-  struct KeyHash {
-    size_t operator()(const Key& k) const;
   };
   struct Verdict {
     int rule = -1;
@@ -157,30 +154,88 @@ class ManifestPolicy : public FramePolicy {
     bool drop = false;  // enforced drop
     int64_t last_ns = 0;
   };
+  // Open addressing with linear probing; grows by doubling up to twice
+  // its entry limit, so probes stay short. No per-entry allocation.
+  class FlowCache {
+   public:
+    explicit FlowCache(size_t max_entries);
+    // The entry of `k`; valid until generation() changes.
+    Verdict* Find(const Key& k, uint64_t hash);
+    // False (nothing stored) when the cache holds max_entries already;
+    // else the new entry, valid until generation() changes.
+    Verdict* Insert(const Key& k, uint64_t hash, const Verdict& v);
+    // Changes whenever entries move (growth, EraseIdle).
+    uint64_t generation() const { return generation_; }
+    // Removes the entries idle since before `older_than_ns`.
+    void EraseIdle(int64_t older_than_ns);
+    size_t size() const { return size_; }
 
+   private:
+    struct Slot {
+      Key key;
+      uint64_t hash = 0;
+      Verdict v;
+      bool used = false;
+    };
+    void Rehash(size_t capacity);
+    std::vector<Slot> slots_;
+    size_t mask_ = 0;
+    size_t size_ = 0;
+    size_t max_;
+    uint64_t generation_ = 0;
+  };
+  static uint64_t Hash(const Key& k);
+
+  // A frame's flow, computed once per frame for every VM that judges it.
+  struct FlowId {
+    Key key;            // without the VM
+    uint64_t hash = 0;  // Hash(key), set by Check after the fast path
+    bool ip = false;
+  };
+  static FlowId IdOf(const ParsedFrame& f);
   // Judges (or looks up) the flow for VM `vi`; `sending` is whether the VM
   // sends this frame. Returns false if the frame must not pass that VM.
   // `port` is the VM's port the frame leaves or reaches it by.
-  bool Judge(size_t vi, uint32_t port, bool sending, const ParsedFrame& f, size_t frame_size,
-             uint32_t ingress, int64_t now_ns, std::string* reason);
+  // *entry (optional) gets the cache entry of the verdict, null when none
+  // (housekeeping, quarantine, a full cache).
+  bool Judge(size_t vi, uint32_t port, bool sending, const ParsedFrame& f, const FlowId& id,
+             size_t frame_size, uint32_t ingress, int64_t now_ns, std::string* reason,
+             Verdict** entry = nullptr);
+  // The fast path: a port's last frame, when it passed unchecked by rates
+  // and quarantine to one egress port. A frame of the same flow to the same
+  // port passes with its cached verdicts touched, without a lookup.
+  struct Memo {
+    uint64_t generation = ~uint64_t{0};
+    Key key;
+    uint32_t egress = 0;
+    Verdict* sender = nullptr;
+    Verdict* receiver = nullptr;
+    const Vm* vms[2] = {nullptr, nullptr};
+  };
+  std::vector<Memo> memo_;  // by ingress port id
   bool Rates(Vm& vm, uint32_t port, int rule, bool new_flow, size_t frame_size,
              const ParsedFrame& f, uint32_t ingress, int64_t now_ns, std::string* reason);
   bool Quarantine(Vm& vm, bool sending, const ParsedFrame& f) const;
   void Report(Vm& vm, uint32_t port, Violation v, const ParsedFrame& f, uint32_t ingress,
               int64_t now_ns);
   static bool Housekeeping(const ParsedFrame& f);
+  bool AnyChecked(const std::vector<uint32_t>& ports) const;
   void Sweep(int64_t now_ns);
 
   Options options_;
   Sink sink_;
   std::vector<std::unique_ptr<Vm>> vms_;
   struct PortVm {
-    uint16_t vm = 0;  // index in vms_
+    bool checked = false;  // the port belongs to a VM with a manifest
+    uint16_t vm = 0;       // index in vms_
     MacAddr mac;
   };
-  std::unordered_map<uint32_t, PortVm> port_vm_;
+  const PortVm* PortOf(uint32_t port) const {
+    return port < port_vm_.size() && port_vm_[port].checked ? &port_vm_[port] : nullptr;
+  }
+  std::vector<PortVm> port_vm_;  // by port id
   int64_t last_uncached_report_ns_ = 0;
-  std::unordered_map<Key, Verdict, KeyHash> cache_;
+  FlowCache cache_;
   int64_t last_sweep_ns_ = 0;
   // The frame being checked, for Report (set by Check).
   std::span<const uint8_t> current_frame_;

@@ -110,6 +110,34 @@ TEST_F(ManifestPolicyTest, AllowedFlowPassesAndAnUnlistedOneIsDroppedBothWays) {
   EXPECT_EQ(sw_.GetCounters(ports_[2])->drop_count(L2Switch::Drop::kPolicy), 1u);
 }
 
+TEST_F(ManifestPolicyTest, TheFastPathReusesAVerdictButNotPastAQuarantine) {
+  Use({{"a", R"(manifest: 1
+vm: a
+mode: enforce
+network:
+  default: allow
+)"},
+       {"b", R"(manifest: 1
+vm: b
+mode: enforce
+network:
+  default: allow
+)"}});
+  Learn();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Send(1, 2, 40000, 80, kTcpAck).drop, L2Switch::Drop::kNone);
+  EXPECT_EQ(policy_->stats().fast, 4u) << "the first frame is judged, the rest reuse it";
+  EXPECT_EQ(policy_->stats().judged, 2u);
+  // Another flow from the same port: judged, and it becomes the port's last.
+  EXPECT_EQ(Send(1, 2, 40001, 80, kTcpAck).drop, L2Switch::Drop::kNone);
+  EXPECT_EQ(policy_->stats().judged, 4u);
+  // Quarantine wins over a remembered verdict.
+  EXPECT_TRUE(policy_->SetQuarantined("b", true));
+  EXPECT_EQ(Send(1, 2, 40001, 80, kTcpAck).drop, L2Switch::Drop::kPolicy);
+  EXPECT_TRUE(policy_->SetQuarantined("b", false));
+  EXPECT_EQ(Send(1, 2, 40001, 80, kTcpAck).drop, L2Switch::Drop::kNone);
+  EXPECT_TRUE(violations_.empty());
+}
+
 TEST_F(ManifestPolicyTest, ObserveModeAlertsAndForwards) {
   std::string yaml = kClientEnforce;
   yaml.replace(yaml.find("enforce"), 7, "observe");
