@@ -154,8 +154,8 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
 int RunLs(const GlobalOptions& g, bool json) {
   auto store = OpenStore(g, true);
   if (!store.ok()) {
-    if (store.status().code() == StatusCode::kNotFound && !json) {
-      std::printf("no recordings\n");
+    if (store.status().code() == StatusCode::kNotFound) {
+      if (!json) std::printf("no recordings\n");  // --json: no lines
       return kExitOk;
     }
     return Report(store.status());

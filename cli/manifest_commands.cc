@@ -98,6 +98,11 @@ int RunAlerts(const GlobalOptions& g, const AlertsArgs& a) {
     o.read_only = true;
   }
   auto store = Store::Open(o);
+  // A store being created this moment may not have its column families yet.
+  for (int i = 0; !store.ok() && i < 50 && !g_follow_stop.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    store = Store::Open(o);
+  }
   if (!store.ok()) return Report(store.status());
   std::set<std::string> seen;
   int64_t newest = since;

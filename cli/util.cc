@@ -2,7 +2,9 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "common/files.h"
 
@@ -28,11 +30,18 @@ StatusOr<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool read_onl
   o.path = g.data_dir + "/store";
   o.read_only = read_only;
   o.sync_writes = g.sync_writes;
-  if (read_only && !PathExists(o.path)) {
+  if (read_only && !PathExists(o.path + "/CURRENT")) {
     return NotFound("no store at " + o.path + " (nothing recorded yet; --data or $BLACKBOX_DATA?)");
   }
   if (!read_only) RETURN_IF_ERROR(MakeDirs(g.data_dir));
-  return Store::Open(o);
+  auto store = Store::Open(o);
+  // A store a recorder is creating this very moment may lack its column
+  // families for a few milliseconds: a reader tries again before failing.
+  for (int i = 0; read_only && !store.ok() && i < 10; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    store = Store::Open(o);
+  }
+  return store;
 }
 
 // Opens the store read-only and resolves a recording id or prefix.

@@ -119,7 +119,7 @@ struct BootChain {
 // the manifest says otherwise.
 struct EventRules {
   Responses guest_panic = kRespAlert;      // GUEST_PANICKED
-  Responses device_change = kRespAlert;    // DEVICE_DELETED, devices added or removed
+  Responses device_change = kRespAlert;    // DEVICE_DELETED (QEMU 7.2 has no event for an added one)
   Responses guest_shutdown = kRespAlert;   // SHUTDOWN the guest asked for (not Blackbox)
   Responses guest_reset = kRespAlert;      // RESET the guest asked for
   Responses unexpected_stop = kRespAlert;  // STOP not asked for by Blackbox (I/O error ...)

@@ -1129,7 +1129,7 @@ TEST(RuleSetTest, LinearFallbackMatchesToo) {
   }
 }
 
-TEST(RuleSetTest, TenThousandSpecificRulesAreFast) {
+TEST(RuleSetTest, TenThousandSpecificRulesAgreeWithTheLinearScan) {
   Manifest m;
   m.vm = "self";
   m.default_action = kRespAlert | kRespDrop;
@@ -1154,24 +1154,7 @@ TEST(RuleSetTest, TenThousandSpecificRulesAreFast) {
   for (const FlowFacts& f : flows) {
     ASSERT_EQ(rs.Evaluate(f).rule, rs.EvaluateLinear(f).rule);
   }
-  constexpr int kRounds = 500;
-  int64_t sum = 0;
-  // Thread CPU time: the machine may be busy with other work.
-  auto cpu_ns = [] {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-  };
-  int64_t start = cpu_ns();
-  for (int r = 0; r < kRounds; ++r) {
-    for (const FlowFacts& f : flows) sum += rs.Evaluate(f).rule;
-  }
-  int64_t ns = cpu_ns() - start;
-  double per = static_cast<double>(ns) / (kRounds * flows.size());
-  std::printf("Evaluate, 10000 rules: %.1f ns (CPU) per flow (checksum %lld)\n", per,
-              static_cast<long long>(sum));
-  // Generous bound (the machine may be busy); the target is well under 100 ns.
-  EXPECT_LT(per, 2000.0);
+  // How fast: `blackbox bench manifest` (docs/BENCHMARKS.md), not a test.
 }
 
 }  // namespace

@@ -100,4 +100,9 @@ std::string Md5Hex(const std::string& data) {
   return ToHex(std::string_view(reinterpret_cast<const char*>(md), len));
 }
 
+std::string ReadFileOrEmpty(const std::string& path) {
+  auto text = ReadFileToString(path, 64 << 20);
+  return text.ok() ? *text : "";
+}
+
 }  // namespace blackbox::e2e

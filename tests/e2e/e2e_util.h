@@ -51,4 +51,7 @@ bool WaitForText(const std::string& path, const std::string& needle, std::chrono
 
 std::string Md5Hex(const std::string& data);
 
+// The file's contents, or "" if it cannot be read (yet).
+std::string ReadFileOrEmpty(const std::string& path);
+
 }  // namespace blackbox::e2e

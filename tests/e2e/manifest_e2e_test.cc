@@ -316,75 +316,129 @@ network:
       << alerts[1].dump();
 }
 
-// Quarantine and pause really take effect: one prober is quarantined (its
-// second fetch fails: it can no longer reach its peer), another is paused
-// (QMP reports it paused and its console stops).
-TEST_F(ManifestTest, QuarantineAndPauseTakeEffect) {
+// The VM-level responses really take effect, each on its own prober:
+// quarantine (its second fetch fails: it can no longer reach its peer),
+// snapshot + pause (QMP reports it paused and its console stops; the
+// snapshot is in the recording) and power-off (its recording ends there).
+// Meanwhile `alerts --follow` prints the alerts as they are stored, and a
+// manifest is learned by watching the running web server.
+TEST_F(ManifestTest, QuarantinePauseSnapshotAndPowerOffTakeEffect) {
   std::string lab = ReadFileToString(Example("lab-probe.yaml"), 1 << 20).value();
-  // A second prober, on port 2223, and no stop at the first exit.
   lab = std::regex_replace(lab, std::regex("stop_when: first-exit"), "stop_when: all-exit");
   lab = std::regex_replace(lab, std::regex("      manifest: manifests/[a-z]+.yaml\n"), "");
-  lab += R"(  - vm:
-      name: client2
-      kernel: ${BLACKBOX_GUEST_DIR}/vmlinuz
-      initrd: ${BLACKBOX_GUEST_DIR}/initrd.img
-      append: console=ttyS0 quiet panic=-1 bb.role=prober bb.ip=10.0.0.3/24 bb.peer=10.0.0.1 bb.port=2223 bb.poweroff=1
-      memory: 256M
-      nics:
-        - {name: n0, mac: "52:54:00:00:00:03", segment: lan, ips: [10.0.0.3]}
-)";
-  const std::string lab_path = Write("lab-qp.yaml", lab);
-  const std::string client2 = Write("client2.yaml", R"(manifest: 1
-vm: client2
+  for (int k : {2, 3}) {
+    const std::string n = std::to_string(k), ip = std::to_string(k + 1);
+    lab += "  - vm:\n      name: client" + n +
+           "\n      kernel: ${BLACKBOX_GUEST_DIR}/vmlinuz\n      initrd: "
+           "${BLACKBOX_GUEST_DIR}/initrd.img\n      append: console=ttyS0 quiet panic=-1 "
+           "bb.role=prober bb.ip=10.0.0." +
+           ip + "/24 bb.peer=10.0.0.1 bb.port=222" + ip +
+           " bb.poweroff=1\n      memory: 256M\n      nics:\n        - {name: n0, mac: "
+           "\"52:54:00:00:00:0" +
+           ip + "\", segment: lan, ips: [10.0.0." + ip + "]}\n";
+  }
+  const std::string lab_path = Write("lab-responses.yaml", lab);
+  auto manifest = [&](const std::string& vm, int port, const std::string& action) {
+    return Write(vm + ".yaml", "manifest: 1\nvm: " + vm + R"(
 mode: enforce
 network:
   default: [alert, drop]
   rules:
     - {name: web-http, direction: out, peer: web, proto: tcp, ports: [80], action: allow}
-    - {name: probe, direction: out, peer: web, proto: tcp, ports: [2223], action: pause}
-)");
+    - {name: probe, direction: out, peer: web, proto: tcp, ports: [)" +
+                                   std::to_string(port) + "], action: " + action + "}\n");
+  };
+  const std::string follow_out = data() + "/follow.out";
+  ChildProcess follow = StartBlackbox({"alerts", "--follow", "--json"}, follow_out);
   const std::string out = data() + "/record.out";
-  ChildProcess rec = StartBlackbox({"record", lab_path, "--manifest",
-                                    "client=" + ClientManifest("enforce", "[alert, quarantine]"),
-                                    "--manifest", "client2=" + client2},
-                                   out);
-  // The quarantined prober finishes (its second fetch fails); the paused one
-  // never does: wait for the first and for client2's pause to be recorded.
-  ASSERT_TRUE(WaitForText(out, "ALERT", seconds(400))) << TailOfFile(out, 20);
-  std::string paused_status;
+  ChildProcess rec =
+      StartBlackbox({"record", lab_path, "--manifest",
+                     "client=" + manifest("client", 2222, "[alert, quarantine]"), "--manifest",
+                     "client2=" + manifest("client2", 2223, "[alert, snapshot, pause]"),
+                     "--manifest", "client3=" + manifest("client3", 2224, "[alert, poweroff]")},
+                    out);
+  // Wait until the quarantined and the powered-off probers have ended and
+  // the paused one's pause is recorded.
+  nlohmann::json paused_detail, snapshot_detail;
+  std::map<std::string, nlohmann::json> recs;
   const auto deadline = std::chrono::steady_clock::now() + seconds(400);
-  std::string client_id, client2_id;
   while (std::chrono::steady_clock::now() < deadline) {
-    auto recs = RecordingsByVm();
-    if (recs.count("client2") && recs.count("client")) {
-      client_id = recs["client"]["id"];
-      client2_id = recs["client2"]["id"];
-      for (const auto& e : Events(client2_id)) {
-        if (e.value("kind", "") == "response" && e.value("action", "") == "pause") {
-          paused_status = e.value("detail", nlohmann::json::object()).value("status", "");
-        }
+    recs = RecordingsByVm();
+    if (recs.count("client") && recs.count("client2") && recs.count("client3")) {
+      for (const auto& e : Events(recs["client2"]["id"])) {
+        if (e.value("kind", "") != "response") continue;
+        if (e.value("action", "") == "pause") paused_detail = e;
+        if (e.value("action", "") == "snapshot") snapshot_detail = e;
       }
-      if (!paused_status.empty() && recs["client"]["state"] != "recording") break;
+      if (!paused_detail.is_null() && !snapshot_detail.is_null() &&
+          recs["client"]["state"] != "recording" && recs["client3"]["state"] != "recording") {
+        break;
+      }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  EXPECT_EQ(paused_status, "paused");
+  ASSERT_FALSE(paused_detail.is_null()) << TailOfFile(out, 30);
+  EXPECT_EQ(paused_detail["outcome"], "done");
+  EXPECT_EQ(paused_detail["detail"]["status"], "paused") << paused_detail.dump();
+  EXPECT_EQ(snapshot_detail["outcome"], "done") << snapshot_detail.dump();
+
+  // A manifest learned by watching the running server for a few seconds.
+  const std::string live = data() + "/web-live.yaml";
+  CommandResult learn = Blackbox({"manifest", "learn", "web", "--for", "3s", "-o", live});
+  EXPECT_EQ(learn.exit_code, 0) << learn.output;
+  EXPECT_EQ(Blackbox({"manifest", "check", live}).exit_code, 0);
+  EXPECT_NE(ReadFileOrEmpty(live).find("vm: web"), std::string::npos);
+
   rec.Signal(SIGINT);
   auto st = rec.Wait(seconds(120));
   ASSERT_TRUE(st.ok()) << TailOfFile(out, 20);
 
-  const std::string c1 = Console(client_id), c2 = Console(client2_id);
+  recs = RecordingsByVm();
+  const std::string c1 = Console(recs["client"]["id"]), c2 = Console(recs["client2"]["id"]),
+                    c3 = Console(recs["client3"]["id"]);
   EXPECT_NE(c1.find("BB-PROBE-HTTP-OK"), std::string::npos) << c1;
   EXPECT_NE(c1.find("BB-PROBE-HTTP2-FAIL"), std::string::npos)
       << "quarantined: the client no longer reaches its peer\n"
       << c1;
   EXPECT_NE(c2.find("BB-PROBE-HTTP-OK"), std::string::npos) << c2;
   EXPECT_EQ(c2.find("BB-PROBE-HTTP2"), std::string::npos) << "paused before it got there\n" << c2;
+  EXPECT_EQ(c3.find("BB-PROBE-HTTP2"), std::string::npos) << "powered off before\n" << c3;
+  EXPECT_NE(recs["client3"]["end_reason"].get<std::string>().find("manifest response"),
+            std::string::npos)
+      << recs["client3"].dump();
+  EXPECT_EQ(recs["client3"]["state"], "complete");
+  bool snapshot_listed = false;
+  for (const auto& snap : recs["client2"]["snapshots"]) {
+    snapshot_listed = snapshot_listed || snap["name"] == snapshot_detail["detail"]["name"];
+  }
+  EXPECT_TRUE(snapshot_listed) << recs["client2"]["snapshots"].dump();
+
   std::set<std::string> rules;
-  for (const auto& a : Alerts())
+  for (const auto& a : Alerts()) {
     rules.insert(a["vm"].get<std::string>() + "/" + a["rule"].get<std::string>());
-  EXPECT_TRUE(rules.count("client/probe") && rules.count("client2/probe"))
-      << Blackbox({"alerts"}).output;
+  }
+  // The quarantined prober powers itself off when it is done: its manifest
+  // does not allow that (events.guest_shutdown), the others never get there.
+  const std::set<std::string> want = {"client/probe", "client/events.guest_shutdown",
+                                      "client2/probe", "client3/probe"};
+  EXPECT_EQ(rules, want) << Blackbox({"alerts"}).output;
+  // `alerts --follow` printed each of them while the lab ran.
+  std::set<std::string> followed;
+  for (int i = 0; i < 100 && followed.size() < want.size(); ++i) {
+    followed.clear();
+    std::istringstream in(ReadFileOrEmpty(follow_out));
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty() || line[0] != '{') continue;
+      auto j = nlohmann::json::parse(line);
+      followed.insert(j["vm"].get<std::string>() + "/" + j["rule"].get<std::string>());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(followed, want) << TailOfFile(follow_out, 20);
+  follow.Signal(SIGINT);
+  auto fst = follow.Wait(seconds(10));
+  ASSERT_TRUE(fst.ok());
+  EXPECT_EQ(*fst, 0) << "Ctrl-C ends alerts --follow cleanly";
 }
 
 }  // namespace

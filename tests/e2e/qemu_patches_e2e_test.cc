@@ -187,11 +187,6 @@ class QemuPatchesTest : public ::testing::Test {
     return ReadFileOrEmpty(Path(name + ".serial"));
   }
 
-  static std::string ReadFileOrEmpty(const std::string& path) {
-    auto text = ReadFileToString(path);
-    return text.ok() ? *text : "";
-  }
-
   void GoLiveOnce(int run);
 
   std::string patched_;
