@@ -419,7 +419,7 @@ StatusOr<Fields> ReadMap(const YAML::Node& node, int line, const std::string& fi
   Fields f;
   f.line = line;
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const YAML::Node& k = it->first;
+    const YAML::Node k = it->first;  // a copy: it-> returns a temporary
     int key_line = NodeLine(k, line);
     if (!k.IsScalar())
       return Err(key_line, field.empty() ? "top level" : field, "keys must be words");

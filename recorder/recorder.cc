@@ -320,7 +320,7 @@ Status Session::Attest() {
   info_.ended_wall_ns = clock_->WallNanos();
   info_.extra["end_reason"] = "attestation failed: " + what;
   RETURN_IF_ERROR(store_->PutRecording(info_));
-  return FailedPrecondition(spec_.name + ": attestation failed, start refused: " + what);
+  return FailedPrecondition("attestation failed, start refused: " + what);
 }
 
 void Session::OnQmpReady() {
