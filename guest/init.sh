@@ -147,6 +147,19 @@ wait_for() {
 	return 0
 }
 
+# get_until_answered URL FILE: GET URL into FILE (2 s timeout each, 1 s
+# apart) until it answers; fails when bb.wait seconds have gone by.
+get_until_answered() {
+	uptime_cs
+	end=$((CS + WAIT * 100))
+	until timeout 2 wget -q -O "$2" "$1" 2>/dev/null; do
+		uptime_cs
+		[ "$CS" -gt "$end" ] && return 1
+		sleep 1
+	done
+	return 0
+}
+
 # has_virtio ID: is there a virtio device of type ID (0x0001 net, 0x0002 block)?
 has_virtio() {
 	cat /sys/bus/virtio/devices/*/device 2>/dev/null | grep -qx "$1"
@@ -303,16 +316,10 @@ role_http_client() {
 	net_setup 10.0.0.2/24 || fatal "network setup failed (no virtio-net NIC?)"
 	[ -n "$PEER" ] || PEER=10.0.0.1
 	echo "BB-READY"
-	uptime_cs
-	end=$((CS + WAIT * 100))
-	until timeout 2 wget -q -O /tmp/index.html "http://$PEER/" 2>/dev/null; do
-		uptime_cs
-		if [ "$CS" -gt "$end" ]; then
-			echo "BB-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
-			done_
-		fi
-		sleep 1
-	done
+	if ! get_until_answered "http://$PEER/" /tmp/index.html; then
+		echo "BB-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
+		done_
+	fi
 	debug "peer answered"
 	if [ ! -s /tmp/index.html ]; then
 		echo "BB-HTTP-FAIL empty index page"
@@ -336,16 +343,10 @@ role_http_get() {
 	net_setup 10.0.0.2/24 || fatal "network setup failed (no virtio-net NIC?)"
 	[ -n "$PEER" ] || PEER=10.0.0.1
 	echo "BB-READY"
-	uptime_cs
-	end=$((CS + WAIT * 100))
-	until timeout 2 wget -q -O /tmp/got "http://$PEER$URLPATH" 2>/dev/null; do
-		uptime_cs
-		if [ "$CS" -gt "$end" ]; then
-			echo "BB-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
-			done_
-		fi
-		sleep 1
-	done
+	if ! get_until_answered "http://$PEER$URLPATH" /tmp/got; then
+		echo "BB-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
+		done_
+	fi
 	echo "BB-HTTP-GOT $(head -n 1 /tmp/got)"
 	done_
 }
@@ -357,16 +358,10 @@ role_prober() {
 	net_setup 10.0.0.2/24 || fatal "network setup failed (no NIC?)"
 	[ -n "$PEER" ] || PEER=10.0.0.1
 	echo "BB-READY"
-	uptime_cs
-	end=$((CS + WAIT * 100))
-	until timeout 2 wget -q -O /tmp/got "http://$PEER/" 2>/dev/null; do
-		uptime_cs
-		if [ "$CS" -gt "$end" ]; then
-			echo "BB-PROBE-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
-			done_
-		fi
-		sleep 1
-	done
+	if ! get_until_answered "http://$PEER/" /tmp/got; then
+		echo "BB-PROBE-HTTP-FAIL peer $PEER not answering after ${WAIT}s"
+		done_
+	fi
 	echo "BB-PROBE-HTTP-OK"
 	# The peer's kernel answers a closed port with RST ("refused" at once);
 	# a SYN dropped on the way gets nothing until the timeout.

@@ -49,21 +49,6 @@ void VmControl::Detach() {
 
 namespace {
 
-const char* ProtoName(uint8_t p) {
-  switch (p) {
-    case kIpProtoTcp:
-      return "tcp";
-    case kIpProtoUdp:
-      return "udp";
-    case kIpProtoIcmp:
-      return "icmp";
-    case kIpProtoIcmpv6:
-      return "icmpv6";
-    default:
-      return nullptr;
-  }
-}
-
 nlohmann::json Names(Responses r) { return ResponseNames(r); }
 
 }  // namespace
@@ -109,7 +94,7 @@ void AlertWriter::OnViolation(ManifestPolicy::Violation&& v) {
   item.enforced = v.enforced;
   nlohmann::json flow = nlohmann::json::object();
   if (!v.src_ip.empty()) {
-    const char* name = ProtoName(v.proto);
+    const char* name = IpProtoName(v.proto);
     flow = {{"direction", v.flow.direction == Direction::kIn ? "in" : "out"},
             {"proto", name ? nlohmann::json(name) : nlohmann::json(v.proto)},
             {"src_ip", v.src_ip},

@@ -88,23 +88,8 @@ Bytes Tcp4(const MacAddr& dst, const MacAddr& src, const IpAddr& src_ip, const I
 Bytes Udp4(const MacAddr& dst, const MacAddr& src, const IpAddr& src_ip, const IpAddr& dst_ip,
            size_t size, uint16_t sport, uint16_t dport) {
   size = std::max<size_t>(size, 60);
-  Bytes b = Ethernet(dst, src, kEtherTypeIpv4);
-  const size_t ip_len = size - b.size();
-  const size_t ip_at = b.size();
-  b.insert(b.end(), {0x45, 0x00});
-  Put16(b, ip_len);
-  Put16(b, 1);       // id
-  Put16(b, 0x4000);  // DF
-  b.push_back(64);
-  b.push_back(kIpProtoUdp);
-  Put16(b, 0);  // header checksum, below
-  Append(b, src_ip.view());
-  Append(b, dst_ip.view());
-  uint32_t sum = 0;
-  for (size_t i = ip_at; i < ip_at + 20; i += 2) sum += (b[i] << 8) | b[i + 1];
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  b[ip_at + 10] = static_cast<uint8_t>(~sum >> 8);
-  b[ip_at + 11] = static_cast<uint8_t>(~sum);
+  Bytes b = Ip4(dst, src, src_ip, dst_ip, size, kIpProtoUdp);
+  const size_t ip_len = size - 14;
   Put16(b, sport);
   Put16(b, dport);
   Put16(b, ip_len - 20);

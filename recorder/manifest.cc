@@ -727,20 +727,9 @@ StatusOr<uint8_t> ReadProto(const Entry& e, const std::string& field) {
 }
 
 std::string ProtoName(uint8_t p) {
-  switch (p) {
-    case 0:
-      return "any";
-    case kIpProtoTcp:
-      return "tcp";
-    case kIpProtoUdp:
-      return "udp";
-    case kIpProtoIcmp:
-      return "icmp";
-    case kIpProtoIcmpv6:
-      return "icmpv6";
-    default:
-      return std::to_string(p);
-  }
+  if (p == 0) return "any";
+  const char* name = IpProtoName(p);
+  return name ? name : std::to_string(p);
 }
 
 StatusOr<NetRule> ReadRule(const YAML::Node& node, size_t index, int list_line, PeerResolver& res,
@@ -1662,6 +1651,28 @@ bool RuleSet::IsManagement(const IpAddr& ip) const {
     if (c.Contains(ip)) return true;
   }
   return false;
+}
+
+const char* IpProtoName(uint8_t proto) {
+  switch (proto) {
+    case kIpProtoTcp:
+      return "tcp";
+    case kIpProtoUdp:
+      return "udp";
+    case kIpProtoIcmp:
+      return "icmp";
+    case kIpProtoIcmpv6:
+      return "icmpv6";
+    default:
+      return nullptr;
+  }
+}
+
+bool IsHousekeeping(const ParsedFrame& f) {
+  if (f.l3 == ParsedFrame::L3::kArp) return true;
+  if (f.l4 != ParsedFrame::L4::kIcmpv6) return false;
+  const uint8_t t = f.transport.icmp_type;
+  return (t >= 133 && t <= 137) || (t >= 130 && t <= 132) || t == 143;
 }
 
 }  // namespace blackbox

@@ -69,8 +69,8 @@ struct Cidr {
 struct Peer {
   enum class Kind { kAny, kVm, kCidr };
   Kind kind = Kind::kAny;
-  std::string vm;  // kVm: a VM name, resolved to its addresses by RuleSet::Compile
-  Cidr cidr;       // kCidr
+  std::string vm;                // kVm: a VM name, resolved to its addresses by RuleSet::Compile
+  Cidr cidr;                     // kCidr
   std::string ToString() const;  // "any", "client", "10.0.0.0/24"
 };
 
@@ -82,21 +82,23 @@ struct PortRange {
 // Rate envelope: 0 means no limit. Measured as token buckets whose burst is
 // one second's worth.
 struct RateEnvelope {
-  double packets_per_s = 0;  // frames sent plus received
-  double bytes_per_s = 0;    // their Ethernet bytes
+  double packets_per_s = 0;          // frames sent plus received
+  double bytes_per_s = 0;            // their Ethernet bytes
   double new_connections_per_s = 0;  // flows started, in either direction
   Responses action = kRespAlert;
   int line = 0;  // YAML line of the envelope, 0 if none
-  bool empty() const { return packets_per_s == 0 && bytes_per_s == 0 && new_connections_per_s == 0; }
+  bool empty() const {
+    return packets_per_s == 0 && bytes_per_s == 0 && new_connections_per_s == 0;
+  }
 };
 
 struct NetRule {
   std::string name;  // given, or "rule N" (1-based)
   int line = 0;      // YAML line of the rule
   Direction direction = Direction::kBoth;
-  std::vector<Peer> peers;  // empty: any peer
-  std::string peer_text;    // as written ("client", "[admins, 10.0.9.9]"), for messages
-  uint8_t proto = 0;        // IP protocol; 0: any (tcp 6, udp 17, icmp 1, icmpv6 58)
+  std::vector<Peer> peers;       // empty: any peer
+  std::string peer_text;         // as written ("client", "[admins, 10.0.9.9]"), for messages
+  uint8_t proto = 0;             // IP protocol; 0: any (tcp 6, udp 17, icmp 1, icmpv6 58)
   std::vector<PortRange> ports;  // service ports; empty: any
   Responses action = 0;          // 0: allow; else a violation with these responses (alert implied)
   RateEnvelope rate;             // flows matching this rule, together; empty: none
@@ -118,16 +120,16 @@ struct BootChain {
 // The classes of QMP-visible events a manifest judges. Alerted (kRespAlert) unless
 // the manifest says otherwise.
 struct EventRules {
-  Responses guest_panic = kRespAlert;      // GUEST_PANICKED
-  Responses device_change = kRespAlert;    // DEVICE_DELETED (QEMU 7.2 has no event for an added one)
-  Responses guest_shutdown = kRespAlert;   // SHUTDOWN the guest asked for (not Blackbox)
-  Responses guest_reset = kRespAlert;      // RESET the guest asked for
+  Responses guest_panic = kRespAlert;     // GUEST_PANICKED
+  Responses device_change = kRespAlert;   // DEVICE_DELETED (QEMU 7.2 has no event for an added one)
+  Responses guest_shutdown = kRespAlert;  // SHUTDOWN the guest asked for (not Blackbox)
+  Responses guest_reset = kRespAlert;     // RESET the guest asked for
   Responses unexpected_stop = kRespAlert;  // STOP not asked for by Blackbox (I/O error ...)
 };
 
 struct Manifest {
-  int version = 1;       // `manifest: 1`
-  std::string vm;        // the VM it describes; must match the spec's name
+  int version = 1;  // `manifest: 1`
+  std::string vm;   // the VM it describes; must match the spec's name
   ManifestMode mode = ManifestMode::kObserve;
   std::vector<MacAddr> macs;  // identity; informational (the switch enforces the spec's)
   std::vector<IpAddr> ips;
@@ -136,9 +138,9 @@ struct Manifest {
   // mode, alert in observe mode. `attestation: alert` starts the VM anyway.
   bool refuse_on_mismatch = true;
   std::map<std::string, std::vector<Peer>> groups;  // as declared
-  std::vector<Peer> management;                     // what quarantine still reaches; groups expanded
-  std::vector<NetRule> rules;                       // in order; first match wins
-  Responses default_action = kRespAlert;            // `network.default`: 0 allow
+  std::vector<Peer> management;           // what quarantine still reaches; groups expanded
+  std::vector<NetRule> rules;             // in order; first match wins
+  Responses default_action = kRespAlert;  // `network.default`: 0 allow
   int default_line = 0;
   // ARP, and ICMPv6 router/neighbour discovery (133-137) and MLD (130-132,
   // 143), which every IP stack sends unasked, are allowed without a rule
@@ -155,7 +157,8 @@ struct Manifest {
 // different actions, a peer VM that is not in the lab.
 struct ManifestWarning {
   int line = 0;
-  std::string message;  // "manifest line 14: rule 'ssh' can never match: rule 'all-out' (line 9) covers it"
+  std::string
+      message;  // "manifest line 14: rule 'ssh' can never match: rule 'all-out' (line 9) covers it"
 };
 
 // Parses a manifest. Errors are InvalidArgument with one line naming the YAML
@@ -172,6 +175,19 @@ StatusOr<Manifest> LoadManifest(const std::string& path, std::vector<ManifestWar
 // manifest (comments are not kept). `header` lines are written first as
 // `# ` comments.
 std::string ManifestToYaml(const Manifest& m, const std::vector<std::string>& header = {});
+
+// "tcp", "udp", "icmp", "icmpv6" for those IP protocols; nullptr for others.
+const char* IpProtoName(uint8_t proto);
+
+// Housekeeping every IP stack sends unasked, allowed without a rule unless
+// `network.housekeeping: check`: ARP, ICMPv6 router and neighbour discovery
+// (133-137) and MLD (130-132, 143).
+bool IsHousekeeping(const ParsedFrame& f);
+
+// A frame with TCP or UDP ports.
+inline bool HasPorts(const ParsedFrame& f) {
+  return f.l4 == ParsedFrame::L4::kTcp || f.l4 == ParsedFrame::L4::kUdp;
+}
 
 // A flow as a manifest judges it.
 struct FlowFacts {
@@ -193,7 +209,7 @@ class RuleSet {
   static RuleSet Compile(const Manifest& m, const VmAddresses& vms);
 
   struct Verdict {
-    int rule = -1;        // index into Manifest::rules; -1: the default
+    int rule = -1;         // index into Manifest::rules; -1: the default
     Responses action = 0;  // 0: allowed
   };
   // First rule that matches, or the default. Cost grows with the rules that

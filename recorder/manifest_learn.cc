@@ -13,33 +13,8 @@ namespace {
 bool IsIp(const ParsedFrame& f) {
   return f.l3 == ParsedFrame::L3::kIpv4 || f.l3 == ParsedFrame::L3::kIpv6;
 }
-bool HasPorts(const ParsedFrame& f) {
-  return f.l4 == ParsedFrame::L4::kTcp || f.l4 == ParsedFrame::L4::kUdp;
-}
-bool Housekeeping(const ParsedFrame& f) {
-  if (f.l3 == ParsedFrame::L3::kArp) return true;
-  if (f.l4 != ParsedFrame::L4::kIcmpv6) return false;
-  const uint8_t t = f.transport.icmp_type;
-  return (t >= 133 && t <= 137) || (t >= 130 && t <= 132) || t == 143;
-}
-
-const char* ProtoName(uint8_t p) {
-  switch (p) {
-    case kIpProtoTcp:
-      return "tcp";
-    case kIpProtoUdp:
-      return "udp";
-    case kIpProtoIcmp:
-      return "icmp";
-    case kIpProtoIcmpv6:
-      return "icmpv6";
-    default:
-      return nullptr;
-  }
-}
-
 std::string ProtoText(uint8_t p) {
-  const char* n = ProtoName(p);
+  const char* n = IpProtoName(p);
   return n ? n : "proto " + std::to_string(p);
 }
 
@@ -169,7 +144,7 @@ StatusOr<Observed> ObserveRecording(const Store& store, const RecordingInfo& inf
     Second& sec = seconds[cf.wall_ns / 1'000'000'000];
     sec.packets += 1;
     sec.bytes += static_cast<double>(cf.bytes.size());
-    if (!IsIp(f) || Housekeeping(f)) return Status::Ok();
+    if (!IsIp(f) || IsHousekeeping(f)) return Status::Ok();
     const FlowKey key = KeyOf(f);
     auto known = flow_use.find(key);
     size_t idx;
@@ -259,7 +234,7 @@ Manifest LearnManifest(const Observed& seen, const LearnOptions& opt) {
       r.peers.push_back(p);
       r.peer_text = peer;
       r.proto = u.proto;
-      const char* pn = ProtoName(u.proto);
+      const char* pn = IpProtoName(u.proto);
       r.name = std::string(u.direction == Direction::kIn ? "in-" : "out-") +
                (pn ? pn : "proto" + std::to_string(u.proto)) + "-" + peer;
       for (char& c : r.name) {
@@ -269,7 +244,7 @@ Manifest LearnManifest(const Observed& seen, const LearnOptions& opt) {
       it = rules.emplace(key, r).first;
       order.push_back(key);
     }
-    if (ProtoName(u.proto) != nullptr) {
+    if (IpProtoName(u.proto) != nullptr) {
       auto& ports = it->second.ports;
       PortRange pr{u.service_port, u.service_port};
       if (std::find(ports.begin(), ports.end(), pr) == ports.end()) ports.push_back(pr);

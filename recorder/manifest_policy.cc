@@ -8,27 +8,8 @@ namespace blackbox {
 
 namespace {
 
-bool HasPorts(const ParsedFrame& f) {
-  return f.l4 == ParsedFrame::L4::kTcp || f.l4 == ParsedFrame::L4::kUdp;
-}
-
 bool IsIcmp(const ParsedFrame& f) {
   return f.l4 == ParsedFrame::L4::kIcmp || f.l4 == ParsedFrame::L4::kIcmpv6;
-}
-
-const char* ProtoName(uint8_t p) {
-  switch (p) {
-    case kIpProtoTcp:
-      return "tcp";
-    case kIpProtoUdp:
-      return "udp";
-    case kIpProtoIcmp:
-      return "icmp";
-    case kIpProtoIcmpv6:
-      return "icmpv6";
-    default:
-      return nullptr;
-  }
 }
 
 std::string FlowText(const ParsedFrame& f) {
@@ -37,7 +18,7 @@ std::string FlowText(const ParsedFrame& f) {
     std::snprintf(buf, sizeof buf, "ethertype 0x%04x", f.ethertype);
     return std::string(buf) + " from " + f.src.ToString();
   }
-  const char* name = ProtoName(f.ip.protocol);
+  const char* name = IpProtoName(f.ip.protocol);
   std::string proto = name ? name : "proto " + std::to_string(f.ip.protocol);
   std::string s = proto + " " + f.ip.src.ToString();
   if (HasPorts(f)) s += ":" + std::to_string(f.transport.src_port);
@@ -182,13 +163,6 @@ ManifestPolicy::Stats ManifestPolicy::stats() const {
   return s;
 }
 
-bool ManifestPolicy::Housekeeping(const ParsedFrame& f) {
-  if (f.l3 == ParsedFrame::L3::kArp) return true;
-  if (f.l4 != ParsedFrame::L4::kIcmpv6) return false;
-  const uint8_t t = f.transport.icmp_type;
-  return (t >= 133 && t <= 137) || (t >= 130 && t <= 132) || t == 143;
-}
-
 bool ManifestPolicy::Quarantine(Vm& vm, bool sending, const ParsedFrame& f) const {
   // A quarantined VM keeps its management peers (and its own housekeeping
   // with them); everything else is cut.
@@ -313,7 +287,7 @@ bool ManifestPolicy::Judge(size_t vi, uint32_t port, bool sending, const ParsedF
     return false;
   }
   const Manifest& m = *vm.policy.manifest;
-  if (m.housekeeping_allowed && Housekeeping(f)) {
+  if (m.housekeeping_allowed && IsHousekeeping(f)) {
     return !vm.has_rates || Rates(vm, port, -1, false, frame_size, f, ingress, now_ns, reason);
   }
 

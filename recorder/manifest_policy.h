@@ -218,7 +218,6 @@ class ManifestPolicy : public FramePolicy {
   bool Quarantine(Vm& vm, bool sending, const ParsedFrame& f) const;
   void Report(Vm& vm, uint32_t port, Violation v, const ParsedFrame& f, uint32_t ingress,
               int64_t now_ns);
-  static bool Housekeeping(const ParsedFrame& f);
   bool AnyChecked(const std::vector<uint32_t>& ports) const;
   void Sweep(int64_t now_ns);
 

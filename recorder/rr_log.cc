@@ -176,6 +176,8 @@ EventResult ParseOne(std::string_view data, Stats& stats) {
   stats.net_frames += delta.net_frames;
   stats.checkpoints += delta.checkpoints;
   if (delta.saw_end) stats.saw_end = true;
+  stats.last_event = code;
+  stats.last_console_bytes = delta.console_bytes;
   // QEMU appends a host-signal shutdown when it finishes any recording; the
   // first cause is the one that ended the run.
   if (delta.shutdown_cause >= 0 && stats.shutdown_cause < 0)

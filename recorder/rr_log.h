@@ -71,8 +71,10 @@ struct Stats {
   uint64_t console_bytes = 0;  // sum of kCharWrite results (bytes the guest wrote to serial)
   uint64_t net_frames = 0;     // frames delivered to the guest
   uint64_t checkpoints = 0;
-  bool saw_end = false;     // kEnd parsed; nothing may follow it
-  int shutdown_cause = -1;  // first shutdown cause seen, -1 if none
+  bool saw_end = false;             // kEnd parsed; nothing may follow it
+  int shutdown_cause = -1;          // first shutdown cause seen, -1 if none
+  int last_event = -1;              // code of the last complete event, -1 if none
+  uint64_t last_console_bytes = 0;  // its bytes if it is a kCharWrite
 };
 
 // Parses the event stream that follows the header.

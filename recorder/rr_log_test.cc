@@ -49,6 +49,22 @@ std::string SampleBody() {
   return w.str();
 }
 
+TEST(RrLogTest, RemembersTheLastCompleteEvent) {
+  LogWriter w;
+  w.Instructions(10).CharWrite(3);
+  Parser p;
+  ASSERT_TRUE(p.Parse(w.str()).ok());
+  EXPECT_EQ(p.stats().last_event, kCharWrite);
+  EXPECT_EQ(p.stats().last_console_bytes, 3u);
+  LogWriter more;
+  more.Instructions(5).U8(kCharWrite).U32(1);  // the last write is cut short
+  auto used = p.Parse(more.str());
+  ASSERT_TRUE(used.ok());
+  EXPECT_EQ(p.stats().last_event, kInstruction);
+  EXPECT_EQ(p.stats().last_console_bytes, 0u);
+  EXPECT_EQ(Parser().stats().last_event, -1);
+}
+
 TEST(RrLogTest, ParsesEveryEventKindAndCounts) {
   std::string body = SampleBody();
   auto scan = ScanBody(body);

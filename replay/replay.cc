@@ -298,6 +298,19 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
   ASSIGN_OR_RETURN(auto chunks, store.ListRrChunks(recording_id));
   uint64_t expected = 0;
   for (const auto& c : chunks) expected += c.console_bytes;
+  // A log cut right after a serial write: QEMU 7.2's replay reads the event
+  // after a char-write before it writes the bytes, so at the end of an
+  // interrupted log those bytes are never written. Only that last write is
+  // not expected.
+  uint64_t unreplayable = 0;
+  if (!chunks.empty() && info.state != "complete") {
+    ASSIGN_OR_RETURN(std::string last, store.ReadRrChunk(recording_id, chunks.back().seq));
+    rr::Parser parser;
+    if (parser.Parse(last).ok() && parser.stats().last_event == rr::kCharWrite) {
+      unreplayable = std::min(expected, parser.stats().last_console_bytes);
+      expected -= unreplayable;
+    }
+  }
   report.recorded_console = recorded.size();
   report.expected_console = expected;
   if (expected > recorded.size()) {
@@ -310,6 +323,11 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
   ASSIGN_OR_RETURN(report.replay, ReplayRecording(store, recording_id, options));
   const std::string& replayed = report.replay.console;
   report.replayed_console = replayed.size();
+  // (If it was written after all, it is expected again.)
+  if (unreplayable > 0 && replayed.size() == expected + unreplayable) {
+    expected += unreplayable;
+    unreplayable = 0;
+  }
   std::string_view want(recorded.data(), expected);
   size_t common = 0;
   while (common < replayed.size() && common < want.size() && replayed[common] == want[common])
@@ -349,6 +367,9 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
       (expected < recorded.size() ? " (log covers " + std::to_string(expected) + " of " +
                                         std::to_string(recorded.size()) + " recorded bytes)"
                                   : "") +
+      (unreplayable > 0 ? " (the log ends with a serial write of " + std::to_string(unreplayable) +
+                              " byte(s), which QEMU's replay reads past before writing)"
+                        : "") +
       ", replay " + std::to_string(report.replay.wall_seconds).substr(0, 5) + " s";
   return report;
 }

@@ -100,6 +100,25 @@ std::string Md5Hex(const std::string& data) {
   return ToHex(std::string_view(reinterpret_cast<const char*>(md), len));
 }
 
+std::map<std::string, nlohmann::json> E2eTest::RecordingsByVm() {
+  CommandResult ls = Blackbox({"ls", "--json"});
+  EXPECT_EQ(ls.exit_code, 0) << ls.output;
+  std::map<std::string, nlohmann::json> out;
+  std::istringstream in(ls.output);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] != '{') continue;
+    auto j = nlohmann::json::parse(line);
+    out[j["vm_name"].get<std::string>()] = j;  // ls lists oldest first: the newest wins
+  }
+  return out;
+}
+
+std::string E2eTest::Console(const std::string& id) {
+  CommandResult r = Blackbox({"console", id});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return r.output;
+}
+
 std::string ReadFileOrEmpty(const std::string& path) {
   auto text = ReadFileToString(path, 64 << 20);
   return text.ok() ? *text : "";

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -40,6 +41,10 @@ class E2eTest : public ::testing::Test {
   ChildProcess StartBlackbox(const std::vector<std::string>& args, const std::string& output_file);
   // The newest recording (from `blackbox ls --json`).
   nlohmann::json LatestRecording();
+  // Every recording, by VM name (the newest of each VM).
+  std::map<std::string, nlohmann::json> RecordingsByVm();
+  // The recorded console of a recording (`blackbox console`).
+  std::string Console(const std::string& id);
   std::string data() const { return data_->path(); }
 
   std::optional<TempDir> data_;

@@ -20,23 +20,6 @@ using std::chrono::seconds;
 
 class ManifestTest : public E2eTest {
  protected:
-  std::map<std::string, nlohmann::json> RecordingsByVm() {
-    CommandResult ls = Blackbox({"ls", "--json"});
-    EXPECT_EQ(ls.exit_code, 0) << ls.output;
-    std::map<std::string, nlohmann::json> out;
-    std::istringstream in(ls.output);
-    for (std::string line; std::getline(in, line);) {
-      if (line.empty() || line[0] != '{') continue;
-      auto j = nlohmann::json::parse(line);
-      out[j["vm_name"].get<std::string>()] = j;  // the newest wins
-    }
-    return out;
-  }
-  std::string Console(const std::string& id) {
-    CommandResult r = Blackbox({"console", id});
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return r.output;
-  }
   std::vector<nlohmann::json> Alerts() {
     CommandResult r = Blackbox({"alerts", "--json"});
     EXPECT_EQ(r.exit_code, 0) << r.output;

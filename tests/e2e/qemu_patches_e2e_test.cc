@@ -2,11 +2,10 @@
 // patched qemu-system-x86_64 and Debian's stock one run the test guest
 // directly, with no Blackbox service in between.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -42,8 +41,10 @@ std::vector<std::string> Nic(int local_port, int peer_port, const std::string& m
   return {"-netdev",
           "socket,id=n0,udp=127.0.0.1:" + std::to_string(peer_port) +
               ",localaddr=127.0.0.1:" + std::to_string(local_port),
-          "-device", "e1000,mitigation=off,romfile=,netdev=n0,mac=" + mac,
-          "-object", "filter-replay,id=fr0,netdev=n0"};
+          "-device",
+          "e1000,mitigation=off,romfile=,netdev=n0,mac=" + mac,
+          "-object",
+          "filter-replay,id=fr0,netdev=n0"};
 }
 
 // A QMP monitor for a replaying QEMU. It is made with -chardev and -mon:
@@ -51,8 +52,8 @@ std::vector<std::string> Nic(int local_port, int peer_port, const std::string& m
 // record/replay, so the monitor's traffic would consume the recorded
 // character events and the replay would diverge.
 std::vector<std::string> QmpArgs(const std::string& socket_path) {
-  return {"-chardev", "socket,id=qmp0,path=" + socket_path + ",server=on,wait=off",
-          "-mon", "chardev=qmp0,mode=control"};
+  return {"-chardev", "socket,id=qmp0,path=" + socket_path + ",server=on,wait=off", "-mon",
+          "chardev=qmp0,mode=control"};
 }
 
 // The n of every "BB-COUNTER n" line, in console order.
@@ -101,9 +102,18 @@ StatusOr<nlohmann::json> WaitForLive(QmpSyncClient& qmp, seconds timeout) {
 // own, so that a cut can be placed inside an event.
 size_t LogEventSize(const uint8_t* p, size_t avail) {
   enum : unsigned {
-    kInstruction = 0, kAsync = 3, kShutdown = 10, kCharWrite = 22, kCharReadAll = 23,
-    kCharReadAllError = 24, kAudioOut = 25, kAudioIn = 26, kRandom = 27, kClock = 28,
-    kCheckpoint = 30, kEnd = 39,
+    kInstruction = 0,
+    kAsync = 3,
+    kShutdown = 10,
+    kCharWrite = 22,
+    kCharReadAll = 23,
+    kCharReadAllError = 24,
+    kAudioOut = 25,
+    kAudioIn = 26,
+    kRandom = 27,
+    kClock = 28,
+    kCheckpoint = 30,
+    kEnd = 39,
   };
   auto u32 = [p](size_t off) {
     return uint32_t{p[off]} << 24 | uint32_t{p[off + 1]} << 16 | uint32_t{p[off + 2]} << 8 |
@@ -116,21 +126,34 @@ size_t LogEventSize(const uint8_t* p, size_t avail) {
   if (kind < kAsync) return 1;
   if (kind < kShutdown) {
     switch (kind - kAsync) {
-      case 0: case 1: case 5: return need(9);  // BH, BH oneshot, block: id
-      case 3: return 1;                         // input sync
-      case 4: return avail >= 6 ? need(6 + u32(2)) : 0;    // char read
-      case 6: return avail >= 10 ? need(10 + u32(6)) : 0;  // net
-      default: return 0;  // input: not used by the test guest
+      case 0:
+      case 1:
+      case 5:
+        return need(9);  // BH, BH oneshot, block: id
+      case 3:
+        return 1;  // input sync
+      case 4:
+        return avail >= 6 ? need(6 + u32(2)) : 0;  // char read
+      case 6:
+        return avail >= 10 ? need(10 + u32(6)) : 0;  // net
+      default:
+        return 0;  // input: not used by the test guest
     }
   }
   if (kind < kCharWrite) return 1;  // shutdown causes
   switch (kind) {
-    case kCharWrite: return need(9);
-    case kCharReadAll: return avail >= 5 ? need(5 + u32(1)) : 0;
-    case kCharReadAllError: return need(5);
-    case kAudioOut: return need(9);
-    case kRandom: return avail >= 9 ? need(9 + u32(5)) : 0;
-    default: break;
+    case kCharWrite:
+      return need(9);
+    case kCharReadAll:
+      return avail >= 5 ? need(5 + u32(1)) : 0;
+    case kCharReadAllError:
+      return need(5);
+    case kAudioOut:
+      return need(9);
+    case kRandom:
+      return avail >= 9 ? need(9 + u32(5)) : 0;
+    default:
+      break;
   }
   if (kind >= kClock && kind < kCheckpoint) return need(9);
   if (kind >= kCheckpoint && kind <= kEnd) return 1;
@@ -141,8 +164,8 @@ class QemuPatchesTest : public ::testing::Test {
  protected:
   void SetUp() override {
     patched_ = PatchedQemu();
-    ASSERT_TRUE(PathExists(patched_))
-        << "no patched QEMU at " << patched_ << ": run qemu-patches/build.sh (scripts/setup.sh does)";
+    ASSERT_TRUE(PathExists(patched_)) << "no patched QEMU at " << patched_
+                                      << ": run qemu-patches/build.sh (scripts/setup.sh does)";
     auto dir = TempDir::Create("bb-qemu-patches-test");
     ASSERT_TRUE(dir.ok()) << dir.status().ToString();
     dir_.emplace(std::move(dir).value());
@@ -158,16 +181,29 @@ class QemuPatchesTest : public ::testing::Test {
                                      const std::string& role_args) const {
     const std::string guest = GuestDir();
     return {qemu,
-            "-machine", "pc",
-            "-accel", "tcg",
-            "-icount", "shift=auto," + icount,
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-m", "256",
-            "-kernel", guest + "/vmlinuz",
-            "-initrd", guest + "/initrd.img",
-            "-append", "console=ttyS0 quiet panic=-1 bb.poweroff=1 " + role_args,
-            "-chardev", "file,id=serial0,path=" + serial,
-            "-serial", "chardev:serial0"};
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-icount",
+            "shift=auto," + icount,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            "256",
+            "-kernel",
+            guest + "/vmlinuz",
+            "-initrd",
+            guest + "/initrd.img",
+            "-append",
+            "console=ttyS0 quiet panic=-1 bb.poweroff=1 " + role_args,
+            "-chardev",
+            "file,id=serial0,path=" + serial,
+            "-serial",
+            "chardev:serial0"};
   }
 
   // Runs a QEMU to completion (the guest powers off); returns its console.
@@ -284,9 +320,9 @@ void QemuPatchesTest::GoLiveOnce(int run) {
   ASSERT_GT(primary_port, 0);
   const std::string role = "bb.role=counter";
 
-  std::vector<std::string> follower_args = GuestArgs(
-      patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
-      d + "/follower.serial", role);
+  std::vector<std::string> follower_args =
+      GuestArgs(patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
+                d + "/follower.serial", role);
   for (auto& a : Nic(follower_port, client_port, kCounterMac)) follower_args.push_back(a);
   for (auto& a : QmpArgs(d + "/qmp.sock")) follower_args.push_back(a);
   auto follower = ChildProcess::Spawn(follower_args, d + "/follower.out");
@@ -338,21 +374,40 @@ void QemuPatchesTest::GoLiveOnce(int run) {
   // activity in a replaying QEMU's main loop can make the replay diverge.
   const std::string guest = GuestDir();
   std::vector<std::string> client_args = {
-      "qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-nodefaults", "-no-user-config",
-      "-display", "none", "-no-reboot", "-m", "256",
-      "-kernel", guest + "/vmlinuz", "-initrd", guest + "/initrd.img",
-      "-append", "console=ttyS0 quiet panic=-1 bb.poweroff=1 bb.role=http-get "
-                 "bb.ip=10.0.2.16/24 bb.peer=10.0.2.15 bb.path=/counter bb.wait=600",
-      "-chardev", "file,id=serial0,path=" + d + "/client.serial", "-serial", "chardev:serial0",
-      "-netdev", "socket,id=n0,udp=127.0.0.1:" + std::to_string(follower_port) +
-                     ",localaddr=127.0.0.1:" + std::to_string(client_port),
-      "-device", std::string("virtio-net-pci,netdev=n0,mac=") + kClientMac};
+      "qemu-system-x86_64",
+      "-machine",
+      "pc",
+      "-accel",
+      "tcg",
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
+      "-no-reboot",
+      "-m",
+      "256",
+      "-kernel",
+      guest + "/vmlinuz",
+      "-initrd",
+      guest + "/initrd.img",
+      "-append",
+      "console=ttyS0 quiet panic=-1 bb.poweroff=1 bb.role=http-get "
+      "bb.ip=10.0.2.16/24 bb.peer=10.0.2.15 bb.path=/counter bb.wait=600",
+      "-chardev",
+      "file,id=serial0,path=" + d + "/client.serial",
+      "-serial",
+      "chardev:serial0",
+      "-netdev",
+      "socket,id=n0,udp=127.0.0.1:" + std::to_string(follower_port) +
+          ",localaddr=127.0.0.1:" + std::to_string(client_port),
+      "-device",
+      std::string("virtio-net-pci,netdev=n0,mac=") + kClientMac};
   auto client = ChildProcess::Spawn(client_args, d + "/client.out");
   ASSERT_TRUE(client.ok()) << client.status().ToString();
 
   // Live: the counter goes on, and the client gets an answer.
-  EXPECT_TRUE(WaitForText(d + "/follower.serial", "BB-COUNTER " + std::to_string(last + 2),
-                          seconds(120)))
+  EXPECT_TRUE(
+      WaitForText(d + "/follower.serial", "BB-COUNTER " + std::to_string(last + 2), seconds(120)))
       << TailOfFile(d + "/follower.serial") << TailOfFile(d + "/follower.out");
   EXPECT_TRUE(WaitForText(d + "/client.serial", "BB-HTTP-GOT", seconds(180)))
       << TailOfFile(d + "/client.serial");
@@ -485,8 +540,8 @@ TEST_F(QemuPatchesTest, LogCutInsideAnEventGoesLiveAtTheLastCompleteEvent) {
   // It runs on live: two more counter lines than at the switch, no gap.
   const std::vector<int> at_switch = Counters(ReadFileOrEmpty(Path("follow.serial")));
   const int next = (at_switch.empty() ? 0 : at_switch.back()) + 2;
-  EXPECT_TRUE(WaitForText(Path("follow.serial"), "BB-COUNTER " + std::to_string(next),
-                          seconds(180)))
+  EXPECT_TRUE(
+      WaitForText(Path("follow.serial"), "BB-COUNTER " + std::to_string(next), seconds(180)))
       << TailOfFile(Path("follow.serial")) << TailOfFile(Path("follow.out"));
   const std::vector<int> counters = Counters(ReadFileOrEmpty(Path("follow.serial")));
   for (size_t i = 0; i < counters.size(); ++i) {

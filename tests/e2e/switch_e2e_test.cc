@@ -15,24 +15,6 @@ using std::chrono::seconds;
 
 class SwitchTest : public E2eTest {
  protected:
-  // Every recording of the store, by VM name.
-  std::map<std::string, nlohmann::json> RecordingsByVm() {
-    CommandResult ls = Blackbox({"ls", "--json"});
-    EXPECT_EQ(ls.exit_code, 0) << ls.output;
-    std::map<std::string, nlohmann::json> out;
-    std::istringstream in(ls.output);
-    for (std::string line; std::getline(in, line);) {
-      if (line.empty() || line[0] != '{') continue;
-      auto j = nlohmann::json::parse(line);
-      out[j["vm_name"].get<std::string>()] = j;
-    }
-    return out;
-  }
-  std::string Console(const std::string& id) {
-    CommandResult r = Blackbox({"console", id});
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return r.output;
-  }
   // tshark's output lines (its own warnings about running as root dropped).
   std::vector<std::string> Tshark(std::vector<std::string> args) {
     args.insert(args.begin(), "tshark");
@@ -84,8 +66,7 @@ TEST_F(SwitchTest, HttpGuestsThroughTheSwitchAreCapturedAndReplayable) {
   // The flow record of the download matches tshark's count of its frames and
   // bytes in each direction.
   auto fields = Tshark({"-r", pcap, "-Y", "tcp.port == 80", "-T", "fields", "-e", "ip.src", "-e",
-                        "tcp.srcport", "-e", "tcp.dstport", "-e", "frame.len", "-e",
-                        "tcp.stream"});
+                        "tcp.srcport", "-e", "tcp.dstport", "-e", "frame.len", "-e", "tcp.stream"});
   struct Dir {
     uint64_t packets = 0, bytes = 0;
   };
