@@ -409,8 +409,20 @@ void QemuPatchesTest::GoLiveOnce(int run) {
   EXPECT_TRUE(
       WaitForText(d + "/follower.serial", "BB-COUNTER " + std::to_string(last + 2), seconds(120)))
       << TailOfFile(d + "/follower.serial") << TailOfFile(d + "/follower.out");
-  EXPECT_TRUE(WaitForText(d + "/client.serial", "BB-HTTP-GOT", seconds(180)))
-      << TailOfFile(d + "/client.serial");
+  if (!WaitForText(d + "/client.serial", "BB-HTTP-GOT", seconds(180))) {
+    // What the live follower's network looks like, for whoever debugs this.
+    std::string why = "the client got no answer from the live follower\nclient: " +
+                      TailOfFile(d + "/client.serial") +
+                      "\nfollower: " + TailOfFile(d + "/follower.serial") +
+                      TailOfFile(d + "/follower.out");
+    for (const char* hmp : {"info network", "info irq", "info pic"}) {
+      auto r = qmp->Execute("human-monitor-command", {{"command-line", hmp}}, seconds(5));
+      why += std::string("\n(qemu) ") + hmp + "\n" + (r.ok() ? r->dump() : r.status().ToString());
+    }
+    auto follow = qmp->Execute("__org.blackbox_query-replay-follow", nullptr, seconds(5));
+    why += "\n" + (follow.ok() ? follow->dump() : follow.status().ToString());
+    ADD_FAILURE() << why;
+  }
 
   const std::string follower_console = ReadFileOrEmpty(d + "/follower.serial");
   const std::vector<int> counters = Counters(follower_console);
