@@ -345,6 +345,7 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
   std::mutex done_mu;
   std::condition_variable done_cv;
   size_t done = 0;
+  size_t ran = 0;  // VMs that ran and ended (not those that could not start)
   for (size_t i = 0; i < lab.vms.size(); ++i) {
     RecorderOptions o = options.recorder;
     o.rr = lab.vms[i].rr;
@@ -407,21 +408,28 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
       } catch (const std::exception& e) {
         r = Internal(std::string("internal error: ") + e.what());
       }
+      if (!r.ok()) {
+        std::fprintf(stderr, "blackbox: %s did not run: %s\n", spec->name.c_str(),
+                     r.status().message().c_str());
+      }
       std::lock_guard lock(done_mu);
+      if (r.ok()) ++ran;
       runs[i].outcome = std::move(r);
       ++done;
       done_cv.notify_all();
     });
   }
 
-  // Wait for the VMs; with first-exit, the first to end stops the others.
+  // Wait for the VMs; with first-exit, the first to end stops the others. A
+  // VM that could not start (QEMU failed, its start was refused by
+  // attestation) does not end the lab: the others run on.
   {
     std::unique_lock lock(done_mu);
     if (lab.stop_when == LabSpec::StopWhen::kFirstExit) {
-      done_cv.wait(lock, [&] { return done > 0; });
+      done_cv.wait(lock, [&] { return ran > 0 || done == runs.size(); });
       if (done < runs.size()) {
         for (size_t i = 0; i < runs.size(); ++i) {
-          if (runs[i].outcome) {
+          if (runs[i].outcome && runs[i].outcome->ok()) {
             std::string what = runs[i].outcome->ok() ? runs[i].outcome->value().extra.value(
                                                            "end_reason", std::string("ended"))
                                                      : runs[i].outcome->status().message();
