@@ -26,22 +26,10 @@ struct CaptureTarget {
 
 StatusOr<CaptureTarget> ResolveTarget(const Store& store, const CaptureSelection& sel) {
   CaptureTarget t;
-  std::optional<RecordingInfo> rec;
-  auto rec_id = store.ResolveRecordingId(sel.id);
-  if (rec_id.ok()) {
-    ASSIGN_OR_RETURN(RecordingInfo info, store.GetRecording(*rec_id));
-    rec = std::move(info);
-  } else if (rec_id.status().code() == StatusCode::kNotFound) {
-    ASSIGN_OR_RETURN(auto all, store.ListRecordings());
-    for (auto it = all.rbegin(); it != all.rend(); ++it) {  // the VM's latest recording
-      if (it->vm_name == sel.id && it->extra.contains("capture")) {
-        rec = *it;
-        break;
-      }
-    }
-  } else {
-    return rec_id.status();
-  }
+  ASSIGN_OR_RETURN(std::optional<RecordingInfo> rec,
+                   FindRecording(store, sel.id, [](const RecordingInfo& r) {
+                     return r.extra.contains("capture");
+                   }));
   if (rec) {
     if (!rec->extra.contains("capture")) {
       return FailedPrecondition("recording " + rec->id +
@@ -109,11 +97,16 @@ std::string ProtoName(const nlohmann::json& f) {
   if (f.value("kind", "") == "arp") return "arp";
   int p = f.value("proto", 0);
   switch (p) {
-    case 1: return "icmp";
-    case 6: return "tcp";
-    case 17: return "udp";
-    case 58: return "icmp6";
-    default: return "ip/" + std::to_string(p);
+    case 1:
+      return "icmp";
+    case 6:
+      return "tcp";
+    case 17:
+      return "udp";
+    case 58:
+      return "icmp6";
+    default:
+      return "ip/" + std::to_string(p);
   }
 }
 
@@ -199,10 +192,10 @@ int RunExportPcapng(const GlobalOptions& g, const CaptureSelection& sel, const s
   q.ports = target->ports;
   auto stats = ExportCapturePcapng(**store, target->capture_id, ports, q, path);
   if (!stats.ok()) return Report(stats.status());
-  std::fprintf(stderr, "blackbox: wrote %s: %llu frames (%llu dropped by the switch) of %s, %u interfaces\n",
-               path.c_str(), static_cast<unsigned long long>(stats->frames),
-               static_cast<unsigned long long>(stats->dropped), target->what.c_str(),
-               stats->interfaces);
+  std::fprintf(
+      stderr, "blackbox: wrote %s: %llu frames (%llu dropped by the switch) of %s, %u interfaces\n",
+      path.c_str(), static_cast<unsigned long long>(stats->frames),
+      static_cast<unsigned long long>(stats->dropped), target->what.c_str(), stats->interfaces);
   return kExitOk;
 }
 

@@ -159,16 +159,11 @@ int RunManifestCheck(const std::string& path) {
 
 namespace {
 
-// A recording id, or the latest recording of a VM of that name.
-StatusOr<RecordingInfo> FindRecording(const Store& store, const std::string& target) {
-  auto id = store.ResolveRecordingId(target);
-  if (id.ok()) return store.GetRecording(*id);
-  if (id.status().code() != StatusCode::kNotFound) return id.status();
-  ASSIGN_OR_RETURN(auto all, store.ListRecordings());
-  for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    if (it->vm_name == target) return *it;
-  }
-  return NotFound("no recording or VM '" + target + "'");
+// A recording id, the latest recording of a VM of that name, or an id prefix.
+StatusOr<RecordingInfo> FindRecordingOrVm(const Store& store, const std::string& target) {
+  ASSIGN_OR_RETURN(std::optional<RecordingInfo> rec, FindRecording(store, target));
+  if (!rec) return NotFound("no recording or VM '" + target + "'");
+  return *rec;
 }
 
 }  // namespace
@@ -195,7 +190,7 @@ int RunManifestLearn(const GlobalOptions& g, const LearnArgs& a) {
   }
   auto store = OpenStore(g, true);
   if (!store.ok()) return Report(store.status());
-  auto rec = FindRecording(**store, a.target);
+  auto rec = FindRecordingOrVm(**store, a.target);
   if (!rec.ok()) return Report(rec.status());
   int64_t since = std::numeric_limits<int64_t>::min(), until = std::numeric_limits<int64_t>::max();
   if (window > 0) {
@@ -260,7 +255,7 @@ int RunManifestDiff(const GlobalOptions& g, const std::string& manifest_path,
   if (!m.ok()) return Report(m.status());
   auto store = OpenStore(g, true);
   if (!store.ok()) return Report(store.status());
-  auto rec = FindRecording(**store, target);
+  auto rec = FindRecordingOrVm(**store, target);
   if (!rec.ok()) return Report(rec.status());
   if (rec->vm_name != m->vm) {
     std::fprintf(stderr, "blackbox: warning: the manifest is for VM %s, the recording of %s\n",

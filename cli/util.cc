@@ -58,6 +58,23 @@ StatusOr<std::pair<std::unique_ptr<Store>, std::string>> OpenRecording(const Glo
   return std::make_pair(std::move(*store), id);
 }
 
+StatusOr<std::optional<RecordingInfo>> FindRecording(
+    const Store& store, const std::string& target,
+    const std::function<bool(const RecordingInfo&)>& filter) {
+  if (auto exact = store.GetRecording(target); exact.ok()) return std::optional(*exact);
+  ASSIGN_OR_RETURN(auto all, store.ListRecordings());
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {  // newest first
+    if (it->vm_name == target && (!filter || filter(*it))) return std::optional(*it);
+  }
+  auto id = store.ResolveRecordingId(target);
+  if (id.ok()) {
+    ASSIGN_OR_RETURN(RecordingInfo info, store.GetRecording(*id));
+    return std::optional(std::move(info));
+  }
+  if (id.status().code() == StatusCode::kNotFound) return std::optional<RecordingInfo>();
+  return id.status();
+}
+
 // A recording whose recorder process is gone but never finalised it.
 std::string EffectiveState(const RecordingInfo& info) {
   if (info.state != "recording") return info.state;

@@ -1,7 +1,9 @@
 // Helpers shared by the subcommands.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -21,6 +23,15 @@ StatusOr<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool read_onl
 // Opens the store read-only and resolves a recording id or prefix.
 StatusOr<std::pair<std::unique_ptr<Store>, std::string>> OpenRecording(const GlobalOptions& g,
                                                                        const std::string& id_arg);
+
+// What a user's recording argument means, in this order: a full recording
+// id; a VM name, meaning that VM's latest recording (for which `filter`, if
+// given, holds); a unique prefix of a recording id. nullopt if none of these;
+// an error for an ambiguous prefix or a store problem. (VM names come first:
+// they are prefixes of their own recordings' ids.)
+StatusOr<std::optional<RecordingInfo>> FindRecording(
+    const Store& store, const std::string& target,
+    const std::function<bool(const RecordingInfo&)>& filter = nullptr);
 
 // "recording", or "interrupted*" for a recording whose recorder died.
 std::string EffectiveState(const RecordingInfo& info);
