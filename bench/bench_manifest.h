@@ -22,8 +22,9 @@ namespace blackbox::bench {
 struct ManifestBenchOptions {
   std::vector<int> rule_counts = {10, 1000, 10000};
   int frames = 2'000'000;   // per decision-cost figure
-  double load_seconds = 3;  // per throughput row
-  int runs = 3;             // throughput: runs per mode, medians reported
+  double load_seconds = 6;  // per throughput run
+  double slice_ms = 100;    // throughput: checking on and off in turn, this long each
+  int runs = 3;             // throughput: runs per row, medians reported
   bool decisions = true;
   bool load = true;
 };

@@ -11,6 +11,8 @@
 #include <boost/asio.hpp>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <thread>
 
 #include "bench/bench_util.h"
@@ -55,7 +57,7 @@ std::string UdpRecord(size_t size, uint8_t src_last, uint8_t dst_last, uint16_t 
 }  // namespace
 
 StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double seconds,
-                                   FramePolicy* policy, int frames_per_flow) {
+                                   FramePolicy* policy, int frames_per_flow, double toggle_ms) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-switch"));
   std::unique_ptr<Store> store;
   if (capture) {
@@ -65,7 +67,8 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
   }
   boost::asio::io_context io;
   SwitchServer server(io, SwitchServer::Options{});
-  server.SetPolicy(policy);
+  const bool toggle = toggle_ms > 0 && policy != nullptr;
+  server.SetPolicy(toggle ? nullptr : policy);
   uint32_t ports[2];
   for (int i = 0; i < 2; ++i) {
     L2Switch::PortConfig pc;
@@ -156,6 +159,32 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
     sink_cpu = ThreadCpuSeconds();
   });
 
+  // Slices: a timer on the switch thread flips the policy and notes the
+  // thread's CPU time and the frames written to the sink since the last flip.
+  std::vector<LoadResult::Slice> slices;
+  boost::asio::steady_timer slice_timer(io);
+  std::function<void()> slice_tick;
+  std::atomic<bool> slicing{toggle};
+  if (toggle) {
+    auto last = std::make_shared<std::pair<double, uint64_t>>(-1, 0);
+    bool on = false;
+    slice_tick = [&, last, on]() mutable {
+      const double cpu = ThreadCpuSeconds();
+      auto ps = server.GetPortStats(ports[1]);
+      const uint64_t written = ps ? ps->written_frames : 0;
+      if (last->first >= 0) slices.push_back({on, cpu - last->first, written - last->second});
+      *last = {cpu, written};
+      if (!slicing.load()) return;
+      on = !on;
+      server.SetPolicy(on ? policy : nullptr);
+      slice_timer.expires_after(std::chrono::microseconds(static_cast<int64_t>(toggle_ms * 1000)));
+      slice_timer.async_wait([&](const boost::system::error_code& ec) {
+        if (!ec) slice_tick();
+      });
+    };
+    boost::asio::post(io, [&] { slice_tick(); });
+  }
+
   uint64_t sent = 0;
   const double gen_cpu0 = ThreadCpuSeconds();
   int64_t start = MonoNow();
@@ -167,6 +196,11 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
     sent += kBurst;
   }
   gen_cpu = ThreadCpuSeconds() - gen_cpu0;
+  // The last slice ends with the load (the drain after it is not measured).
+  if (toggle) {
+    slicing = false;
+    boost::asio::post(io, [&] { slice_timer.cancel(); });
+  }
   sending_done = true;
   sink_thread.join();
   LoadResult r;
@@ -188,6 +222,7 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
   r.delivered = delivered;
   r.wall_s = (last_rx - start) / 1e9;
   r.cpu_s = cpu - gen_cpu.load() - sink_cpu.load();
+  r.slices = std::move(slices);
   return r;
 }
 

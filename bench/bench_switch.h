@@ -40,6 +40,13 @@ struct LoadResult {
   uint64_t shed = 0;
   double wait_ms = 0;  // the switch thread waiting for room in the capture queue
   uint64_t flows = 0;
+  // With toggle_ms > 0: one entry per slice, the policy on or off in turn.
+  struct Slice {
+    bool policy_on = false;
+    double cpu_s = 0;     // the switch thread's CPU seconds in the slice
+    uint64_t frames = 0;  // frames it wrote to the sink in the slice
+  };
+  std::vector<Slice> slices;
 };
 
 // One load-generator measurement: a switch with ports "generator"
@@ -48,9 +55,14 @@ struct LoadResult {
 // frames for `seconds` (each flow sends `frames_per_flow` frames in a row,
 // so 256 / frames_per_flow flows), with capture into a real store or not,
 // and with `policy` (may be null) as the switch's FramePolicy. Port ids are
-// 1 and 2.
+// 1 and 2. With `toggle_ms` > 0 the switch thread sets and clears `policy`
+// every toggle_ms (starting without it) and records each slice's frames and
+// CPU time (LoadResult::slices): checking on and off measured in the same
+// process, sockets and load, interleaved, so slow drifts of the machine's
+// speed cancel out.
 StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double seconds,
-                                   FramePolicy* policy = nullptr, int frames_per_flow = 1);
+                                   FramePolicy* policy = nullptr, int frames_per_flow = 1,
+                                   double toggle_ms = 0);
 
 // Runs the benchmark, prints a table to stdout, returns the figures as JSON.
 StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& options);

@@ -478,6 +478,9 @@ int RunBenchManifest(const bench::ManifestBenchOptions& o, const std::string& pa
   if (!(opts.load_seconds >= 0.5 && opts.load_seconds <= 60)) {
     return Report(InvalidArgument("--seconds: 0.5..60"));
   }
+  if (!(opts.slice_ms >= 10 && opts.slice_ms * 8 <= opts.load_seconds * 1000)) {
+    return Report(InvalidArgument("--slice-ms: 10 ms or more, and at least 8 slices per run"));
+  }
   return FinishBench(bench::RunManifestBench(opts), json_path);
 }
 
@@ -666,9 +669,12 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_mb->add_option("--rules", *mb_rules, "rule counts, comma-separated")->capture_default_str();
   bench_mb->add_option("--frames", mb_opts->frames, "frames per decision figure")
       ->capture_default_str();
-  bench_mb->add_option("--seconds", mb_opts->load_seconds, "load generator: seconds per row")
+  bench_mb->add_option("--seconds", mb_opts->load_seconds, "load generator: seconds per run")
       ->capture_default_str();
-  bench_mb->add_option("--runs", mb_opts->runs, "load runs per mode; medians are reported")
+  bench_mb->add_option("--slice-ms", mb_opts->slice_ms,
+                       "load: checking on and off in turn, this many ms each")
+      ->capture_default_str();
+  bench_mb->add_option("--runs", mb_opts->runs, "load runs per row; medians are reported")
       ->capture_default_str();
   bench_mb->add_option("--json", *mb_json, "also write the figures to this file");
   runners.push_back([bench_mb, mb_opts, mb_part, mb_rules, mb_json]() {

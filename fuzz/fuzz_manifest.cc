@@ -25,6 +25,8 @@
 //     ascending, never the ingress port, and a subset of what the switch
 //     would do without the policy), and every violation names its VM and has
 //     a one-line reason.
+//   - The same policy without its front cache (Options::front_cache off)
+//     decides every frame exactly alike: drop, egress, reason, violations.
 
 #include <array>
 #include <cstddef>
@@ -121,14 +123,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto peer = std::make_shared<const Manifest>(ParseManifest(kPeerManifest, nullptr).value());
   const RuleSet rules = RuleSet::Compile(*mine, vms);
 
-  L2Switch plain, checked;
+  L2Switch plain, checked, reference;
   uint32_t ports[3];
   for (uint8_t i = 0; i < 3; ++i) {
     L2Switch::PortConfig pc{std::string(1, static_cast<char>('a' + i)), "lan", Mac(i + 1), {}};
     ports[i] = plain.AddPort(pc);
     FUZZ_CHECK(checked.AddPort(pc) == ports[i]);
+    FUZZ_CHECK(reference.AddPort(pc) == ports[i]);
   }
   int violations = 0;
+  std::vector<std::string> seen, expected;  // violations with and without the front cache
   ManifestPolicy::Options po;
   po.max_cached = 8;  // reach the full-cache path too
   ManifestPolicy policy(po, [&](ManifestPolicy::Violation&& v) {
@@ -136,14 +140,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(OneLine(v.reason) && !v.reason.empty());
     FUZZ_CHECK(v.frame.size() <= 256);
     ++violations;
+    seen.push_back(v.vm + " " + v.reason);
   });
-  policy.AddVm({"a", mine, rules, {ports[0]}, {Mac(1)}});
-  policy.AddVm({"b", peer, RuleSet::Compile(*peer, vms), {ports[1]}, {Mac(2)}});
+  ManifestPolicy::Options ro = po;
+  ro.front_cache = false;
+  ManifestPolicy ref(ro, [&](ManifestPolicy::Violation&& v) {
+    expected.push_back(v.vm + " " + v.reason);
+  });
+  for (ManifestPolicy* p : {&policy, &ref}) {
+    p->AddVm({"a", mine, rules, {ports[0]}, {Mac(1)}});
+    p->AddVm({"b", peer, RuleSet::Compile(*peer, vms), {ports[1]}, {Mac(2)}});
+  }
   checked.SetPolicy(&policy);
+  reference.SetPolicy(&ref);
 
   int64_t now = 1;
   size_t at = sep + 1;
-  L2Switch::Decision d0, d1;
+  L2Switch::Decision d0, d1, d2;
   while (at + 2 <= size) {
     const uint8_t sel = data[at];
     const size_t len = data[at + 1];
@@ -152,7 +165,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     at += len;
     if (frame.size() < 60) frame.resize(60, 0);
     now += kAdvance[(sel >> 2) & 7];
-    if (sel & 0x20) policy.SetQuarantined("a", !(sel & 0x40));
+    if (sel & 0x20) {
+      policy.SetQuarantined("a", !(sel & 0x40));
+      ref.SetQuarantined("a", !(sel & 0x40));
+    }
     const uint32_t ingress = (sel & 3) == 3 ? 0 : ports[sel & 3];
     if (ingress != 0) {
       const MacAddr src = Mac(static_cast<uint8_t>((sel & 3) + 1));
@@ -161,6 +177,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (auto p = ParseFrame(frame); p.ok()) CheckEvaluate(rules, *p);
     plain.Process(ingress, frame, now, &d0);
     checked.Process(ingress, frame, now, &d1);
+    reference.Process(ingress, frame, now, &d2);
+    FUZZ_CHECK(d1.drop == d2.drop);
+    FUZZ_CHECK(d1.egress == d2.egress);
+    FUZZ_CHECK(d1.reason == d2.reason);
+    FUZZ_CHECK(seen == expected);
     if (d1.drop == L2Switch::Drop::kPolicy) {
       FUZZ_CHECK(d1.egress.empty());
       FUZZ_CHECK(d0.drop == L2Switch::Drop::kNone);

@@ -2,7 +2,7 @@
 # Blackbox test guest: /init of the initramfs (runs as PID 1 under busybox ash).
 #
 # The behaviour is selected on the kernel command line (see guest/README.md):
-#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client|http-get|prober|spoofer
+#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client|http-get|prober|spoofer|panic
 #   bb.rounds=N bb.records=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
 #   bb.path=/URL-PATH bb.port=N
 #   bb.wait=N bb.poweroff=1 bb.debug=1
@@ -14,7 +14,7 @@
 
 # Kernel modules, loaded in exactly this order. guest/build-guest.sh reads this
 # line to know which modules to put into the initramfs.
-BB_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk e1000"
+BB_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk e1000 pvpanic pvpanic-pci"
 
 # Work per cpu round (numbers generated and hashed) and the default number of
 # rounds: ~4 s of guest time under plain TCG with -icount shift=auto.
@@ -244,6 +244,16 @@ role_disk_writer() {
 	done_
 }
 
+# Panics the kernel (sysrq 'c'): with a pvpanic device QEMU reports it over
+# QMP (GUEST_PANICKED). What follows is the kernel's panic= parameter.
+role_panic() {
+	echo "BB-READY"
+	echo "BB-PANIC-NOW"
+	echo c >/proc/sysrq-trigger
+	echo "BB-ERROR still running after the panic"
+	forever
+}
+
 # Serves the counter at http://GUEST/counter (file rewritten every second).
 role_counter() {
 	mkdir -p /www
@@ -471,6 +481,7 @@ http-client) role_http_client ;;
 http-get) role_http_get ;;
 prober) role_prober ;;
 spoofer) role_spoofer ;;
+panic) role_panic ;;
 '')
 	echo "BB-ERROR missing bb.role"
 	power_off

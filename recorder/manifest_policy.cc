@@ -107,7 +107,11 @@ bool ManifestPolicy::Bucket::Take(double amount, int64_t now_ns) {
 }
 
 ManifestPolicy::ManifestPolicy(Options options, Sink sink)
-    : options_(options), sink_(std::move(sink)), cache_(options.max_cached) {}
+    : options_(options),
+      sink_(std::move(sink)),
+      cache_(options.max_cached),
+      front_(kFrontSlots),
+      front_v6_(kFrontSlots) {}
 
 void ManifestPolicy::AddVm(VmPolicy policy) {
   auto vm = std::make_unique<Vm>();
@@ -144,6 +148,7 @@ bool ManifestPolicy::SetQuarantined(const std::string& name, bool on) {
   for (auto& vm : vms_) {
     if (vm->policy.name == name) {
       vm->quarantined.store(on);
+      front_gen_.fetch_add(1);
       return true;
     }
   }
@@ -159,6 +164,7 @@ bool ManifestPolicy::quarantined(const std::string& name) const {
 
 ManifestPolicy::Stats ManifestPolicy::stats() const {
   Stats s = stats_;
+  s.frames += s.fast;
   s.cached = cache_.size();
   return s;
 }
@@ -195,7 +201,10 @@ void ManifestPolicy::Report(Vm& vm, uint32_t port, Violation v, const ParsedFram
   }
   const size_t n = std::min<size_t>(current_frame_.size(), 256);
   v.frame.assign(reinterpret_cast<const char*>(current_frame_.data()), n);
-  if (vm.enforce && (v.action & kRespQuarantine)) vm.quarantined.store(true);
+  if (vm.enforce && (v.action & kRespQuarantine)) {
+    vm.quarantined.store(true);
+    front_gen_.fetch_add(1);
+  }
   if (sink_) sink_(std::move(v));
 }
 
@@ -359,37 +368,128 @@ bool ManifestPolicy::Judge(size_t vi, uint32_t port, bool sending, const ParsedF
          Rates(vm, port, verdict.rule, new_flow, frame_size, f, ingress, now_ns, reason);
 }
 
+void ManifestPolicy::Front::CarryUse(uint64_t current_cache_gen) const {
+  if (gen == 0 || cache_gen != current_cache_gen) return;
+  if (sender) sender->last_ns = std::max(sender->last_ns, last_ns);
+  if (receiver) receiver->last_ns = std::max(receiver->last_ns, last_ns);
+}
+
+void ManifestPolicy::CarryFrontUse() {
+  for (const Front& e : front_) e.CarryUse(cache_.generation());
+}
+
 void ManifestPolicy::Sweep(int64_t now_ns) {
   last_sweep_ns_ = now_ns;
+  CarryFrontUse();
   cache_.EraseIdle(now_ns - options_.flow_idle_ns);
+}
+
+inline bool ManifestPolicy::FrontKeyOf(uint32_t ingress, uint32_t egress, const ParsedFrame& f,
+                                       FrontKey* k) {
+  if (f.dst.bytes[0] & 1) return false;  // broadcast or multicast
+  uint64_t ports = 0;
+  if (HasPorts(f)) ports = uint64_t{f.transport.src_port} | uint64_t{f.transport.dst_port} << 16;
+  k->w[2] = uint64_t{ingress} | uint64_t{egress} << 32;
+  if (f.l3 == ParsedFrame::L3::kIpv4) {
+    uint32_t src, dst;
+    std::memcpy(&src, f.ip.src.bytes.data(), 4);
+    std::memcpy(&dst, f.ip.dst.bytes.data(), 4);
+    k->w[0] = uint64_t{src} | uint64_t{dst} << 32;
+    k->w[1] = ports | uint64_t{f.ip.protocol} << 32 | uint64_t{4} << 40;
+    k->is_v6 = false;
+    return true;
+  }
+  if (f.l3 != ParsedFrame::L3::kIpv6) return false;
+  uint64_t a[2], b[2];
+  std::memcpy(a, f.ip.src.bytes.data(), 16);
+  std::memcpy(b, f.ip.dst.bytes.data(), 16);
+  k->w[0] = a[0];
+  k->w[1] = ports | uint64_t{f.ip.protocol} << 32 | uint64_t{6} << 40;
+  k->v6[0] = a[1];
+  k->v6[1] = b[0];
+  k->v6[2] = b[1];
+  k->is_v6 = true;
+  return true;
+}
+
+inline size_t ManifestPolicy::FrontSlot(const FrontKey& k) {
+  // Not a defence against chosen collisions: a collision costs a full check,
+  // never a wrong verdict (the whole key is compared).
+  uint64_t a = k.w[0];
+  if (k.is_v6) a ^= k.v6[0] ^ k.v6[1] ^ k.v6[2];
+  uint64_t h = a * 0x9e3779b97f4a7c15ull;
+  h = (h ^ k.w[1] ^ (k.w[2] * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
+  return (h >> 40) & (kFrontSlots - 1);
+}
+
+inline bool ManifestPolicy::FrontHit(size_t slot, const FrontKey& k) const {
+  const Front& e = front_[slot];
+  const uint64_t diff =
+      (e.w[0] ^ k.w[0]) | (e.w[1] ^ k.w[1]) | (e.w[2] ^ k.w[2]) | (e.gen ^ FrontGen());
+  if (diff != 0) return false;
+  if (!k.is_v6) return true;
+  const auto& x = front_v6_[slot];
+  return ((x[0] ^ k.v6[0]) | (x[1] ^ k.v6[1]) | (x[2] ^ k.v6[2])) == 0;
 }
 
 bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
                            std::span<const uint8_t> bytes, int64_t now_ns,
                            std::vector<uint32_t>* egress, std::string* reason) {
-  if (vms_.empty()) return true;
-  ++stats_.frames;
-  current_frame_ = bytes;
-  if (now_ns - last_sweep_ns_ > 1'000'000'000) Sweep(now_ns);
-  const PortVm* sender = PortOf(ingress);
-  const PortVm* receiver = egress->size() == 1 ? PortOf((*egress)[0]) : nullptr;
-  if (sender == nullptr && receiver == nullptr && !AnyChecked(*egress)) return true;
-  FlowId id = IdOf(frame);
+  // The front cache first, for the common case (IPv4 unicast to one port)
+  // in a few dozen instructions and registers only. Everything else is
+  // CheckMiss's.
+  if (egress->size() != 1 || now_ns - last_sweep_ns_ > 1'000'000'000 ||
+      (frame.dst.bytes[0] & 1) || frame.l3 != ParsedFrame::L3::kIpv4) {
+    return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
+  }
+  FrontKey k;
+  FrontKeyOf(ingress, (*egress)[0], frame, &k);
+  const size_t slot = FrontSlot(k);
+  Front& e = front_[slot];
+  if (((e.w[0] ^ k.w[0]) | (e.w[1] ^ k.w[1]) | (e.w[2] ^ k.w[2]) | (e.gen ^ FrontGen())) != 0) {
+    return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
+  }
+  e.last_ns = now_ns;
+  ++stats_.fast;  // stats() adds these to frames
+  return true;
+}
 
-  // Fast path: the same flow to the same single port as this port's last
-  // frame, which passed with cached verdicts and nothing else to check.
-  if (ingress >= memo_.size()) memo_.resize(ingress + 1);
-  Memo& memo = memo_[ingress];
-  if (memo.generation == cache_.generation() && egress->size() == 1 &&
-      memo.egress == (*egress)[0] && memo.key == id.key &&
-      !(memo.vms[0] && memo.vms[0]->quarantined.load(std::memory_order_relaxed)) &&
-      !(memo.vms[1] && memo.vms[1]->quarantined.load(std::memory_order_relaxed))) {
-    if (memo.sender) memo.sender->last_ns = now_ns;
-    if (memo.receiver) memo.receiver->last_ns = now_ns;
+bool ManifestPolicy::CheckMiss(uint32_t ingress, const ParsedFrame& frame,
+                               std::span<const uint8_t> bytes, int64_t now_ns,
+                               std::vector<uint32_t>* egress, std::string* reason) {
+  FrontKey fkey;
+  if (egress->size() != 1 || now_ns - last_sweep_ns_ > 1'000'000'000 ||
+      !FrontKeyOf(ingress, (*egress)[0], frame, &fkey)) {
+    return CheckFull(ingress, frame, bytes, now_ns, egress, reason, nullptr, 0);
+  }
+  const size_t slot = FrontSlot(fkey);
+  if (FrontHit(slot, fkey)) {  // an IPv6 frame
+    front_[slot].last_ns = now_ns;
     ++stats_.fast;
     return true;
   }
-  memo.generation = ~uint64_t{0};
+  return CheckFull(ingress, frame, bytes, now_ns, egress, reason, &fkey, slot);
+}
+
+bool ManifestPolicy::CheckFull(uint32_t ingress, const ParsedFrame& frame,
+                               std::span<const uint8_t> bytes, int64_t now_ns,
+                               std::vector<uint32_t>* egress, std::string* reason,
+                               const FrontKey* fkey, size_t slot) {
+  if (vms_.empty()) return true;
+  ++stats_.frames;
+  // Verdict entries may move below (the cache grows, idle ones are swept):
+  // front entries pointing at them must then stop matching.
+  struct SyncOnExit {
+    ManifestPolicy* p;
+    ~SyncOnExit() { p->SyncFrontGen(); }
+  } sync{this};
+  if (now_ns - last_sweep_ns_ > 1'000'000'000) Sweep(now_ns);
+  Front* front = fkey != nullptr ? &front_[slot] : nullptr;
+  const PortVm* sender = PortOf(ingress);
+  const PortVm* receiver = egress->size() == 1 ? PortOf((*egress)[0]) : nullptr;
+  if (sender == nullptr && receiver == nullptr && !AnyChecked(*egress)) return true;
+  current_frame_ = bytes;
+  FlowId id = IdOf(frame);
   id.hash = Hash(id.key);
 
   Verdict* sender_entry = nullptr;
@@ -426,20 +526,20 @@ bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
     return false;
   }
   // Remember a plain pass to one port: cached verdicts on every side that
-  // has a manifest, no rate envelope to feed, not quarantined.
+  // has a manifest, no rate envelope to feed.
   const Vm* vs = sender ? vms_[sender->vm].get() : nullptr;
   const Vm* vr = receiver ? vms_[receiver->vm].get() : nullptr;
-  if (kept == 1 && egress->size() == 1 && !frame.dst.IsMulticast() &&
+  if (front != nullptr && options_.front_cache && kept == 1 && egress->size() == 1 &&
       (sender == nullptr || (sender_entry != nullptr && !vs->has_rates)) &&
       (receiver == nullptr || (receiver_entry != nullptr && !vr->has_rates)) &&
       !(sender == nullptr && receiver == nullptr)) {
-    memo.generation = cache_.generation();
-    memo.key = id.key;
-    memo.egress = (*egress)[0];
-    memo.sender = sender_entry;
-    memo.receiver = receiver_entry;
-    memo.vms[0] = vs;
-    memo.vms[1] = vr;
+    SyncFrontGen();
+    // The verdicts of the entry about to be overwritten may have a newer use
+    // in it.
+    front->CarryUse(cache_.generation());
+    *front = Front{{fkey->w[0], fkey->w[1], fkey->w[2]}, FrontGen(), now_ns, sender_entry,
+                   receiver_entry, cache_.generation()};
+    if (fkey->is_v6) front_v6_[slot] = {fkey->v6[0], fkey->v6[1], fkey->v6[2]};
   }
   return true;
 }

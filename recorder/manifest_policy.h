@@ -10,9 +10,11 @@
 //     one flow) is judged once per VM that sends or receives it, the first
 //     time that VM sees it, by the VM's RuleSet. The VM that sends the first
 //     frame it sees of a flow originated it (direction out); a VM that first
-//     receives it did not (in). The verdict is cached per (flow, VM), so a
-//     frame of a known flow costs two hash lookups whatever the number of
-//     rules. A violation is reported once per (flow, VM) with the frame that
+//     receives it did not (in). The verdict is cached per (flow, VM), and
+//     a frame that passed is remembered in the front cache (see Front) by
+//     its ingress and egress ports, addresses, ports and protocol, so the
+//     next frame of a known flow costs one direct-mapped lookup (about 60
+//     instructions) whatever the number of rules. A violation is reported once per (flow, VM) with the frame that
 //     started it. In enforce mode a verdict with `drop` drops the flow's
 //     frames from and to that VM for as long as the flow lives, and one with
 //     `quarantine` quarantines the VM at once.
@@ -57,6 +59,9 @@ class ManifestPolicy : public FramePolicy {
     // While a VM stays out of an envelope, a reminder alert at most this
     // often. Default: 10 s.
     int64_t rate_realert_ns = int64_t{10} * 1'000'000'000;
+    // The front cache (see Front); off, every frame takes the full path
+    // (the fuzzer compares the two). Default: on.
+    bool front_cache = true;
   };
 
   // One deviation, handed to the sink on the switch thread (it must not
@@ -97,7 +102,7 @@ class ManifestPolicy : public FramePolicy {
     uint64_t pruned = 0;           // egress ports removed from frames
     uint64_t uncached_frames = 0;  // judged without caching: cache full
     uint64_t cached = 0;           // verdicts in the cache now
-    uint64_t fast = 0;             // frames passed by the fast path (see Memo)
+    uint64_t fast = 0;             // frames passed by the front cache (see Front)
   };
 
   ManifestPolicy(Options options, Sink sink);
@@ -201,18 +206,60 @@ class ManifestPolicy : public FramePolicy {
   bool Judge(size_t vi, uint32_t port, bool sending, const ParsedFrame& f, const FlowId& id,
              size_t frame_size, uint32_t ingress, int64_t now_ns, std::string* reason,
              Verdict** entry = nullptr);
-  // The fast path: a port's last frame, when it passed unchecked by rates
-  // and quarantine to one egress port. A frame of the same flow to the same
-  // port passes with its cached verdicts touched, without a lookup.
-  struct Memo {
-    uint64_t generation = ~uint64_t{0};
-    Key key;
-    uint32_t egress = 0;
+  // The front cache: the switch's recent plain passes, direct-mapped by
+  // (ingress port, egress port, the frame's own addresses, ports and
+  // protocol). An entry is a frame that passed to one port with cached
+  // verdicts on every side that has a manifest, no rate envelope to feed and
+  // no quarantine in force. A frame with the same key passes with one lookup
+  // and no hashing of the folded flow key; anything else (a miss, a
+  // collision, broadcast, housekeeping, rates) takes the full path, which
+  // fills the entry. Entries are valid while `gen` equals front_gen_, which
+  // changes whenever verdict entries move or a quarantine changes; their
+  // last use is carried to the verdicts before idle verdicts are swept.
+  struct FrontKey {
+    // w[0]: IPv4 source | destination << 32, or the first 8 bytes of the
+    // IPv6 source; w[1]: ports | protocol << 32 | family << 40; w[2]:
+    // ingress | egress << 32; v6: the rest of the IPv6 addresses (zero for
+    // IPv4). An IPv4 key never equals an IPv6 one (the family in w[1]), so
+    // IPv4 keys compare w[0..2] only.
+    uint64_t w[3];
+    uint64_t v6[3];  // set only when is_v6
+    bool is_v6;
+  };
+  struct alignas(64) Front {  // one cache line
+    uint64_t w[3] = {0, 0, 0};
+    uint64_t gen = 0;  // 0: empty
+    int64_t last_ns = 0;
     Verdict* sender = nullptr;
     Verdict* receiver = nullptr;
-    const Vm* vms[2] = {nullptr, nullptr};
+    uint64_t cache_gen = 0;  // the pointers are valid while cache_.generation() is this
+    void CarryUse(uint64_t current_cache_gen) const;  // last_ns into the verdicts
   };
-  std::vector<Memo> memo_;  // by ingress port id
+  static constexpr size_t kFrontSlots = 4096;  // a power of two
+  static bool FrontKeyOf(uint32_t ingress, uint32_t egress, const ParsedFrame& f, FrontKey* k);
+  static size_t FrontSlot(const FrontKey& k);
+  // The whole key and the generation, compared at once.
+  bool FrontHit(size_t slot, const FrontKey& k) const;
+  // The generation front entries are valid for; it changes whenever verdict
+  // entries move (SyncFrontGen) or a quarantine changes.
+  uint64_t FrontGen() const { return front_gen_.load(std::memory_order_relaxed); }
+  void SyncFrontGen() {
+    if (cache_.generation() != front_cache_gen_) {
+      front_cache_gen_ = cache_.generation();
+      front_gen_.fetch_add(1);
+    }
+  }
+  void CarryFrontUse();
+  // Check() past its IPv4 fast path.
+  [[gnu::noinline]] bool CheckMiss(uint32_t ingress, const ParsedFrame& frame,
+                                   std::span<const uint8_t> bytes, int64_t now_ns,
+                                   std::vector<uint32_t>* egress, std::string* reason);
+  // Check() past the front cache; fkey/slot: the frame's front entry to fill
+  // (null when it has none).
+  [[gnu::noinline]] bool CheckFull(uint32_t ingress, const ParsedFrame& frame,
+                                   std::span<const uint8_t> bytes, int64_t now_ns,
+                                   std::vector<uint32_t>* egress, std::string* reason,
+                                   const FrontKey* fkey, size_t slot);  // before verdicts are swept
   bool Rates(Vm& vm, uint32_t port, int rule, bool new_flow, size_t frame_size,
              const ParsedFrame& f, uint32_t ingress, int64_t now_ns, std::string* reason);
   bool Quarantine(Vm& vm, bool sending, const ParsedFrame& f) const;
@@ -235,6 +282,10 @@ class ManifestPolicy : public FramePolicy {
   std::vector<PortVm> port_vm_;  // by port id
   int64_t last_uncached_report_ns_ = 0;
   FlowCache cache_;
+  std::vector<Front> front_;
+  std::vector<std::array<uint64_t, 3>> front_v6_;  // by slot: FrontKey::v6
+  std::atomic<uint64_t> front_gen_{1};  // never 0 (an empty entry)
+  uint64_t front_cache_gen_ = 0;        // cache_.generation() front_gen_ reflects
   int64_t last_sweep_ns_ = 0;
   // The frame being checked, for Report (set by Check).
   std::span<const uint8_t> current_frame_;

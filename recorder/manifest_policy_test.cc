@@ -127,7 +127,7 @@ network:
   for (int i = 0; i < 5; ++i) EXPECT_EQ(Send(1, 2, 40000, 80, kTcpAck).drop, L2Switch::Drop::kNone);
   EXPECT_EQ(policy_->stats().fast, 4u) << "the first frame is judged, the rest reuse it";
   EXPECT_EQ(policy_->stats().judged, 2u);
-  // Another flow from the same port: judged, and it becomes the port's last.
+  // Another flow from the same port: judged, then in the front cache too.
   EXPECT_EQ(Send(1, 2, 40001, 80, kTcpAck).drop, L2Switch::Drop::kNone);
   EXPECT_EQ(policy_->stats().judged, 4u);
   // Quarantine wins over a remembered verdict.
@@ -291,6 +291,77 @@ TEST_F(ManifestPolicyTest, AFullCacheStillJudgesEveryFrameButAlertsSparingly) {
   EXPECT_LE(violations_.size(), 3u);
   EXPECT_GE(policy_->stats().uncached_frames, 18u);
   EXPECT_EQ(policy_->stats().cached, 2u);
+}
+
+TEST_F(ManifestPolicyTest, AFlowUsedOnlyThroughTheFrontCacheIsNotForgotten) {
+  // Frames of a known flow pass through the front cache without touching
+  // the verdict; its use must still reach the verdict before idle ones are
+  // swept, or the flow would be judged (and alerted) again while in use.
+  ManifestPolicy::Options o;
+  o.flow_idle_ns = 5 * kSecond;
+  std::string yaml = kClientEnforce;
+  yaml.replace(yaml.find("enforce"), 7, "observe");
+  Use({{"a", yaml}}, o);
+  Learn();
+  // Flow A's frame comes first at every step and so takes the full path
+  // whenever a sweep is due; flow B's frames all pass through the front cache.
+  for (int step = 2; step <= 40; ++step) {
+    const int64_t now = step * kSecond / 2;
+    Send(1, 2, 40001, 2222, kTcpAck, now);  // A
+    Send(1, 2, 40002, 2222, kTcpAck, now);  // B
+  }
+  EXPECT_EQ(violations_.size(), 2u) << "re-judged while in use";
+  EXPECT_EQ(policy_->stats().judged, 2u);
+  EXPECT_GE(policy_->stats().fast, 39u) << "B did not use the front cache";
+  Send(1, 2, 40002, 2222, kTcpAck, 40 * kSecond);  // B idle for 20 s: judged again
+  EXPECT_EQ(violations_.size(), 3u);
+}
+
+TEST_F(ManifestPolicyTest, TheFrontCacheNeverPassesAFlowItDidNotJudge) {
+  // Thousands of allowed flows fill the front cache (collisions, overwrites)
+  // and the verdict cache grows (its entries move) while forbidden flows that
+  // differ from allowed ones only in a port, a direction or an address are
+  // sent between them: every forbidden frame is dropped, every allowed one
+  // passes.
+  Use({{"a", kClientEnforce}});
+  Learn();
+  int wrong = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (uint16_t p = 0; p < 3000; ++p) {
+      const int64_t now = kSecond + round;
+      const uint16_t sport = static_cast<uint16_t>(30000 + p);
+      wrong += Send(1, 2, sport, 80, kTcpAck, now).drop != L2Switch::Drop::kNone;
+      wrong += Send(1, 2, sport, 81, kTcpAck, now).drop != L2Switch::Drop::kPolicy;
+      wrong += Send(1, 3, sport, 80, kTcpAck, now).drop != L2Switch::Drop::kPolicy;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_GT(policy_->stats().fast, 3000u) << "the front cache was not used";
+  // IPv6 takes the same path.
+  const IpAddr a6 = IpAddr::Parse("fd00::1").value(), b6 = IpAddr::Parse("fd00::2").value();
+  Use({{"a", R"(manifest: 1
+vm: a
+mode: enforce
+network:
+  default: drop
+  rules:
+    - {direction: out, peer: "fd00::2", proto: udp, ports: [53], action: allow}
+)"}});
+  Learn();
+  // (Check directly: the switch's anti-spoofing knows only the ports' IPv4
+  // addresses.)
+  auto check6 = [&](uint16_t dport) {
+    const Bytes f = frames::Udp6(Mac(2), Mac(1), a6, b6, 0, 40000, dport);
+    const ParsedFrame parsed = ParseFrame(f).value();
+    std::vector<uint32_t> egress = {ports_[2]};
+    std::string reason;
+    return policy_->Check(ports_[1], parsed, f, kSecond, &egress, &reason);
+  };
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(check6(53));
+    EXPECT_FALSE(check6(54));
+  }
+  EXPECT_EQ(policy_->stats().fast, 3u);
 }
 
 // ---- AlertWriter ----

@@ -79,7 +79,7 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
   RETURN_IF_ERROR(CheckKeys(
       root,
       {"name", "kernel", "initrd", "append", "memory", "machine", "disks", "nics", "serial_ports",
-       "manifest"},
+       "manifest", "pvpanic"},
       ""));
   ASSIGN_OR_RETURN(spec.name, GetString(root, "name", "name", true));
   if (!ValidName(spec.name, 64)) {
@@ -121,6 +121,11 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
     }
     if (n < 1 || n > 4) return SpecError(sp, "serial_ports", "must be a number from 1 to 4");
     spec.serial_ports = n;
+  }
+  if (YAML::Node pv = root["pvpanic"]; pv.IsDefined()) {
+    const std::string v = pv.IsScalar() ? pv.Scalar() : "";
+    if (v != "true" && v != "false") return SpecError(pv, "pvpanic", "must be true or false");
+    spec.pvpanic = v == "true";
   }
 
   std::set<std::string> ids;
@@ -374,6 +379,11 @@ std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const Qe
     if (mode != RrMode::kNone) {
       add({"-object", "filter-replay,id=" + nic.name + "-replay,netdev=" + nic.name});
     }
+  }
+  if (spec.pvpanic) {
+    // The guest reports a panic; Blackbox's manifest, not QEMU, responds.
+    add({"-device", "pvpanic-pci,id=pvpanic"});
+    add({"-action", "panic=none"});
   }
   if (paths.gdb_port > 0) add({"-gdb", "tcp:127.0.0.1:" + std::to_string(paths.gdb_port)});
   if (paths.start_paused) add({"-S"});

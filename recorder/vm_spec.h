@@ -51,6 +51,11 @@ struct VmSpec {
   std::vector<DiskSpec> disks;
   std::vector<NicSpec> nics;
   int serial_ports = 1;     // only the first is captured; 1..4
+  // A pvpanic-pci device, so a guest panic reaches Blackbox (QMP
+  // GUEST_PANICKED: an alert, and the manifest's events.guest_panic
+  // response). QEMU itself takes no action on it (-action panic=none): the
+  // guest's kernel decides what it does next (its panic= parameter).
+  bool pvpanic = false;
   // The VM's manifest (docs/manifest.md), absolute path; empty: none.
   std::string manifest;
   std::string source_text;  // the YAML as given (kept with the recording)

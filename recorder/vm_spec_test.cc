@@ -64,6 +64,7 @@ TEST(VmSpecTest, RejectsBadSpecsNamingTheField) {
       {"name: a\nkernel: k\nnics:\n  - name: n\n    mac: 01:00:5e:00:00:01\n", "multicast"},
       {"name: a\nkernel: k\nnics:\n  - name: n\n    mac: zz\n", "mac: 'zz' is not"},
       {"name: a\nkernel: k\nserial_ports: 9\n", "serial_ports: must be"},
+      {"name: a\nkernel: k\npvpanic: yes please\n", "line 3: pvpanic: must be true or false"},
       {"name: a\nkernel: ${BB_SURELY_UNSET_VAR}/k\n", "BB_SURELY_UNSET_VAR is not set"},
       {"[1, 2", "spec line"},
       {"- a\n- b\n", "top level must be a mapping"},
@@ -129,6 +130,24 @@ TEST(VmSpecTest, PlainModeHasNoReplayPieces) {
     EXPECT_EQ(a.find("blkreplay"), std::string::npos);
     EXPECT_EQ(a.find("filter-replay"), std::string::npos);
     EXPECT_EQ(a.find("rr="), std::string::npos);
+  }
+}
+
+TEST(VmSpecTest, PvpanicAddsTheDeviceAndLeavesThePanicToBlackbox) {
+  auto plain = ParseVmSpec("name: a\nkernel: /k\n", "/d");
+  auto with = ParseVmSpec("name: a\nkernel: /k\npvpanic: true\n", "/d");
+  ASSERT_TRUE(plain.ok() && with.ok());
+  EXPECT_FALSE(plain->pvpanic);
+  EXPECT_TRUE(with->pvpanic);
+  EXPECT_FALSE(Contains(BuildQemuArgs(*plain, RrMode::kRecord, {}), "pvpanic-pci,id=pvpanic"));
+  for (RrMode mode : {RrMode::kRecord, RrMode::kReplay}) {
+    auto args = BuildQemuArgs(*with, mode, {});
+    auto dev = std::find(args.begin(), args.end(), "pvpanic-pci,id=pvpanic");
+    ASSERT_NE(dev, args.end());
+    EXPECT_EQ(*(dev - 1), "-device");
+    auto action = std::find(args.begin(), args.end(), "panic=none");
+    ASSERT_NE(action, args.end());
+    EXPECT_EQ(*(action - 1), "-action");
   }
 }
 

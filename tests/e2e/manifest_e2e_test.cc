@@ -299,6 +299,71 @@ network:
       << alerts[1].dump();
 }
 
+// A guest with a pvpanic device panics: QEMU reports it, the alert is
+// raised and the manifest's response (pause) keeps the crashed VM for an
+// analyst; the device is part of what a learned manifest attests.
+TEST_F(ManifestTest, AGuestPanicIsAlertedAndTheCrashedVmPaused) {
+  const std::string spec = Write("panicker.yaml", R"(name: panicker
+kernel: ${BLACKBOX_GUEST_DIR}/vmlinuz
+initrd: ${BLACKBOX_GUEST_DIR}/initrd.img
+append: console=ttyS0 quiet panic=0 bb.role=panic
+pvpanic: true
+)");
+  const std::string manifest = Write("panicker.manifest.yaml", R"(manifest: 1
+vm: panicker
+mode: enforce
+network:
+  default: [alert, drop]
+events:
+  guest_panic: [alert, pause]
+)");
+  const std::string out = data() + "/record.out";
+  ChildProcess rec = StartBlackbox({"record", spec, "--manifest", "panicker=" + manifest}, out);
+  nlohmann::json paused;
+  std::string id;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(240);
+  while (paused.is_null() && std::chrono::steady_clock::now() < deadline && rec.running()) {
+    auto recs = RecordingsByVm();
+    if (recs.count("panicker")) {
+      id = recs["panicker"]["id"];
+      for (const auto& e : Events(id)) {
+        if (e.value("kind", "") == "response" && e.value("action", "") == "pause") paused = e;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  ASSERT_FALSE(paused.is_null()) << TailOfFile(out, 20);
+  EXPECT_EQ(paused["outcome"], "done");
+  EXPECT_EQ(paused["detail"]["status"], "paused") << paused.dump();
+  rec.Signal(SIGINT);
+  ASSERT_TRUE(rec.Wait(seconds(120)).ok()) << TailOfFile(out, 20);
+
+  const std::string console = Console(id);
+  EXPECT_NE(console.find("BB-PANIC-NOW"), std::string::npos) << console;
+  EXPECT_NE(console.find("Kernel panic - not syncing"), std::string::npos) << console;
+  auto alerts = Alerts();
+  ASSERT_EQ(alerts.size(), 1u) << Blackbox({"alerts"}).output;
+  EXPECT_EQ(alerts[0]["vm"], "panicker");
+  EXPECT_EQ(alerts[0]["rule"], "events.guest_panic");
+  EXPECT_EQ(alerts[0]["recording"], id);
+  EXPECT_EQ(alerts[0]["action"], nlohmann::json::array({"alert", "pause"}));
+  // QEMU's own report comes first in the recording's events.
+  bool panicked_before_alert = false, alert_seen = false;
+  for (const auto& e : Events(id)) {
+    if (e.value("kind", "") == "qmp" && e.value("event", "") == "GUEST_PANICKED") {
+      panicked_before_alert = !alert_seen;
+    }
+    alert_seen = alert_seen || e.value("kind", "") == "alert";
+  }
+  EXPECT_TRUE(panicked_before_alert);
+
+  const std::string learned = data() + "/learned.yaml";
+  CommandResult learn = Blackbox({"manifest", "learn", "panicker", "-o", learned});
+  ASSERT_EQ(learn.exit_code, 0) << learn.output;
+  EXPECT_NE(ReadFileOrEmpty(learned).find("1b36:0011 id=pvpanic"), std::string::npos)
+      << ReadFileOrEmpty(learned);
+}
+
 // The VM-level responses really take effect, each on its own prober:
 // quarantine (its second fetch fails: it can no longer reach its peer),
 // snapshot + pause (QMP reports it paused and its console stops; the
