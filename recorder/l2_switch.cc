@@ -166,12 +166,15 @@ void L2Switch::Process(uint32_t ingress, std::span<const uint8_t> frame, int64_t
                      "no other port in segment '" + port.config.segment + "'", out);
   }
   if (policy_ != nullptr) {
-    std::string why;
-    if (!policy_->Check(ingress, *parsed, frame, now_ns, &out->egress, &why) ||
+    // out->reason (empty here) takes the policy's reason: no string is made
+    // for a frame that passes.
+    if (!policy_->Check(ingress, *parsed, frame, now_ns, &out->egress, &out->reason) ||
         out->egress.empty()) {
+      std::string why = std::move(out->reason);
       return DropFrame(port, Drop::kPolicy, why.empty() ? "refused by policy" : std::move(why),
                        out);
     }
+    out->reason.clear();  // a policy may leave a note on a frame it passes
   }
   for (uint32_t id : out->egress) {
     PortCounters& c = ports_.at(id).counters;
