@@ -1,12 +1,17 @@
 #include "bench/bench_standby.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -17,6 +22,8 @@
 #include "common/files.h"
 #include "common/net.h"
 #include "common/process.h"
+#include "recorder/frame.h"
+#include "recorder/frame_builder.h"
 #include "recorder/qmp_client.h"
 #include "replay/log_relay.h"
 
@@ -32,6 +39,7 @@ int64_t MonoNow() { return RealClock::Get().MonotonicNanos(); }
 // One QEMU run of the test guest, started directly (no Blackbox recorder):
 // the patch series is measured on its own.
 struct GuestLine {
+  std::vector<std::string> prefix;  // e.g. taskset -c N: what runs QEMU
   std::string qemu;
   std::string rr;    // "" (no record/replay) or "rr=...,rrfile=..."
   std::string role;  // appended to the kernel command line
@@ -40,8 +48,9 @@ struct GuestLine {
 };
 
 std::vector<std::string> Argv(const StandbyBenchOptions& o, const GuestLine& g) {
-  std::vector<std::string> a = {g.qemu, "-machine", "pc", "-accel", "tcg", "-icount",
-                                "shift=auto" + (g.rr.empty() ? "" : "," + g.rr)};
+  std::vector<std::string> a = g.prefix;
+  a.insert(a.end(), {g.qemu, "-machine", "pc", "-accel", "tcg", "-icount",
+                     "shift=auto" + (g.rr.empty() ? "" : "," + g.rr)});
   for (const char* s : {"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m",
                         "256"}) {
     a.push_back(s);
@@ -132,7 +141,7 @@ StatusOr<SpeedRun> RecordAndReplay(const StandbyBenchOptions& o, const std::stri
                                    Workload w) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-standby"));
   const std::string d = dir.path();
-  GuestLine rec{qemu, "rr=record,rrfile=" + d + "/log.rr", "", d + "/record.serial", {}};
+  GuestLine rec{{}, qemu, "rr=record,rrfile=" + d + "/log.rr", "", d + "/record.serial", {}};
   std::optional<ChildProcess> server;
   double stop_after = 0;
   if (w == Workload::kCpu) {
@@ -144,7 +153,7 @@ StatusOr<SpeedRun> RecordAndReplay(const StandbyBenchOptions& o, const std::stri
     // An HTTP server guest (stock QEMU, not recorded) serves the file; the
     // recorded guest fetches it over a direct -netdev stream link.
     const std::string sock = d + "/link.sock";
-    GuestLine web{o.stock_qemu, "", "bb.role=http-server bb.bigsize=" + std::to_string(o.net_mib),
+    GuestLine web{{}, o.stock_qemu, "", "bb.role=http-server bb.bigsize=" + std::to_string(o.net_mib),
                   d + "/server.serial", Nic(Stream(sock, true), kServerMac, false)};
     ASSIGN_OR_RETURN(ChildProcess s, ChildProcess::Spawn(Argv(o, web), d + "/server.out"));
     server.emplace(std::move(s));
@@ -181,7 +190,7 @@ StatusOr<double> RecordStreamed(const StandbyBenchOptions& o) {
   const std::string fifo = dir.path() + "/log.fifo";
   if (::mkfifo(fifo.c_str(), 0600) != 0) return Internal("mkfifo " + fifo);
   LogRelay drain(fifo, "");
-  GuestLine rec{o.patched_qemu, "rr=record,rrfile=" + fifo,
+  GuestLine rec{{}, o.patched_qemu, "rr=record,rrfile=" + fifo,
                 "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds),
                 dir.path() + "/record.serial", {}};
   ASSIGN_OR_RETURN(double s, RunQemu(Argv(o, rec), dir.path() + "/record.out", 0, 900));
@@ -200,6 +209,9 @@ struct FollowRun {
   // go-live: end of stream to the go-live point (the backlog the follower
   // still had to replay), and from there to its first live instruction
   double eof_to_live_ms = -1, live_to_exec_ms = -1;
+  // probed: end of stream to the live standby's first answer (an ARP reply)
+  // to the requests sent to it from the moment the primary was killed
+  double eof_to_answer_ms = -1;
   bool went_on_live = false;
   std::string final_console;
 };
@@ -270,6 +282,85 @@ class Sampler {
   std::thread thread_;
 };
 
+// New network input for a standby about to go live: from the moment the
+// primary is killed, an ARP request for the guest's address every 2 ms to
+// the follower's UDP socket netdev (filter-replay drops what arrives while
+// it replays); the time of the first ARP reply from the guest, read on the
+// UDP port both QEMUs send to.
+class ArpProber {
+ public:
+  static constexpr char kGuestIp[] = "10.0.2.15";  // the counter role's default
+  static constexpr char kProbeIp[] = "10.0.2.99";
+
+  // Binds 127.0.0.1:listen_port (where the guests' frames go).
+  static StatusOr<std::unique_ptr<ArpProber>> Create(int listen_port, int follower_port) {
+    UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return ErrnoError("socket", errno);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(listen_port));
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      return ErrnoError("bind 127.0.0.1:" + std::to_string(listen_port), errno);
+    }
+    timeval tv{0, 50000};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return std::unique_ptr<ArpProber>(new ArpProber(std::move(fd), follower_port));
+  }
+  ~ArpProber() {
+    stop_ = true;
+    if (reader_.joinable()) reader_.join();
+    if (sender_.joinable()) sender_.join();
+  }
+  // Starts sending requests (the primary has just been killed).
+  void Start() {
+    sender_ = std::thread([this] {
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      to.sin_port = htons(static_cast<uint16_t>(follower_port_));
+      const MacAddr bcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+      const frames::Bytes req = frames::Arp(bcast, ProbeMac(), ProbeMac(),
+                                            IpAddr::Parse(kProbeIp).value(),
+                                            IpAddr::Parse(kGuestIp).value());
+      const int64_t until = MonoNow() + 30'000'000'000;
+      while (!stop_ && answer_wall_ns_.load() == 0 && MonoNow() < until) {
+        ::sendto(fd_.get(), req.data(), req.size(), 0, reinterpret_cast<sockaddr*>(&to),
+                 sizeof to);
+        std::this_thread::sleep_for(milliseconds(2));
+      }
+    });
+  }
+  // Host CLOCK_REALTIME of the first answer, 0 if none yet.
+  int64_t answer_wall_ns() const { return answer_wall_ns_.load(); }
+
+ private:
+  ArpProber(UniqueFd fd, int follower_port) : fd_(std::move(fd)), follower_port_(follower_port) {
+    reader_ = std::thread([this] { Read(); });
+  }
+  static MacAddr ProbeMac() { return MacAddr{{0x52, 0x54, 0x00, 0x00, 0x30, 0x99}}; }
+  void Read() {
+    std::vector<uint8_t> buf(65536);
+    const IpAddr guest = IpAddr::Parse(kGuestIp).value(), probe = IpAddr::Parse(kProbeIp).value();
+    while (!stop_) {
+      const ssize_t n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
+      if (n <= 0) continue;
+      auto f = ParseFrame(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
+      if (f.ok() && f->l3 == ParsedFrame::L3::kArp && f->arp.op == 2 &&
+          f->arp.sender_ip == guest && f->arp.target_ip == probe &&
+          answer_wall_ns_.load() == 0) {
+        answer_wall_ns_ = RealClock::Get().WallNanos();
+      }
+    }
+  }
+
+  UniqueFd fd_;
+  int follower_port_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> answer_wall_ns_{0};
+  std::thread reader_, sender_;
+};
+
 // The n of the last complete "BB-COUNTER n" line; -1 if none.
 int LastCounter(const std::string& console) {
   int last = -1;
@@ -283,13 +374,16 @@ int LastCounter(const std::string& console) {
 enum class FollowMode {
   kToEnd,     // the CPU workload, followed until the guest powers off
   kKillIdle,  // the counter guest, mostly idle, followed for follow_seconds; SIGKILL
+  kKillIdleProbed,  // the same, with ARP requests to the standby from the kill on
   kKillBusy,  // the CPU workload, SIGKILL in the middle of its computation
 };
 
 // A primary recording into a pipe, the relay, and a follower replaying the
 // other end (__org.blackbox_follow=on). In the kill modes the follower
 // replays what it got, goes live and must carry on where the primary was.
-StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode) {
+// pinned: the primary's QEMU on CPU 0 and the follower's on CPU 1 (as on two
+// hosts, as far as one machine can); else both wherever the kernel puts them.
+StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool pinned) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-standby"));
   const std::string d = dir.path();
   const std::string rec_fifo = d + "/record.fifo", fol_fifo = d + "/follow.fifo";
@@ -297,14 +391,19 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode) {
     return Internal("mkfifo in " + d);
   }
   const bool kill = mode != FollowMode::kToEnd;
+  const bool idle = mode == FollowMode::kKillIdle || mode == FollowMode::kKillIdleProbed;
   const std::string role =
-      mode == FollowMode::kKillIdle
-          ? "bb.role=counter"
+      idle ? "bb.role=counter"
           : "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds);
-  GuestLine fol{o.patched_qemu, "rr=replay,rrfile=" + fol_fifo + ",__org.blackbox_follow=on", role,
+  GuestLine fol{{}, o.patched_qemu, "rr=replay,rrfile=" + fol_fifo + ",__org.blackbox_follow=on", role,
                 d + "/follower.serial", Qmp(d + "/qmp.sock")};
-  GuestLine pri{o.patched_qemu, "rr=record,rrfile=" + rec_fifo, role, d + "/primary.serial", {}};
-  if (mode == FollowMode::kKillIdle) {
+  GuestLine pri{{}, o.patched_qemu, "rr=record,rrfile=" + rec_fifo, role, d + "/primary.serial", {}};
+  if (pinned) {
+    pri.prefix = {"taskset", "-c", "0"};
+    fol.prefix = {"taskset", "-c", "1"};
+  }
+  std::unique_ptr<ArpProber> prober;
+  if (idle) {
     // A NIC, as a real standby has: both ends send to a UDP port nobody uses.
     const int a = FreeLoopbackUdpPort(), b = FreeLoopbackUdpPort(), c = FreeLoopbackUdpPort();
     if (a < 0 || b < 0 || c < 0) return Internal("no free UDP port on 127.0.0.1");
@@ -316,13 +415,16 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode) {
       auto nic = Nic(udp(port), kClientMac, true);
       line->extra.insert(line->extra.end(), nic.begin(), nic.end());
     }
+    if (mode == FollowMode::kKillIdleProbed) {
+      ASSIGN_OR_RETURN(prober, ArpProber::Create(c, b));
+    }
   }
   ASSIGN_OR_RETURN(ChildProcess follower, ChildProcess::Spawn(Argv(o, fol), d + "/follower.out"));
   ASSIGN_OR_RETURN(ChildProcess primary, ChildProcess::Spawn(Argv(o, pri), d + "/primary.out"));
   LogRelay relay(rec_fifo, fol_fifo);
   Sampler sampler(d + "/qmp.sock", relay);
   FollowRun run;
-  if (mode == FollowMode::kKillIdle) {
+  if (idle) {
     if (!WaitForFileText(pri.serial, "BB-READY", 300'000'000'000, &primary)) {
       return Internal("the counter guest did not get ready: " + TailOfFile(pri.serial, 3));
     }
@@ -335,6 +437,7 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode) {
     }
   }
   if (kill) primary.Signal(SIGKILL);
+  if (prober) prober->Start();
   auto pst = primary.Wait(seconds(900));
   if (!pst.ok()) return pst.status().WithContext("primary");
   const int64_t primary_end = MonoNow();
@@ -364,10 +467,19 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode) {
     }
     // Live, the guest carries on from where the primary was.
     const std::string next =
-        mode == FollowMode::kKillIdle
-            ? "BB-COUNTER " + std::to_string(LastCounter(ReadOrEmpty(pri.serial)) + 1)
+        idle ? "BB-COUNTER " + std::to_string(LastCounter(ReadOrEmpty(pri.serial)) + 1)
             : "BB-CPU-RESULT";
     run.went_on_live = WaitForFileText(fol.serial, next, 300'000'000'000, &follower);
+    if (prober) {
+      const int64_t until = MonoNow() + 30'000'000'000;
+      while (prober->answer_wall_ns() == 0 && MonoNow() < until) {
+        std::this_thread::sleep_for(milliseconds(5));
+      }
+      if (prober->answer_wall_ns() == 0) {
+        return Internal("the live standby did not answer ARP within 30 s");
+      }
+      run.eof_to_answer_ms = (prober->answer_wall_ns() - eof) / 1e6;
+    }
     run.final_console = ReadOrEmpty(fol.serial);
     follower.Kill();
   } else {
@@ -475,88 +587,127 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
       }
     };
     struct GoLive {
-      std::vector<double> to_live, to_exec;
+      std::vector<double> to_live, to_exec, to_answer;
       bool carried_on = true;
       void Add(const FollowRun& r, bool ok) {
         to_live.push_back(r.eof_to_live_ms);
         to_exec.push_back(r.live_to_exec_ms);
+        if (r.eof_to_answer_ms >= 0) to_answer.push_back(r.eof_to_answer_ms);
         carried_on = carried_on && ok;
       }
       nlohmann::json Json() const {
-        return {{"eof_to_live_ms", to_live},
-                {"live_to_first_live_exec_ms", to_exec},
-                {"carried_on", carried_on}};
+        nlohmann::json j = {{"eof_to_live_ms", to_live},
+                            {"live_to_first_live_exec_ms", to_exec},
+                            {"carried_on", carried_on}};
+        if (!to_answer.empty()) j["eof_to_first_answer_ms"] = to_answer;
+        return j;
       }
     };
-    Lags busy, idle;
-    GoLive busy_live, idle_live;
-    std::vector<double> finish;
-    bool exact = true;
-    std::string full_result;  // BB-CPU-RESULT of a CPU run followed to its end
-    for (int i = 0; i < o.runs; ++i) {
-      std::fprintf(stderr, "bench: follow the CPU workload to its end, run %d/%d...\n", i + 1,
-                   o.runs);
-      ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd));
-      busy.Add(r);
-      finish.push_back(r.follower_after_primary_s);
-      exact = exact && r.byte_exact;
-      full_result = CpuResult(r.final_console);
+    std::vector<bool> placements;  // pinned?
+    if (o.placement != "pinned") placements.push_back(false);
+    if (o.placement != "shared") {
+      if (::sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+        placements.push_back(true);
+      } else {
+        std::fprintf(stderr, "bench: one CPU only: the pinned placement is skipped\n");
+      }
     }
-    for (int i = 0; i < o.runs; ++i) {
-      std::fprintf(stderr,
-                   "bench: follow the CPU workload, kill the primary mid-way, go live, run "
-                   "%d/%d...\n",
-                   i + 1, o.runs);
-      ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy));
-      busy.Add(r);
-      // Live, the standby finishes the computation with the primary's result.
-      busy_live.Add(r, r.went_on_live && !full_result.empty() &&
-                           CpuResult(r.final_console) == full_result);
+    nlohmann::json follow_json;
+    for (bool pinned : placements) {
+      const char* where = pinned ? "pinned" : "shared";
+      const char* how = pinned ? "primary's QEMU on CPU 0, follower's on CPU 1"
+                               : "primary and follower on the same CPUs";
+      Lags busy, idle;
+      GoLive busy_live, idle_live, probed_live;
+      std::vector<double> finish;
+      bool exact = true;
+      std::string full_result;  // BB-CPU-RESULT of a CPU run followed to its end
+      for (int i = 0; i < o.runs; ++i) {
+        std::fprintf(stderr, "bench: %s: follow the CPU workload to its end, run %d/%d...\n",
+                     where, i + 1, o.runs);
+        ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd, pinned));
+        busy.Add(r);
+        finish.push_back(r.follower_after_primary_s);
+        exact = exact && r.byte_exact;
+        full_result = CpuResult(r.final_console);
+      }
+      for (int i = 0; i < o.runs; ++i) {
+        std::fprintf(stderr,
+                     "bench: %s: follow the CPU workload, kill the primary mid-way, go live, "
+                     "run %d/%d...\n",
+                     where, i + 1, o.runs);
+        ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy, pinned));
+        busy.Add(r);
+        // Live, the standby finishes the computation with the primary's result.
+        busy_live.Add(r, r.went_on_live && !full_result.empty() &&
+                             CpuResult(r.final_console) == full_result);
+      }
+      for (FollowMode mode : {FollowMode::kKillIdle, FollowMode::kKillIdleProbed}) {
+        const bool probed = mode == FollowMode::kKillIdleProbed;
+        for (int i = 0; i < o.runs; ++i) {
+          std::fprintf(stderr,
+                       "bench: %s: follow the counter guest for %d s, kill the primary, go "
+                       "live%s, run %d/%d...\n",
+                       where, o.follow_seconds, probed ? " (ARP requests sent to it)" : "",
+                       i + 1, o.runs);
+          ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned));
+          idle.Add(r);
+          (probed ? probed_live : idle_live).Add(r, r.went_on_live);
+        }
+      }
+      std::printf("\nstandby benchmark (%s: %s): a follower replaying the primary's log as it "
+                  "is written; lag = age of the oldest byte it has not replayed (sampled every "
+                  "20 ms, all runs)\n",
+                  where, how);
+      std::printf("  %-30s %8s %10s %10s %12s %12s\n", "WORKLOAD", "SAMPLES", "LAG MED",
+                  "LAG MAX", "REPLAYABLE", "REPLAYABLE");
+      std::printf("  %-30s %8s %10s %10s %12s %12s\n", "", "", "MS", "MS", "MED MS", "MAX MS");
+      busy.Print("cpu (busy)");
+      idle.Print("counter (mostly idle)");
+      const double worst = std::max(Max(busy.stream), Max(idle.stream));
+      const double median = std::max(Median(busy.stream), Median(idle.stream));
+      Row("lag target < 100 ms", "",
+          "median " + Yes(median < 100) + ", max " + Yes(worst < 100) + " (worst " +
+              F(worst, "%.0f") + " ms)");
+      Row("cpu followed to its end: done after primary", F(Median(finish), "%.3f") + " s",
+          std::string("console byte-exact: ") + (exact ? "yes" : "NO"));
+      std::printf("\nstandby benchmark (%s): go live when the primary is killed (SIGKILL), "
+                  "median of %d\n",
+                  where, o.runs);
+      Row("busy guest: end of stream -> go-live point",
+          F(Median(busy_live.to_live), "%.1f") + " ms",
+          "max " + F(Max(busy_live.to_live), "%.1f") + " ms (the backlog it still had to replay)");
+      Row("busy guest: go-live -> first live instruction",
+          F(Median(busy_live.to_exec), "%.2f") + " ms",
+          "max " + F(Max(busy_live.to_exec), "%.2f") + " ms (target < 50 ms: " +
+              Yes(Max(busy_live.to_exec) >= 0 && Max(busy_live.to_exec) < 50) + ")");
+      Row("busy guest: live standby printed the same result", busy_live.carried_on ? "yes" : "NO");
+      Row("idle guest: end of stream -> go-live point",
+          F(Median(idle_live.to_live), "%.1f") + " ms",
+          "max " + F(Max(idle_live.to_live), "%.1f") + " ms");
+      Row("idle guest: go-live -> first live instruction",
+          F(Median(idle_live.to_exec), "%.1f") + " ms",
+          "max " + F(Max(idle_live.to_exec), "%.1f") +
+              " ms (no input: a halted guest runs at its next timer)");
+      Row("idle guest with input: go-live -> first live instr.",
+          F(Median(probed_live.to_exec), "%.1f") + " ms",
+          "max " + F(Max(probed_live.to_exec), "%.1f") + " ms (target < 50 ms: " +
+              Yes(Max(probed_live.to_exec) >= 0 && Max(probed_live.to_exec) < 50) + ")");
+      Row("idle guest with input: end of stream -> answer",
+          F(Median(probed_live.to_answer), "%.1f") + " ms",
+          "max " + F(Max(probed_live.to_answer), "%.1f") +
+              " ms (ARP requests sent from the kill on; the first reply)");
+      Row("idle guest: counter went on after going live",
+          idle_live.carried_on && probed_live.carried_on ? "yes" : "NO");
+      follow_json[where] = {
+          {"cpu", busy.Json()},
+          {"counter", idle.Json()},
+          {"cpu_followed_to_end", {{"done_after_primary_s", finish}, {"byte_exact", exact}}},
+          {"go_live_busy", busy_live.Json()},
+          {"go_live_idle", idle_live.Json()},
+          {"go_live_idle_with_input", probed_live.Json()}};
     }
-    for (int i = 0; i < o.runs; ++i) {
-      std::fprintf(stderr,
-                   "bench: follow the counter guest for %d s, kill the primary, go live, run "
-                   "%d/%d...\n",
-                   o.follow_seconds, i + 1, o.runs);
-      ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillIdle));
-      idle.Add(r);
-      idle_live.Add(r, r.went_on_live);
-    }
-    std::printf("\nstandby benchmark: a follower replaying the primary's log as it is written; "
-                "lag = age of the oldest byte it has not replayed (sampled every 20 ms, all "
-                "runs)\n");
-    std::printf("  %-30s %8s %10s %10s %12s %12s\n", "WORKLOAD", "SAMPLES", "LAG MED", "LAG MAX",
-                "REPLAYABLE", "REPLAYABLE");
-    std::printf("  %-30s %8s %10s %10s %12s %12s\n", "", "", "MS", "MS", "MED MS", "MAX MS");
-    busy.Print("cpu (busy)");
-    idle.Print("counter (mostly idle)");
-    const double worst = std::max(Max(busy.stream), Max(idle.stream));
-    const double median = std::max(Median(busy.stream), Median(idle.stream));
-    Row("lag target < 100 ms", "",
-        "median " + Yes(median < 100) + ", max " + Yes(worst < 100) + " (worst " +
-            F(worst, "%.0f") + " ms)");
-    Row("cpu followed to its end: done after primary", F(Median(finish), "%.3f") + " s",
-        std::string("console byte-exact: ") + (exact ? "yes" : "NO"));
-    std::printf("\nstandby benchmark: go live when the primary is killed (SIGKILL), median of %d\n",
-                o.runs);
-    Row("busy guest: end of stream -> go-live point", F(Median(busy_live.to_live), "%.1f") + " ms",
-        "max " + F(Max(busy_live.to_live), "%.1f") + " ms (the backlog it still had to replay)");
-    Row("busy guest: go-live -> first live instruction",
-        F(Median(busy_live.to_exec), "%.2f") + " ms",
-        "max " + F(Max(busy_live.to_exec), "%.2f") + " ms (target < 50 ms: " +
-            Yes(Max(busy_live.to_exec) >= 0 && Max(busy_live.to_exec) < 50) + ")");
-    Row("busy guest: live standby printed the same result", busy_live.carried_on ? "yes" : "NO");
-    Row("idle guest: end of stream -> go-live point", F(Median(idle_live.to_live), "%.1f") + " ms",
-        "max " + F(Max(idle_live.to_live), "%.1f") + " ms");
-    Row("idle guest: go-live -> first live instruction",
-        F(Median(idle_live.to_exec), "%.1f") + " ms",
-        "max " + F(Max(idle_live.to_exec), "%.1f") + " ms (a halted guest runs at its next timer)");
-    Row("idle guest: counter went on after going live", idle_live.carried_on ? "yes" : "NO");
-    out["follow"] = {{"cpu", busy.Json()},
-                     {"counter", idle.Json()},
-                     {"cpu_followed_to_end", {{"done_after_primary_s", finish}, {"byte_exact", exact}}},
-                     {"go_live_busy", busy_live.Json()},
-                     {"go_live_idle", idle_live.Json()}};
+    out["follow"] = follow_json;
   }
   return out;
 }

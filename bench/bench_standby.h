@@ -24,6 +24,9 @@ struct StandbyBenchOptions {
   int follow_seconds = 15;  // go-live: how long the counter guest is followed first
   bool speed = true;        // record overhead and replay speed
   bool follow = true;       // follow lag and go-live
+  // Follow runs with primary and follower on the same CPUs ("shared"), each
+  // QEMU pinned to its own CPU ("pinned", as on two hosts), or "both".
+  std::string placement = "both";
 };
 
 // Runs the benchmark, prints tables to stdout, returns the figures as JSON.

@@ -428,6 +428,10 @@ int RunBenchStandby(const bench::StandbyBenchOptions& o, const std::string& part
   opts.speed = part != "follow";
   opts.follow = part != "speed";
   if (opts.runs < 1 || opts.runs > 20) return Report(InvalidArgument("--runs: 1..20"));
+  if (opts.placement != "shared" && opts.placement != "pinned" && opts.placement != "both") {
+    return Report(
+        InvalidArgument("--placement: '" + opts.placement + "' is not shared, pinned or both"));
+  }
   if (opts.cpu_rounds < 1 || opts.cpu_rounds > 200) {
     return Report(InvalidArgument("--cpu-rounds: 1..200"));
   }
@@ -643,6 +647,11 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_sb
       ->add_option("--follow-seconds", sb_opts->follow_seconds,
                    "go-live: seconds the counter guest is followed before its primary is killed")
+      ->capture_default_str();
+  bench_sb
+      ->add_option("--placement", sb_opts->placement,
+                   "follow: shared (both QEMUs on the same CPUs), pinned (each on its own CPU) "
+                   "or both")
       ->capture_default_str();
   bench_sb->add_option("--guest", sb_opts->guest_dir,
                        "test guest directory (default $BLACKBOX_GUEST_DIR)");
