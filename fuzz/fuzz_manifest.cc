@@ -134,7 +134,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int violations = 0;
   std::vector<std::string> seen, expected;  // violations with and without the front cache
   ManifestPolicy::Options po;
-  po.max_cached = 8;  // reach the full-cache path too
+  po.max_cached = 8;           // reach the full-cache path too
+  po.initial_cache_slots = 4;  // and growth (verdicts move) within a few flows
   ManifestPolicy policy(po, [&](ManifestPolicy::Violation&& v) {
     FUZZ_CHECK(v.vm == "a" || v.vm == "b");
     FUZZ_CHECK(OneLine(v.reason) && !v.reason.empty());

@@ -45,7 +45,12 @@ uint64_t ManifestPolicy::Hash(const Key& k) {
   return h;
 }
 
-ManifestPolicy::FlowCache::FlowCache(size_t max_entries) : max_(max_entries) { Rehash(1024); }
+ManifestPolicy::FlowCache::FlowCache(size_t max_entries, size_t initial_slots)
+    : max_(max_entries) {
+  size_t slots = 4;
+  while (slots < initial_slots) slots *= 2;
+  Rehash(slots);
+}
 
 void ManifestPolicy::FlowCache::Rehash(size_t capacity) {
   ++generation_;
@@ -109,9 +114,9 @@ bool ManifestPolicy::Bucket::Take(double amount, int64_t now_ns) {
 ManifestPolicy::ManifestPolicy(Options options, Sink sink)
     : options_(options),
       sink_(std::move(sink)),
-      cache_(options.max_cached),
+      cache_(options.max_cached, options.initial_cache_slots),
       front_(kFrontSlots),
-      front_v6_(kFrontSlots) {}
+      front_cold_(kFrontSlots) {}
 
 void ManifestPolicy::AddVm(VmPolicy policy) {
   auto vm = std::make_unique<Vm>();
@@ -148,7 +153,7 @@ bool ManifestPolicy::SetQuarantined(const std::string& name, bool on) {
   for (auto& vm : vms_) {
     if (vm->policy.name == name) {
       vm->quarantined.store(on);
-      front_gen_.fetch_add(1);
+      quarantine_changes_.fetch_add(1);
       return true;
     }
   }
@@ -203,7 +208,7 @@ void ManifestPolicy::Report(Vm& vm, uint32_t port, Violation v, const ParsedFram
   v.frame.assign(reinterpret_cast<const char*>(current_frame_.data()), n);
   if (vm.enforce && (v.action & kRespQuarantine)) {
     vm.quarantined.store(true);
-    front_gen_.fetch_add(1);
+    quarantine_changes_.fetch_add(1);
   }
   if (sink_) sink_(std::move(v));
 }
@@ -331,6 +336,8 @@ bool ManifestPolicy::Judge(size_t vi, uint32_t port, bool sending, const ParsedF
     verdict.drop = vm.enforce && (rv.action & kRespDrop);
     verdict.last_ns = now_ns;
     bool report = rv.action != 0;
+    // Uses in the front cache go to the verdicts before they move.
+    if (cache_.InsertMoves()) CarryFrontUse();
     Verdict* stored = cache_.Insert(key, hash, verdict);
     if (entry != nullptr) *entry = stored;
     if (stored == nullptr) {
@@ -368,15 +375,19 @@ bool ManifestPolicy::Judge(size_t vi, uint32_t port, bool sending, const ParsedF
          Rates(vm, port, verdict.rule, new_flow, frame_size, f, ingress, now_ns, reason);
 }
 
-void ManifestPolicy::Front::CarryUse(uint64_t current_cache_gen) const {
-  if (gen == 0 || cache_gen != current_cache_gen) return;
-  if (sender) sender->last_ns = std::max(sender->last_ns, last_ns);
-  if (receiver) receiver->last_ns = std::max(receiver->last_ns, last_ns);
+void ManifestPolicy::CarryUse(size_t slot) {
+  const Front& e = front_[slot];
+  if (e.w[1] == 0) return;
+  const FrontCold& c = front_cold_[slot];
+  if (c.sender) c.sender->last_ns = std::max(c.sender->last_ns, e.last_ns);
+  if (c.receiver) c.receiver->last_ns = std::max(c.receiver->last_ns, e.last_ns);
 }
 
 void ManifestPolicy::CarryFrontUse() {
-  for (const Front& e : front_) e.CarryUse(cache_.generation());
+  for (size_t i = 0; i < front_.size(); ++i) CarryUse(i);
 }
+
+void ManifestPolicy::ClearFront() { std::fill(front_.begin(), front_.end(), Front{}); }
 
 void ManifestPolicy::Sweep(int64_t now_ns) {
   last_sweep_ns_ = now_ns;
@@ -384,21 +395,30 @@ void ManifestPolicy::Sweep(int64_t now_ns) {
   cache_.EraseIdle(now_ns - options_.flow_idle_ns);
 }
 
+// An IPv4 frame's key (the caller checked l3).
+static inline void FrontKeyV4(uint32_t ingress, uint32_t egress, const ParsedFrame& f,
+                              uint64_t w[3]) {
+  uint64_t ports = 0;
+  if (HasPorts(f)) ports = uint64_t{f.transport.src_port} | uint64_t{f.transport.dst_port} << 16;
+  uint32_t src, dst;
+  std::memcpy(&src, f.ip.src.bytes.data(), 4);
+  std::memcpy(&dst, f.ip.dst.bytes.data(), 4);
+  w[0] = uint64_t{src} | uint64_t{dst} << 32;
+  w[1] = ports | uint64_t{f.ip.protocol} << 32 | uint64_t{4} << 40;
+  w[2] = uint64_t{ingress} | uint64_t{egress} << 32;
+}
+
 inline bool ManifestPolicy::FrontKeyOf(uint32_t ingress, uint32_t egress, const ParsedFrame& f,
                                        FrontKey* k) {
   if (f.dst.bytes[0] & 1) return false;  // broadcast or multicast
+  k->is_v6 = false;
+  if (f.l3 == ParsedFrame::L3::kIpv4) {
+    FrontKeyV4(ingress, egress, f, k->w);
+    return true;
+  }
   uint64_t ports = 0;
   if (HasPorts(f)) ports = uint64_t{f.transport.src_port} | uint64_t{f.transport.dst_port} << 16;
   k->w[2] = uint64_t{ingress} | uint64_t{egress} << 32;
-  if (f.l3 == ParsedFrame::L3::kIpv4) {
-    uint32_t src, dst;
-    std::memcpy(&src, f.ip.src.bytes.data(), 4);
-    std::memcpy(&dst, f.ip.dst.bytes.data(), 4);
-    k->w[0] = uint64_t{src} | uint64_t{dst} << 32;
-    k->w[1] = ports | uint64_t{f.ip.protocol} << 32 | uint64_t{4} << 40;
-    k->is_v6 = false;
-    return true;
-  }
   if (f.l3 != ParsedFrame::L3::kIpv6) return false;
   uint64_t a[2], b[2];
   std::memcpy(a, f.ip.src.bytes.data(), 16);
@@ -424,11 +444,9 @@ inline size_t ManifestPolicy::FrontSlot(const FrontKey& k) {
 
 inline bool ManifestPolicy::FrontHit(size_t slot, const FrontKey& k) const {
   const Front& e = front_[slot];
-  const uint64_t diff =
-      (e.w[0] ^ k.w[0]) | (e.w[1] ^ k.w[1]) | (e.w[2] ^ k.w[2]) | (e.gen ^ FrontGen());
-  if (diff != 0) return false;
+  if (((e.w[0] ^ k.w[0]) | (e.w[1] ^ k.w[1]) | (e.w[2] ^ k.w[2])) != 0) return false;
   if (!k.is_v6) return true;
-  const auto& x = front_v6_[slot];
+  const auto& x = front_cold_[slot].v6;
   return ((x[0] ^ k.v6[0]) | (x[1] ^ k.v6[1]) | (x[2] ^ k.v6[2])) == 0;
 }
 
@@ -439,14 +457,15 @@ bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
   // in a few dozen instructions and registers only. Everything else is
   // CheckMiss's.
   if (egress->size() != 1 || now_ns - last_sweep_ns_ > 1'000'000'000 ||
-      (frame.dst.bytes[0] & 1) || frame.l3 != ParsedFrame::L3::kIpv4) {
+      (frame.dst.bytes[0] & 1) || frame.l3 != ParsedFrame::L3::kIpv4 ||
+      quarantine_changes_.load(std::memory_order_relaxed) != front_quarantine_seen_) {
     return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
   }
   FrontKey k;
-  FrontKeyOf(ingress, (*egress)[0], frame, &k);
-  const size_t slot = FrontSlot(k);
-  Front& e = front_[slot];
-  if (((e.w[0] ^ k.w[0]) | (e.w[1] ^ k.w[1]) | (e.w[2] ^ k.w[2]) | (e.gen ^ FrontGen())) != 0) {
+  FrontKeyV4(ingress, (*egress)[0], frame, k.w);
+  k.is_v6 = false;
+  Front& e = front_[FrontSlot(k)];
+  if (((e.w[0] ^ k.w[0]) | (e.w[1] ^ k.w[1]) | (e.w[2] ^ k.w[2])) != 0) {
     return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
   }
   if (e.last_ns != now_ns) e.last_ns = now_ns;  // the frames of one read share a time
@@ -457,6 +476,7 @@ bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
 bool ManifestPolicy::CheckMiss(uint32_t ingress, const ParsedFrame& frame,
                                std::span<const uint8_t> bytes, int64_t now_ns,
                                std::vector<uint32_t>* egress, std::string* reason) {
+  SyncFront();  // a quarantine may have changed
   FrontKey fkey;
   if (egress->size() != 1 || now_ns - last_sweep_ns_ > 1'000'000'000 ||
       !FrontKeyOf(ingress, (*egress)[0], frame, &fkey)) {
@@ -481,10 +501,11 @@ bool ManifestPolicy::CheckFull(uint32_t ingress, const ParsedFrame& frame,
   // front entries pointing at them must then stop matching.
   struct SyncOnExit {
     ManifestPolicy* p;
-    ~SyncOnExit() { p->SyncFrontGen(); }
+    ~SyncOnExit() { p->SyncFront(); }
   } sync{this};
   if (now_ns - last_sweep_ns_ > 1'000'000'000) Sweep(now_ns);
-  Front* front = fkey != nullptr ? &front_[slot] : nullptr;
+  // Verdict pointers taken below are valid only while this stays the same.
+  const uint64_t cache_gen = cache_.generation();
   const PortVm* sender = PortOf(ingress);
   const PortVm* receiver = egress->size() == 1 ? PortOf((*egress)[0]) : nullptr;
   if (sender == nullptr && receiver == nullptr && !AnyChecked(*egress)) return true;
@@ -529,17 +550,17 @@ bool ManifestPolicy::CheckFull(uint32_t ingress, const ParsedFrame& frame,
   // has a manifest, no rate envelope to feed.
   const Vm* vs = sender ? vms_[sender->vm].get() : nullptr;
   const Vm* vr = receiver ? vms_[receiver->vm].get() : nullptr;
-  if (front != nullptr && options_.front_cache && kept == 1 && egress->size() == 1 &&
+  if (fkey != nullptr && options_.front_cache && cache_.generation() == cache_gen && kept == 1 && egress->size() == 1 &&
       (sender == nullptr || (sender_entry != nullptr && !vs->has_rates)) &&
       (receiver == nullptr || (receiver_entry != nullptr && !vr->has_rates)) &&
       !(sender == nullptr && receiver == nullptr)) {
-    SyncFrontGen();
-    // The verdicts of the entry about to be overwritten may have a newer use
-    // in it.
-    front->CarryUse(cache_.generation());
-    *front = Front{{fkey->w[0], fkey->w[1], fkey->w[2]}, FrontGen(), now_ns, sender_entry,
-                   receiver_entry, cache_.generation()};
-    if (fkey->is_v6) front_v6_[slot] = {fkey->v6[0], fkey->v6[1], fkey->v6[2]};
+    SyncFront();  // verdict entries may have moved above
+    CarryUse(slot);  // the entry about to be overwritten may have a newer use
+    front_[slot] = Front{{fkey->w[0], fkey->w[1], fkey->w[2]}, now_ns};
+    FrontCold& cold = front_cold_[slot];
+    cold.sender = sender_entry;
+    cold.receiver = receiver_entry;
+    if (fkey->is_v6) cold.v6 = {fkey->v6[0], fkey->v6[1], fkey->v6[2]};
   }
   return true;
 }

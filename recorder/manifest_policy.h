@@ -53,6 +53,9 @@ class ManifestPolicy : public FramePolicy {
   struct Options {
     // Most (flow, VM) verdicts cached. Default: 65536.
     size_t max_cached = 65536;
+    // Slots the verdict cache starts with (it doubles as it fills; rounded
+    // up to a power of two, at least 4). Default: 1024.
+    size_t initial_cache_slots = 1024;
     // A cached verdict unused this long is forgotten (and judged again, with
     // a fresh alert, if the flow comes back). Default: 120 s.
     int64_t flow_idle_ns = int64_t{120} * 1'000'000'000;
@@ -163,7 +166,9 @@ class ManifestPolicy : public FramePolicy {
   // its entry limit, so probes stay short. No per-entry allocation.
   class FlowCache {
    public:
-    explicit FlowCache(size_t max_entries);
+    FlowCache(size_t max_entries, size_t initial_slots);
+    // Whether the next Insert moves the entries (the table grows).
+    bool InsertMoves() const { return size_ < max_ && (size_ + 1) * 2 > slots_.size(); }
     // The entry of `k`; valid until generation() changes.
     Verdict* Find(const Key& k, uint64_t hash);
     // False (nothing stored) when the cache holds max_entries already;
@@ -209,47 +214,53 @@ class ManifestPolicy : public FramePolicy {
   // The front cache: the switch's recent plain passes, direct-mapped by
   // (ingress port, egress port, the frame's own addresses, ports and
   // protocol). An entry is a frame that passed to one port with cached
-  // verdicts on every side that has a manifest, no rate envelope to feed and
-  // no quarantine in force. A frame with the same key passes with one lookup
-  // and no hashing of the folded flow key; anything else (a miss, a
-  // collision, broadcast, housekeeping, rates) takes the full path, which
-  // fills the entry. Entries are valid while `gen` equals front_gen_, which
-  // changes whenever verdict entries move or a quarantine changes; their
-  // last use is carried to the verdicts before idle verdicts are swept.
+  // verdicts on every side that has a manifest and no rate envelope to
+  // feed. A frame with the same key passes with one lookup and no hashing of
+  // the folded flow key; anything else (a miss, a collision, broadcast,
+  // housekeeping, rates) takes the full path, which fills the entry. What a
+  // hit touches (Front, 32 bytes) is apart from what only the full path
+  // needs (FrontCold). The whole cache is emptied when verdict entries move
+  // (after their uses are carried to them) or a quarantine changes; an
+  // entry's last use is carried to its verdicts before idle ones are swept
+  // and when the entry is overwritten.
   struct FrontKey {
     // w[0]: IPv4 source | destination << 32, or the first 8 bytes of the
-    // IPv6 source; w[1]: ports | protocol << 32 | family << 40; w[2]:
-    // ingress | egress << 32; v6: the rest of the IPv6 addresses (zero for
-    // IPv4). An IPv4 key never equals an IPv6 one (the family in w[1]), so
-    // IPv4 keys compare w[0..2] only.
+    // IPv6 source; w[1]: ports | protocol << 32 | family << 40 (never 0);
+    // w[2]: ingress | egress << 32; v6: the rest of the IPv6 addresses. An
+    // IPv4 key never equals an IPv6 one (the family in w[1]), so IPv4 keys
+    // compare w[0..2] only.
     uint64_t w[3];
     uint64_t v6[3];  // set only when is_v6
     bool is_v6;
   };
-  struct alignas(64) Front {  // one cache line
-    uint64_t w[3] = {0, 0, 0};
-    uint64_t gen = 0;  // 0: empty
-    int64_t last_ns = 0;
-    Verdict* sender = nullptr;
+  struct alignas(32) Front {
+    uint64_t w[3] = {0, 0, 0};  // FrontKey::w; w[1] == 0: empty
+    int64_t last_ns = 0;        // last use
+  };
+  struct FrontCold {
+    Verdict* sender = nullptr;  // the verdicts the entry stands for (may be null)
     Verdict* receiver = nullptr;
-    uint64_t cache_gen = 0;  // the pointers are valid while cache_.generation() is this
-    void CarryUse(uint64_t current_cache_gen) const;  // last_ns into the verdicts
+    std::array<uint64_t, 3> v6{};  // FrontKey::v6 of an IPv6 entry
   };
   static constexpr size_t kFrontSlots = 4096;  // a power of two
   static bool FrontKeyOf(uint32_t ingress, uint32_t egress, const ParsedFrame& f, FrontKey* k);
   static size_t FrontSlot(const FrontKey& k);
-  // The whole key and the generation, compared at once.
-  bool FrontHit(size_t slot, const FrontKey& k) const;
-  // The generation front entries are valid for; it changes whenever verdict
-  // entries move (SyncFrontGen) or a quarantine changes.
-  uint64_t FrontGen() const { return front_gen_.load(std::memory_order_relaxed); }
-  void SyncFrontGen() {
-    if (cache_.generation() != front_cache_gen_) {
-      front_cache_gen_ = cache_.generation();
-      front_gen_.fetch_add(1);
-    }
+  bool FrontHit(size_t slot, const FrontKey& k) const;  // the whole key compared
+  // Carries an entry's last use to its verdicts (whose entries must not
+  // have moved since it was filled).
+  void CarryUse(size_t slot);
+  void CarryFrontUse();  // every entry's
+  // Empties the front cache if verdict entries moved or a quarantine
+  // changed since it was last in step.
+  void SyncFront() {
+    const uint64_t q = quarantine_changes_.load(std::memory_order_relaxed);
+    if (cache_.generation() == front_cache_gen_ && q == front_quarantine_seen_) return;
+    if (cache_.generation() == front_cache_gen_) CarryFrontUse();  // the pointers still hold
+    ClearFront();
+    front_cache_gen_ = cache_.generation();
+    front_quarantine_seen_ = q;
   }
-  void CarryFrontUse();
+  void ClearFront();
   // Check() past its IPv4 fast path.
   [[gnu::noinline]] bool CheckMiss(uint32_t ingress, const ParsedFrame& frame,
                                    std::span<const uint8_t> bytes, int64_t now_ns,
@@ -259,7 +270,7 @@ class ManifestPolicy : public FramePolicy {
   [[gnu::noinline]] bool CheckFull(uint32_t ingress, const ParsedFrame& frame,
                                    std::span<const uint8_t> bytes, int64_t now_ns,
                                    std::vector<uint32_t>* egress, std::string* reason,
-                                   const FrontKey* fkey, size_t slot);  // before verdicts are swept
+                                   const FrontKey* fkey, size_t slot);
   bool Rates(Vm& vm, uint32_t port, int rule, bool new_flow, size_t frame_size,
              const ParsedFrame& f, uint32_t ingress, int64_t now_ns, std::string* reason);
   bool Quarantine(Vm& vm, bool sending, const ParsedFrame& f) const;
@@ -283,9 +294,10 @@ class ManifestPolicy : public FramePolicy {
   int64_t last_uncached_report_ns_ = 0;
   FlowCache cache_;
   std::vector<Front> front_;
-  std::vector<std::array<uint64_t, 3>> front_v6_;  // by slot: FrontKey::v6
-  std::atomic<uint64_t> front_gen_{1};  // never 0 (an empty entry)
-  uint64_t front_cache_gen_ = 0;        // cache_.generation() front_gen_ reflects
+  std::vector<FrontCold> front_cold_;
+  std::atomic<uint64_t> quarantine_changes_{0};  // SetQuarantined and Report, any thread
+  uint64_t front_quarantine_seen_ = 0;           // quarantine_changes_ the front cache is for
+  uint64_t front_cache_gen_ = 0;                 // cache_.generation() the front cache is for
   int64_t last_sweep_ns_ = 0;
   // The frame being checked, for Report (set by Check).
   std::span<const uint8_t> current_frame_;
