@@ -504,8 +504,12 @@ bool ManifestPolicy::CheckFull(uint32_t ingress, const ParsedFrame& frame,
     ~SyncOnExit() { p->SyncFront(); }
   } sync{this};
   if (now_ns - last_sweep_ns_ > 1'000'000'000) Sweep(now_ns);
-  // Verdict pointers taken below are valid only while this stays the same.
+  SyncFront();
+  // Verdict pointers taken below are valid only while this stays the same,
+  // and this frame's pass stands for the next ones only while no quarantine
+  // changes (a verdict below may quarantine a VM).
   const uint64_t cache_gen = cache_.generation();
+  const uint64_t quarantines = quarantine_changes_.load();
   const PortVm* sender = PortOf(ingress);
   const PortVm* receiver = egress->size() == 1 ? PortOf((*egress)[0]) : nullptr;
   if (sender == nullptr && receiver == nullptr && !AnyChecked(*egress)) return true;
@@ -550,11 +554,12 @@ bool ManifestPolicy::CheckFull(uint32_t ingress, const ParsedFrame& frame,
   // has a manifest, no rate envelope to feed.
   const Vm* vs = sender ? vms_[sender->vm].get() : nullptr;
   const Vm* vr = receiver ? vms_[receiver->vm].get() : nullptr;
-  if (fkey != nullptr && options_.front_cache && cache_.generation() == cache_gen && kept == 1 && egress->size() == 1 &&
+  if (fkey != nullptr && options_.front_cache && cache_.generation() == cache_gen &&
+      quarantines == front_quarantine_seen_ && quarantine_changes_.load() == quarantines &&
+      kept == 1 && egress->size() == 1 &&
       (sender == nullptr || (sender_entry != nullptr && !vs->has_rates)) &&
       (receiver == nullptr || (receiver_entry != nullptr && !vr->has_rates)) &&
       !(sender == nullptr && receiver == nullptr)) {
-    SyncFront();  // verdict entries may have moved above
     CarryUse(slot);  // the entry about to be overwritten may have a newer use
     front_[slot] = Front{{fkey->w[0], fkey->w[1], fkey->w[2]}, now_ns};
     FrontCold& cold = front_cold_[slot];

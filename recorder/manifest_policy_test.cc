@@ -138,6 +138,27 @@ network:
   EXPECT_TRUE(violations_.empty());
 }
 
+TEST_F(ManifestPolicyTest, AFlowThatQuarantinesItsVmIsNotPassedOnByTheFrontCache) {
+  // The first frame of the flow passes (quarantine is not drop) and
+  // quarantines the VM on the way; the next frames of the same flow must
+  // meet the quarantine, not a remembered pass.
+  Use({{"a", R"(manifest: 1
+vm: a
+mode: enforce
+network:
+  default: allow
+  rules:
+    - {name: bad, direction: out, peer: b, proto: tcp, ports: [80], action: quarantine}
+)"}});
+  Learn();
+  Send(1, 2, 40000, 80, kTcpSyn);
+  EXPECT_TRUE(policy_->quarantined("a"));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Send(1, 2, 40000, 80, kTcpAck).drop, L2Switch::Drop::kPolicy) << i;
+  }
+  EXPECT_EQ(policy_->stats().fast, 0u);
+}
+
 TEST_F(ManifestPolicyTest, ObserveModeAlertsAndForwards) {
   std::string yaml = kClientEnforce;
   yaml.replace(yaml.find("enforce"), 7, "observe");
