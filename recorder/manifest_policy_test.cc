@@ -64,6 +64,9 @@ class ManifestPolicyTest : public ::testing::Test {
     }
   }
 
+  // kClientEnforce in observe mode as VM a, verdicts forgotten after 5 s idle.
+  void UseObservingClientForgettingAfter5s();
+
   L2Switch sw_;
   std::map<uint8_t, uint32_t> ports_;
   std::unique_ptr<ManifestPolicy> policy_;
@@ -78,6 +81,15 @@ network:
   rules:
     - {name: http, direction: out, peer: b, proto: tcp, ports: [80], action: allow}
 )";
+
+void ManifestPolicyTest::UseObservingClientForgettingAfter5s() {
+  ManifestPolicy::Options o;
+  o.flow_idle_ns = 5 * kSecond;
+  std::string yaml = kClientEnforce;
+  yaml.replace(yaml.find("enforce"), 7, "observe");
+  Use({{"a", yaml}}, o);
+  Learn();
+}
 
 TEST_F(ManifestPolicyTest, AllowedFlowPassesAndAnUnlistedOneIsDroppedBothWays) {
   Use({{"a", kClientEnforce}});
@@ -287,12 +299,7 @@ rates:
 }
 
 TEST_F(ManifestPolicyTest, AnIdleFlowIsForgottenAndJudgedAgain) {
-  ManifestPolicy::Options o;
-  o.flow_idle_ns = 5 * kSecond;
-  std::string yaml = kClientEnforce;
-  yaml.replace(yaml.find("enforce"), 7, "observe");
-  Use({{"a", yaml}}, o);
-  Learn();
+  UseObservingClientForgettingAfter5s();
   Send(1, 2, 40001, 2222, kTcpSyn, kSecond);
   Send(1, 2, 40001, 2222, kTcpAck, 3 * kSecond);
   EXPECT_EQ(violations_.size(), 1u);
@@ -318,12 +325,7 @@ TEST_F(ManifestPolicyTest, AFlowUsedOnlyThroughTheFrontCacheIsNotForgotten) {
   // Frames of a known flow pass through the front cache without touching
   // the verdict; its use must still reach the verdict before idle ones are
   // swept, or the flow would be judged (and alerted) again while in use.
-  ManifestPolicy::Options o;
-  o.flow_idle_ns = 5 * kSecond;
-  std::string yaml = kClientEnforce;
-  yaml.replace(yaml.find("enforce"), 7, "observe");
-  Use({{"a", yaml}}, o);
-  Learn();
+  UseObservingClientForgettingAfter5s();
   // Flow A's frame comes first at every step and so takes the full path
   // whenever a sweep is due; flow B's frames all pass through the front cache.
   for (int step = 2; step <= 40; ++step) {
