@@ -165,15 +165,18 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
   boost::asio::steady_timer slice_timer(io);
   std::function<void()> slice_tick;
   std::atomic<bool> slicing{toggle};
+  double last_cpu = -1;
+  uint64_t last_written = 0;
+  bool on = false;
   if (toggle) {
-    auto last = std::make_shared<std::pair<double, uint64_t>>(-1, 0);
-    bool on = false;
-    slice_tick = [&, last, on]() mutable {
+    // Runs on the switch thread only, which ends before these locals do.
+    slice_tick = [&] {
       const double cpu = ThreadCpuSeconds();
       auto ps = server.GetPortStats(ports[1]);
       const uint64_t written = ps ? ps->written_frames : 0;
-      if (last->first >= 0) slices.push_back({on, cpu - last->first, written - last->second});
-      *last = {cpu, written};
+      if (last_cpu >= 0) slices.push_back({on, cpu - last_cpu, written - last_written});
+      last_cpu = cpu;
+      last_written = written;
       if (!slicing.load()) return;
       on = !on;
       server.SetPolicy(on ? policy : nullptr);

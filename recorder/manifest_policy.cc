@@ -396,15 +396,21 @@ void ManifestPolicy::Sweep(int64_t now_ns) {
 }
 
 // An IPv4 frame's key (the caller checked l3).
-static inline void FrontKeyV4(uint32_t ingress, uint32_t egress, const ParsedFrame& f,
-                              uint64_t w[3]) {
+// The key's word for ports and protocol (ports only for TCP and UDP, as in
+// IdOf) and the family.
+static inline uint64_t PortsWord(const ParsedFrame& f, uint64_t family) {
   uint64_t ports = 0;
   if (HasPorts(f)) ports = uint64_t{f.transport.src_port} | uint64_t{f.transport.dst_port} << 16;
+  return ports | uint64_t{f.ip.protocol} << 32 | family << 40;
+}
+
+static inline void FrontKeyV4(uint32_t ingress, uint32_t egress, const ParsedFrame& f,
+                              uint64_t w[3]) {
   uint32_t src, dst;
   std::memcpy(&src, f.ip.src.bytes.data(), 4);
   std::memcpy(&dst, f.ip.dst.bytes.data(), 4);
   w[0] = uint64_t{src} | uint64_t{dst} << 32;
-  w[1] = ports | uint64_t{f.ip.protocol} << 32 | uint64_t{4} << 40;
+  w[1] = PortsWord(f, 4);
   w[2] = uint64_t{ingress} | uint64_t{egress} << 32;
 }
 
@@ -416,15 +422,13 @@ inline bool ManifestPolicy::FrontKeyOf(uint32_t ingress, uint32_t egress, const 
     FrontKeyV4(ingress, egress, f, k->w);
     return true;
   }
-  uint64_t ports = 0;
-  if (HasPorts(f)) ports = uint64_t{f.transport.src_port} | uint64_t{f.transport.dst_port} << 16;
-  k->w[2] = uint64_t{ingress} | uint64_t{egress} << 32;
   if (f.l3 != ParsedFrame::L3::kIpv6) return false;
+  k->w[2] = uint64_t{ingress} | uint64_t{egress} << 32;
   uint64_t a[2], b[2];
   std::memcpy(a, f.ip.src.bytes.data(), 16);
   std::memcpy(b, f.ip.dst.bytes.data(), 16);
   k->w[0] = a[0];
-  k->w[1] = ports | uint64_t{f.ip.protocol} << 32 | uint64_t{6} << 40;
+  k->w[1] = PortsWord(f, 6);
   k->v6[0] = a[1];
   k->v6[1] = b[0];
   k->v6[2] = b[1];
@@ -456,7 +460,7 @@ bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
   // The front cache first, for the common case (IPv4 unicast to one port)
   // in a few dozen instructions and registers only. Everything else is
   // CheckMiss's.
-  if (egress->size() != 1 || now_ns - last_sweep_ns_ > 1'000'000'000 ||
+  if (egress->size() != 1 || SweepDue(now_ns) ||
       (frame.dst.bytes[0] & 1) || frame.l3 != ParsedFrame::L3::kIpv4 ||
       quarantine_changes_.load(std::memory_order_relaxed) != front_quarantine_seen_) {
     return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
@@ -464,10 +468,9 @@ bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
   FrontKey k;
   FrontKeyV4(ingress, (*egress)[0], frame, k.w);
   k.is_v6 = false;
-  Front& e = front_[FrontSlot(k)];
-  if (((e.w[0] ^ k.w[0]) | (e.w[1] ^ k.w[1]) | (e.w[2] ^ k.w[2])) != 0) {
-    return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
-  }
+  const size_t slot = FrontSlot(k);
+  if (!FrontHit(slot, k)) return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
+  Front& e = front_[slot];
   if (e.last_ns != now_ns) e.last_ns = now_ns;  // the frames of one read share a time
   ++stats_.fast;  // stats() adds these to frames
   return true;
@@ -478,7 +481,7 @@ bool ManifestPolicy::CheckMiss(uint32_t ingress, const ParsedFrame& frame,
                                std::vector<uint32_t>* egress, std::string* reason) {
   SyncFront();  // a quarantine may have changed
   FrontKey fkey;
-  if (egress->size() != 1 || now_ns - last_sweep_ns_ > 1'000'000'000 ||
+  if (egress->size() != 1 || SweepDue(now_ns) ||
       !FrontKeyOf(ingress, (*egress)[0], frame, &fkey)) {
     return CheckFull(ingress, frame, bytes, now_ns, egress, reason, nullptr, 0);
   }
@@ -503,7 +506,7 @@ bool ManifestPolicy::CheckFull(uint32_t ingress, const ParsedFrame& frame,
     ManifestPolicy* p;
     ~SyncOnExit() { p->SyncFront(); }
   } sync{this};
-  if (now_ns - last_sweep_ns_ > 1'000'000'000) Sweep(now_ns);
+  if (SweepDue(now_ns)) Sweep(now_ns);
   SyncFront();
   // Verdict pointers taken below are valid only while this stays the same,
   // and this frame's pass stands for the next ones only while no quarantine

@@ -14,10 +14,11 @@
 //     a frame that passed is remembered in the front cache (see Front) by
 //     its ingress and egress ports, addresses, ports and protocol, so the
 //     next frame of a known flow costs one direct-mapped lookup (about 60
-//     instructions) whatever the number of rules. A violation is reported once per (flow, VM) with the frame that
-//     started it. In enforce mode a verdict with `drop` drops the flow's
-//     frames from and to that VM for as long as the flow lives, and one with
-//     `quarantine` quarantines the VM at once.
+//     instructions) whatever the number of rules. A violation is reported
+//     once per (flow, VM) with the frame that started it. In enforce mode a
+//     verdict with `drop` drops the flow's frames from and to that VM for as
+//     long as the flow lives, and one with `quarantine` quarantines the VM at
+//     once.
 //   - Rates: each VM's envelope (and each rule's) is a set of token buckets
 //     refilled continuously with a burst of one second's worth. Running dry
 //     is reported once per episode (an episode ends after a second back
@@ -278,6 +279,7 @@ class ManifestPolicy : public FramePolicy {
               int64_t now_ns);
   bool AnyChecked(const std::vector<uint32_t>& ports) const;
   void Sweep(int64_t now_ns);
+  bool SweepDue(int64_t now_ns) const { return now_ns - last_sweep_ns_ > 1'000'000'000; }
 
   Options options_;
   Sink sink_;
