@@ -208,7 +208,10 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
   sink_thread.join();
   LoadResult r;
   if (writer) {
-    RETURN_IF_ERROR(writer->Close());
+    if (Status closed = writer->Close(); !closed.ok()) {
+      stop_switch();  // a joinable thread must not outlive this frame
+      return closed;
+    }
     auto st = writer->GetStats();
     r.stored_frames = st.frames;
     r.shed = st.shed_frames;
