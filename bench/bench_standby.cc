@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "recorder/frame.h"
 #include "recorder/frame_builder.h"
 #include "recorder/qmp_client.h"
+#include "replay/lag_governor.h"
 #include "replay/log_relay.h"
 
 namespace blackbox::bench {
@@ -98,6 +100,21 @@ bool WaitForFileText(const std::string& path, const std::string& text, int64_t t
 std::string ReadOrEmpty(const std::string& path) {
   auto s = ReadFileToString(path, 64 << 20);
   return s.ok() ? *s : "";
+}
+
+// Waits until the child `pid` has exited, without reaping it (its pid stays
+// taken until Wait()). False after timeout_ns.
+bool WaitExitedNoReap(pid_t pid, int64_t timeout_ns) {
+  const int64_t deadline = MonoNow() + timeout_ns;
+  while (MonoNow() < deadline) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid) {
+      return true;
+    }
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  return false;
 }
 
 // Runs a QEMU until it exits (the guest powers off), or until SIGINT after
@@ -214,11 +231,19 @@ struct FollowRun {
   double eof_to_answer_ms = -1;
   bool went_on_live = false;
   std::string final_console;
+  // the primary's run (start to exit), and, governed, how often and how long
+  // it was held back for its follower
+  double primary_s = 0;
+  uint64_t holds = 0, forced = 0;  // forced: released by the governor's watchdog
+  double held_s = 0;
 };
 
+// With a governor, every lag figure is also handed to it, and the follower
+// is asked every 10 ms instead of 20 (a held primary is released sooner).
 class Sampler {
  public:
-  Sampler(const std::string& qmp_path, const LogRelay& relay) : relay_(relay) {
+  Sampler(const std::string& qmp_path, const LogRelay& relay, LagGovernor* governor)
+      : relay_(relay), governor_(governor), interval_(milliseconds(governor ? 10 : 20)) {
     thread_ = std::thread([this, qmp_path] { Run(qmp_path); });
   }
   ~Sampler() { Stop(); }
@@ -254,7 +279,7 @@ class Sampler {
       const bool live = (*info)["live"].get<bool>();
       if (live && !info->contains("first-live-exec-ns") && ++live_polls < 50) {
         // Live, but the vCPU has not executed yet: ask again.
-        std::this_thread::sleep_for(milliseconds(20));
+        std::this_thread::sleep_for(interval_);
         continue;
       }
       {
@@ -270,11 +295,17 @@ class Sampler {
       const double lag = oldest < 0 ? 0 : (now - oldest) / 1e6;
       stream_.push_back(lag);
       replay_.push_back(consumed >= published ? 0 : lag);
-      std::this_thread::sleep_for(milliseconds(20));
+      // The governor goes by what the follower could replay: bytes of an
+      // event the primary has not finished writing wait for the primary, and
+      // holding it then would hold it for ever.
+      if (governor_) governor_->Observe(static_cast<int64_t>(replay_.back() * 1e6), now);
+      std::this_thread::sleep_for(interval_);
     }
   }
 
   const LogRelay& relay_;
+  LagGovernor* const governor_;
+  const milliseconds interval_;
   std::atomic<bool> stop_{false};
   std::vector<double> stream_, replay_;
   mutable std::mutex mu_;
@@ -383,7 +414,10 @@ enum class FollowMode {
 // replays what it got, goes live and must carry on where the primary was.
 // pinned: the primary's QEMU on CPU 0 and the follower's on CPU 1 (as on two
 // hosts, as far as one machine can); else both wherever the kernel puts them.
-StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool pinned) {
+// governed: a LagGovernor holds the primary (SIGSTOP) while the follower is
+// more than o.hold_ms behind, until it is back within half of that (SIGCONT).
+StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool pinned,
+                           bool governed) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-standby"));
   const std::string d = dir.path();
   const std::string rec_fifo = d + "/record.fifo", fol_fifo = d + "/follow.fifo";
@@ -420,9 +454,17 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
     }
   }
   ASSIGN_OR_RETURN(ChildProcess follower, ChildProcess::Spawn(Argv(o, fol), d + "/follower.out"));
+  const int64_t primary_start = MonoNow();
   ASSIGN_OR_RETURN(ChildProcess primary, ChildProcess::Spawn(Argv(o, pri), d + "/primary.out"));
+  std::optional<LagGovernor> governor;
+  if (governed) {
+    const pid_t pid = primary.pid();
+    const int64_t hold_ns = static_cast<int64_t>(o.hold_ms) * 1'000'000;
+    governor.emplace(LagGovernor::Options{hold_ns, hold_ns / 2, hold_ns},
+                     [pid] { ::kill(pid, SIGSTOP); }, [pid] { ::kill(pid, SIGCONT); });
+  }
   LogRelay relay(rec_fifo, fol_fifo);
-  Sampler sampler(d + "/qmp.sock", relay);
+  Sampler sampler(d + "/qmp.sock", relay, governor ? &*governor : nullptr);
   FollowRun run;
   if (idle) {
     if (!WaitForFileText(pri.serial, "BB-READY", 300'000'000'000, &primary)) {
@@ -438,9 +480,21 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
   }
   if (kill) primary.Signal(SIGKILL);
   if (prober) prober->Start();
-  auto pst = primary.Wait(seconds(900));
-  if (!pst.ok()) return pst.status().WithContext("primary");
+  // Exited but not reaped yet, so that the governor's last signal cannot
+  // reach another process that got the pid.
+  if (!WaitExitedNoReap(primary.pid(), 900'000'000'000)) {
+    return DeadlineExceeded("the primary did not end within 900 s");
+  }
   const int64_t primary_end = MonoNow();
+  run.primary_s = (primary_end - primary_start) / 1e9;
+  if (governor) {
+    governor->Stop(primary_end);
+    run.holds = governor->holds();
+    run.forced = governor->forced_releases();
+    run.held_s = governor->held_ns(primary_end) / 1e9;
+  }
+  auto pst = primary.Wait(seconds(10));
+  if (!pst.ok()) return pst.status().WithContext("primary");
   relay.Join();
   if (!relay.ok()) {
     return Internal("the log did not reach the follower: " + TailOfFile(d + "/follower.out", 3));
@@ -612,22 +666,41 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
         std::fprintf(stderr, "bench: one CPU only: the pinned placement is skipped\n");
       }
     }
+    std::vector<bool> governs;  // governed?
+    if (o.governor != "on") governs.push_back(false);
+    if (o.governor != "off") governs.push_back(true);
     nlohmann::json follow_json;
     for (bool pinned : placements) {
-      const char* where = pinned ? "pinned" : "shared";
-      const char* how = pinned ? "primary's QEMU on CPU 0, follower's on CPU 1"
-                               : "primary and follower on the same CPUs";
+     // The free run's CPU workload time, the baseline of the governed one's.
+     double free_primary_s = 0;
+     for (bool governed : governs) {
+      const std::string where = std::string(pinned ? "pinned" : "shared") +
+                                (governed ? ", governed" : "");
+      const std::string how =
+          std::string(pinned ? "primary's QEMU on CPU 0, follower's on CPU 1"
+                             : "primary and follower on the same CPUs") +
+          (governed ? "; primary held while the follower is > " + std::to_string(o.hold_ms) +
+                          " ms behind"
+                    : "; primary never held");
       Lags busy, idle;
       GoLive busy_live, idle_live, probed_live;
-      std::vector<double> finish;
+      std::vector<double> finish, primary_s, held_share;
+      uint64_t holds = 0, forced = 0;
+      auto add_held = [&](const FollowRun& r) {
+        holds += r.holds;
+        forced += r.forced;
+        held_share.push_back(r.primary_s > 0 ? r.held_s / r.primary_s : 0);
+      };
       bool exact = true;
       std::string full_result;  // BB-CPU-RESULT of a CPU run followed to its end
       for (int i = 0; i < o.runs; ++i) {
         std::fprintf(stderr, "bench: %s: follow the CPU workload to its end, run %d/%d...\n",
-                     where, i + 1, o.runs);
-        ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd, pinned));
+                     where.c_str(), i + 1, o.runs);
+        ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd, pinned, governed));
         busy.Add(r);
+        add_held(r);
         finish.push_back(r.follower_after_primary_s);
+        primary_s.push_back(r.primary_s);
         exact = exact && r.byte_exact;
         full_result = CpuResult(r.final_console);
       }
@@ -635,9 +708,10 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
         std::fprintf(stderr,
                      "bench: %s: follow the CPU workload, kill the primary mid-way, go live, "
                      "run %d/%d...\n",
-                     where, i + 1, o.runs);
-        ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy, pinned));
+                     where.c_str(), i + 1, o.runs);
+        ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy, pinned, governed));
         busy.Add(r);
+        add_held(r);
         // Live, the standby finishes the computation with the primary's result.
         busy_live.Add(r, r.went_on_live && !full_result.empty() &&
                              CpuResult(r.final_console) == full_result);
@@ -648,17 +722,18 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
           std::fprintf(stderr,
                        "bench: %s: follow the counter guest for %d s, kill the primary, go "
                        "live%s, run %d/%d...\n",
-                       where, o.follow_seconds, probed ? " (ARP requests sent to it)" : "",
+                       where.c_str(), o.follow_seconds, probed ? " (ARP requests sent to it)" : "",
                        i + 1, o.runs);
-          ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned));
+          ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned, governed));
           idle.Add(r);
+          add_held(r);
           (probed ? probed_live : idle_live).Add(r, r.went_on_live);
         }
       }
       std::printf("\nstandby benchmark (%s: %s): a follower replaying the primary's log as it "
                   "is written; lag = age of the oldest byte it has not replayed (sampled every "
-                  "20 ms, all runs)\n",
-                  where, how);
+                  "%d ms, all runs)\n",
+                  where.c_str(), how.c_str(), governed ? 10 : 20);
       std::printf("  %-30s %8s %10s %10s %12s %12s\n", "WORKLOAD", "SAMPLES", "LAG MED",
                   "LAG MAX", "REPLAYABLE", "REPLAYABLE");
       std::printf("  %-30s %8s %10s %10s %12s %12s\n", "", "", "MS", "MS", "MED MS", "MAX MS");
@@ -671,9 +746,21 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
               F(worst, "%.0f") + " ms)");
       Row("cpu followed to its end: done after primary", F(Median(finish), "%.3f") + " s",
           std::string("console byte-exact: ") + (exact ? "yes" : "NO"));
+      const double run_s = Median(primary_s);
+      if (!governed) free_primary_s = run_s;
+      Row("cpu followed to its end: primary's run", F(run_s, "%.2f") + " s",
+          governed && free_primary_s > 0
+              ? F(run_s / free_primary_s, "%.3fx") + " the run never held (its cost)"
+              : std::string(governed ? "" : "(baseline of the governed run)"));
+      if (governed) {
+        Row("primary held back", F(100 * Median(held_share), "%.1f") + "% of its run",
+            "median over all runs; max " + F(100 * Max(held_share), "%.1f") + "%, " +
+                std::to_string(holds) + " holds in all, " + std::to_string(forced) +
+                " ended by the " + std::to_string(o.hold_ms) + " ms cap");
+      }
       std::printf("\nstandby benchmark (%s): go live when the primary is killed (SIGKILL), "
                   "median of %d\n",
-                  where, o.runs);
+                  where.c_str(), o.runs);
       Row("busy guest: end of stream -> go-live point",
           F(Median(busy_live.to_live), "%.1f") + " ms",
           "max " + F(Max(busy_live.to_live), "%.1f") + " ms (the backlog it still had to replay)");
@@ -699,13 +786,25 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
               " ms (ARP requests sent from the kill on; the first reply)");
       Row("idle guest: counter went on after going live",
           idle_live.carried_on && probed_live.carried_on ? "yes" : "NO");
-      follow_json[where] = {
+      nlohmann::json fj = {
           {"cpu", busy.Json()},
           {"counter", idle.Json()},
-          {"cpu_followed_to_end", {{"done_after_primary_s", finish}, {"byte_exact", exact}}},
+          {"cpu_followed_to_end",
+           {{"done_after_primary_s", finish}, {"byte_exact", exact}, {"primary_s", primary_s}}},
           {"go_live_busy", busy_live.Json()},
           {"go_live_idle", idle_live.Json()},
           {"go_live_idle_with_input", probed_live.Json()}};
+      if (governed) {
+        fj["governor"] = {{"hold_ms", o.hold_ms},
+                          {"release_ms", o.hold_ms / 2.0},
+                          {"max_hold_ms", o.hold_ms},
+                          {"holds", holds},
+                          {"holds_ended_by_cap", forced},
+                          {"held_share", held_share}};
+        if (free_primary_s > 0) fj["cpu_followed_to_end"]["primary_s_vs_free"] = run_s / free_primary_s;
+      }
+      follow_json[std::string(pinned ? "pinned" : "shared") + (governed ? "_governed" : "")] = fj;
+     }
     }
     out["follow"] = follow_json;
   }

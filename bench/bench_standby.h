@@ -27,6 +27,10 @@ struct StandbyBenchOptions {
   // Follow runs with primary and follower on the same CPUs ("shared"), each
   // QEMU pinned to its own CPU ("pinned", as on two hosts), or "both".
   std::string placement = "both";
+  // Follow runs with the primary never held ("off"), held by a LagGovernor
+  // while its follower is more than hold_ms behind ("on"), or "both".
+  std::string governor = "both";
+  int hold_ms = 50;
 };
 
 // Runs the benchmark, prints tables to stdout, returns the figures as JSON.

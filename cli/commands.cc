@@ -432,6 +432,10 @@ int RunBenchStandby(const bench::StandbyBenchOptions& o, const std::string& part
     return Report(
         InvalidArgument("--placement: '" + opts.placement + "' is not shared, pinned or both"));
   }
+  if (opts.governor != "off" && opts.governor != "on" && opts.governor != "both") {
+    return Report(InvalidArgument("--governor: '" + opts.governor + "' is not off, on or both"));
+  }
+  if (opts.hold_ms < 2 || opts.hold_ms > 10000) return Report(InvalidArgument("--hold-ms: 2..10000"));
   if (opts.cpu_rounds < 1 || opts.cpu_rounds > 200) {
     return Report(InvalidArgument("--cpu-rounds: 1..200"));
   }
@@ -652,6 +656,15 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       ->add_option("--placement", sb_opts->placement,
                    "follow: shared (both QEMUs on the same CPUs), pinned (each on its own CPU) "
                    "or both")
+      ->capture_default_str();
+  bench_sb
+      ->add_option("--governor", sb_opts->governor,
+                   "follow: off (the primary runs free), on (held while its follower lags "
+                   "more than --hold-ms) or both")
+      ->capture_default_str();
+  bench_sb
+      ->add_option("--hold-ms", sb_opts->hold_ms,
+                   "governor: hold the primary above this lag, release it at half of it")
       ->capture_default_str();
   bench_sb->add_option("--guest", sb_opts->guest_dir,
                        "test guest directory (default $BLACKBOX_GUEST_DIR)");
