@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -100,21 +99,6 @@ bool WaitForFileText(const std::string& path, const std::string& text, int64_t t
 std::string ReadOrEmpty(const std::string& path) {
   auto s = ReadFileToString(path, 64 << 20);
   return s.ok() ? *s : "";
-}
-
-// Waits until the child `pid` has exited, without reaping it (its pid stays
-// taken until Wait()). False after timeout_ns.
-bool WaitExitedNoReap(pid_t pid, int64_t timeout_ns) {
-  const int64_t deadline = MonoNow() + timeout_ns;
-  while (MonoNow() < deadline) {
-    siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == pid) {
-      return true;
-    }
-    std::this_thread::sleep_for(milliseconds(2));
-  }
-  return false;
 }
 
 // Runs a QEMU until it exits (the guest powers off), or until SIGINT after
@@ -482,7 +466,7 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
   if (prober) prober->Start();
   // Exited but not reaped yet, so that the governor's last signal cannot
   // reach another process that got the pid.
-  if (!WaitExitedNoReap(primary.pid(), 900'000'000'000)) {
+  if (!primary.WaitExited(seconds(900))) {
     return DeadlineExceeded("the primary did not end within 900 s");
   }
   const int64_t primary_end = MonoNow();
@@ -559,6 +543,175 @@ double Max(const std::vector<double>& v) { return v.empty() ? 0 : *std::max_elem
 
 std::string Yes(bool met) { return met ? "yes" : "NO"; }
 
+// Follow figures gathered over runs.
+struct Lags {
+  std::vector<double> stream, replay;
+  void Add(const FollowRun& r) {
+    stream.insert(stream.end(), r.stream_lag_ms.begin(), r.stream_lag_ms.end());
+    replay.insert(replay.end(), r.replay_lag_ms.begin(), r.replay_lag_ms.end());
+  }
+  nlohmann::json Json() const {
+    return {{"samples", stream.size()},
+            {"lag_ms_median", Median(stream)},
+            {"lag_ms_max", Max(stream)},
+            {"replayable_lag_ms_median", Median(replay)},
+            {"replayable_lag_ms_max", Max(replay)}};
+  }
+  void Print(const char* name) const {
+    std::printf("  %-30s %8zu %10.1f %10.1f %12.1f %12.1f\n", name, stream.size(), Median(stream),
+                Max(stream), Median(replay), Max(replay));
+  }
+};
+struct GoLive {
+  std::vector<double> to_live, to_exec, to_answer;
+  bool carried_on = true;
+  void Add(const FollowRun& r, bool ok) {
+    to_live.push_back(r.eof_to_live_ms);
+    to_exec.push_back(r.live_to_exec_ms);
+    if (r.eof_to_answer_ms >= 0) to_answer.push_back(r.eof_to_answer_ms);
+    carried_on = carried_on && ok;
+  }
+  nlohmann::json Json() const {
+    nlohmann::json j = {{"eof_to_live_ms", to_live},
+                        {"live_to_first_live_exec_ms", to_exec},
+                        {"carried_on", carried_on}};
+    if (!to_answer.empty()) j["eof_to_first_answer_ms"] = to_answer;
+    return j;
+  }
+};
+
+// The follow figures of one placement, with or without the governor: runs
+// every follow mode o.runs times, prints the tables and returns them as
+// JSON. free_primary_s: the CPU workload's primary run time of the free
+// (ungoverned) runs, set by those and the baseline of the governed ones.
+StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned, bool governed,
+                                       double& free_primary_s) {
+  const std::string where =
+      std::string(pinned ? "pinned" : "shared") + (governed ? ", governed" : "");
+  const std::string how = std::string(pinned ? "primary's QEMU on CPU 0, follower's on CPU 1"
+                                             : "primary and follower on the same CPUs") +
+                          (governed ? "; primary held while the follower is > " +
+                                          std::to_string(o.hold_ms) + " ms behind"
+                                    : "; primary never held");
+  Lags busy, idle;
+  GoLive busy_live, idle_live, probed_live;
+  std::vector<double> finish, primary_s, held_share;
+  uint64_t holds = 0, forced = 0;
+  auto add_held = [&](const FollowRun& r) {
+    holds += r.holds;
+    forced += r.forced;
+    held_share.push_back(r.primary_s > 0 ? r.held_s / r.primary_s : 0);
+  };
+  bool exact = true;
+  std::string full_result;  // BB-CPU-RESULT of a CPU run followed to its end
+  for (int i = 0; i < o.runs; ++i) {
+    std::fprintf(stderr, "bench: %s: follow the CPU workload to its end, run %d/%d...\n",
+                 where.c_str(), i + 1, o.runs);
+    ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd, pinned, governed));
+    busy.Add(r);
+    add_held(r);
+    finish.push_back(r.follower_after_primary_s);
+    primary_s.push_back(r.primary_s);
+    exact = exact && r.byte_exact;
+    full_result = CpuResult(r.final_console);
+  }
+  for (int i = 0; i < o.runs; ++i) {
+    std::fprintf(stderr,
+                 "bench: %s: follow the CPU workload, kill the primary mid-way, go live, "
+                 "run %d/%d...\n",
+                 where.c_str(), i + 1, o.runs);
+    ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy, pinned, governed));
+    busy.Add(r);
+    add_held(r);
+    // Live, the standby finishes the computation with the primary's result.
+    busy_live.Add(
+        r, r.went_on_live && !full_result.empty() && CpuResult(r.final_console) == full_result);
+  }
+  for (FollowMode mode : {FollowMode::kKillIdle, FollowMode::kKillIdleProbed}) {
+    const bool probed = mode == FollowMode::kKillIdleProbed;
+    for (int i = 0; i < o.runs; ++i) {
+      std::fprintf(stderr,
+                   "bench: %s: follow the counter guest for %d s, kill the primary, go "
+                   "live%s, run %d/%d...\n",
+                   where.c_str(), o.follow_seconds, probed ? " (ARP requests sent to it)" : "",
+                   i + 1, o.runs);
+      ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned, governed));
+      idle.Add(r);
+      add_held(r);
+      (probed ? probed_live : idle_live).Add(r, r.went_on_live);
+    }
+  }
+  std::printf(
+      "\nstandby benchmark (%s: %s): a follower replaying the primary's log as it "
+      "is written; lag = age of the oldest byte it has not replayed (sampled every "
+      "%d ms, all runs)\n",
+      where.c_str(), how.c_str(), governed ? 10 : 20);
+  std::printf("  %-30s %8s %10s %10s %12s %12s\n", "WORKLOAD", "SAMPLES", "LAG MED", "LAG MAX",
+              "REPLAYABLE", "REPLAYABLE");
+  std::printf("  %-30s %8s %10s %10s %12s %12s\n", "", "", "MS", "MS", "MED MS", "MAX MS");
+  busy.Print("cpu (busy)");
+  idle.Print("counter (mostly idle)");
+  const double worst = std::max(Max(busy.stream), Max(idle.stream));
+  const double median = std::max(Median(busy.stream), Median(idle.stream));
+  Row("lag target < 100 ms", "",
+      "median " + Yes(median < 100) + ", max " + Yes(worst < 100) + " (worst " + F(worst, "%.0f") +
+          " ms)");
+  Row("cpu followed to its end: done after primary", F(Median(finish), "%.3f") + " s",
+      std::string("console byte-exact: ") + (exact ? "yes" : "NO"));
+  const double run_s = Median(primary_s);
+  if (!governed) free_primary_s = run_s;
+  Row("cpu followed to its end: primary's run", F(run_s, "%.2f") + " s",
+      governed && free_primary_s > 0
+          ? F(run_s / free_primary_s, "%.3fx") + " the run never held (its cost)"
+          : std::string(governed ? "" : "(baseline of the governed run)"));
+  if (governed) {
+    Row("primary held back", F(100 * Median(held_share), "%.1f") + "% of its run",
+        "median over all runs; max " + F(100 * Max(held_share), "%.1f") + "%, " +
+            std::to_string(holds) + " holds in all, " + std::to_string(forced) + " ended by the " +
+            std::to_string(o.hold_ms) + " ms cap");
+  }
+  std::printf(
+      "\nstandby benchmark (%s): go live when the primary is killed (SIGKILL), "
+      "median of %d\n",
+      where.c_str(), o.runs);
+  Row("busy guest: end of stream -> go-live point", F(Median(busy_live.to_live), "%.1f") + " ms",
+      "max " + F(Max(busy_live.to_live), "%.1f") + " ms (the backlog it still had to replay)");
+  Row("busy guest: go-live -> first live instruction", F(Median(busy_live.to_exec), "%.2f") + " ms",
+      "max " + F(Max(busy_live.to_exec), "%.2f") + " ms (target < 50 ms: " +
+          Yes(Max(busy_live.to_exec) >= 0 && Max(busy_live.to_exec) < 50) + ")");
+  Row("busy guest: live standby printed the same result", busy_live.carried_on ? "yes" : "NO");
+  Row("idle guest: end of stream -> go-live point", F(Median(idle_live.to_live), "%.1f") + " ms",
+      "max " + F(Max(idle_live.to_live), "%.1f") + " ms");
+  Row("idle guest: go-live -> first live instruction", F(Median(idle_live.to_exec), "%.1f") + " ms",
+      "max " + F(Max(idle_live.to_exec), "%.1f") +
+          " ms (no input: a halted guest runs at its next timer)");
+  Row("idle guest with input: go-live -> first live instr.",
+      F(Median(probed_live.to_exec), "%.1f") + " ms",
+      "max " + F(Max(probed_live.to_exec), "%.1f") + " ms (target < 50 ms: " +
+          Yes(Max(probed_live.to_exec) >= 0 && Max(probed_live.to_exec) < 50) + ")");
+  Row("idle guest with input: end of stream -> answer",
+      F(Median(probed_live.to_answer), "%.1f") + " ms",
+      "max " + F(Max(probed_live.to_answer), "%.1f") +
+          " ms (ARP requests sent from the kill on; the first reply)");
+  Row("idle guest: counter went on after going live",
+      idle_live.carried_on && probed_live.carried_on ? "yes" : "NO");
+  nlohmann::json fj = {
+      {"cpu", busy.Json()},
+      {"counter", idle.Json()},
+      {"cpu_followed_to_end",
+       {{"done_after_primary_s", finish}, {"byte_exact", exact}, {"primary_s", primary_s}}},
+      {"go_live_busy", busy_live.Json()},
+      {"go_live_idle", idle_live.Json()},
+      {"go_live_idle_with_input", probed_live.Json()}};
+  if (governed) {
+    fj["governor"] = {{"hold_ms", o.hold_ms},         {"release_ms", o.hold_ms / 2.0},
+                      {"max_hold_ms", o.hold_ms},     {"holds", holds},
+                      {"holds_ended_by_cap", forced}, {"held_share", held_share}};
+    if (free_primary_s > 0) fj["cpu_followed_to_end"]["primary_s_vs_free"] = run_s / free_primary_s;
+  }
+  return fj;
+}
+
 }  // namespace
 
 StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
@@ -622,41 +775,6 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
         F(ov, "%.3fx stock (target <= 1.05x: ") + Yes(ov <= 1.05) + ")");
   }
   if (o.follow) {
-    struct Lags {
-      std::vector<double> stream, replay;
-      void Add(const FollowRun& r) {
-        stream.insert(stream.end(), r.stream_lag_ms.begin(), r.stream_lag_ms.end());
-        replay.insert(replay.end(), r.replay_lag_ms.begin(), r.replay_lag_ms.end());
-      }
-      nlohmann::json Json() const {
-        return {{"samples", stream.size()},
-                {"lag_ms_median", Median(stream)},
-                {"lag_ms_max", Max(stream)},
-                {"replayable_lag_ms_median", Median(replay)},
-                {"replayable_lag_ms_max", Max(replay)}};
-      }
-      void Print(const char* name) const {
-        std::printf("  %-30s %8zu %10.1f %10.1f %12.1f %12.1f\n", name, stream.size(),
-                    Median(stream), Max(stream), Median(replay), Max(replay));
-      }
-    };
-    struct GoLive {
-      std::vector<double> to_live, to_exec, to_answer;
-      bool carried_on = true;
-      void Add(const FollowRun& r, bool ok) {
-        to_live.push_back(r.eof_to_live_ms);
-        to_exec.push_back(r.live_to_exec_ms);
-        if (r.eof_to_answer_ms >= 0) to_answer.push_back(r.eof_to_answer_ms);
-        carried_on = carried_on && ok;
-      }
-      nlohmann::json Json() const {
-        nlohmann::json j = {{"eof_to_live_ms", to_live},
-                            {"live_to_first_live_exec_ms", to_exec},
-                            {"carried_on", carried_on}};
-        if (!to_answer.empty()) j["eof_to_first_answer_ms"] = to_answer;
-        return j;
-      }
-    };
     std::vector<bool> placements;  // pinned?
     if (o.placement != "pinned") placements.push_back(false);
     if (o.placement != "shared") {
@@ -671,140 +789,12 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
     if (o.governor != "off") governs.push_back(true);
     nlohmann::json follow_json;
     for (bool pinned : placements) {
-     // The free run's CPU workload time, the baseline of the governed one's.
-     double free_primary_s = 0;
-     for (bool governed : governs) {
-      const std::string where = std::string(pinned ? "pinned" : "shared") +
-                                (governed ? ", governed" : "");
-      const std::string how =
-          std::string(pinned ? "primary's QEMU on CPU 0, follower's on CPU 1"
-                             : "primary and follower on the same CPUs") +
-          (governed ? "; primary held while the follower is > " + std::to_string(o.hold_ms) +
-                          " ms behind"
-                    : "; primary never held");
-      Lags busy, idle;
-      GoLive busy_live, idle_live, probed_live;
-      std::vector<double> finish, primary_s, held_share;
-      uint64_t holds = 0, forced = 0;
-      auto add_held = [&](const FollowRun& r) {
-        holds += r.holds;
-        forced += r.forced;
-        held_share.push_back(r.primary_s > 0 ? r.held_s / r.primary_s : 0);
-      };
-      bool exact = true;
-      std::string full_result;  // BB-CPU-RESULT of a CPU run followed to its end
-      for (int i = 0; i < o.runs; ++i) {
-        std::fprintf(stderr, "bench: %s: follow the CPU workload to its end, run %d/%d...\n",
-                     where.c_str(), i + 1, o.runs);
-        ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd, pinned, governed));
-        busy.Add(r);
-        add_held(r);
-        finish.push_back(r.follower_after_primary_s);
-        primary_s.push_back(r.primary_s);
-        exact = exact && r.byte_exact;
-        full_result = CpuResult(r.final_console);
+      double free_primary_s = 0;  // set by the free run, before the governed one
+      for (bool governed : governs) {
+        ASSIGN_OR_RETURN(nlohmann::json fj, FollowFigures(o, pinned, governed, free_primary_s));
+        follow_json[std::string(pinned ? "pinned" : "shared") + (governed ? "_governed" : "")] =
+            std::move(fj);
       }
-      for (int i = 0; i < o.runs; ++i) {
-        std::fprintf(stderr,
-                     "bench: %s: follow the CPU workload, kill the primary mid-way, go live, "
-                     "run %d/%d...\n",
-                     where.c_str(), i + 1, o.runs);
-        ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy, pinned, governed));
-        busy.Add(r);
-        add_held(r);
-        // Live, the standby finishes the computation with the primary's result.
-        busy_live.Add(r, r.went_on_live && !full_result.empty() &&
-                             CpuResult(r.final_console) == full_result);
-      }
-      for (FollowMode mode : {FollowMode::kKillIdle, FollowMode::kKillIdleProbed}) {
-        const bool probed = mode == FollowMode::kKillIdleProbed;
-        for (int i = 0; i < o.runs; ++i) {
-          std::fprintf(stderr,
-                       "bench: %s: follow the counter guest for %d s, kill the primary, go "
-                       "live%s, run %d/%d...\n",
-                       where.c_str(), o.follow_seconds, probed ? " (ARP requests sent to it)" : "",
-                       i + 1, o.runs);
-          ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned, governed));
-          idle.Add(r);
-          add_held(r);
-          (probed ? probed_live : idle_live).Add(r, r.went_on_live);
-        }
-      }
-      std::printf("\nstandby benchmark (%s: %s): a follower replaying the primary's log as it "
-                  "is written; lag = age of the oldest byte it has not replayed (sampled every "
-                  "%d ms, all runs)\n",
-                  where.c_str(), how.c_str(), governed ? 10 : 20);
-      std::printf("  %-30s %8s %10s %10s %12s %12s\n", "WORKLOAD", "SAMPLES", "LAG MED",
-                  "LAG MAX", "REPLAYABLE", "REPLAYABLE");
-      std::printf("  %-30s %8s %10s %10s %12s %12s\n", "", "", "MS", "MS", "MED MS", "MAX MS");
-      busy.Print("cpu (busy)");
-      idle.Print("counter (mostly idle)");
-      const double worst = std::max(Max(busy.stream), Max(idle.stream));
-      const double median = std::max(Median(busy.stream), Median(idle.stream));
-      Row("lag target < 100 ms", "",
-          "median " + Yes(median < 100) + ", max " + Yes(worst < 100) + " (worst " +
-              F(worst, "%.0f") + " ms)");
-      Row("cpu followed to its end: done after primary", F(Median(finish), "%.3f") + " s",
-          std::string("console byte-exact: ") + (exact ? "yes" : "NO"));
-      const double run_s = Median(primary_s);
-      if (!governed) free_primary_s = run_s;
-      Row("cpu followed to its end: primary's run", F(run_s, "%.2f") + " s",
-          governed && free_primary_s > 0
-              ? F(run_s / free_primary_s, "%.3fx") + " the run never held (its cost)"
-              : std::string(governed ? "" : "(baseline of the governed run)"));
-      if (governed) {
-        Row("primary held back", F(100 * Median(held_share), "%.1f") + "% of its run",
-            "median over all runs; max " + F(100 * Max(held_share), "%.1f") + "%, " +
-                std::to_string(holds) + " holds in all, " + std::to_string(forced) +
-                " ended by the " + std::to_string(o.hold_ms) + " ms cap");
-      }
-      std::printf("\nstandby benchmark (%s): go live when the primary is killed (SIGKILL), "
-                  "median of %d\n",
-                  where.c_str(), o.runs);
-      Row("busy guest: end of stream -> go-live point",
-          F(Median(busy_live.to_live), "%.1f") + " ms",
-          "max " + F(Max(busy_live.to_live), "%.1f") + " ms (the backlog it still had to replay)");
-      Row("busy guest: go-live -> first live instruction",
-          F(Median(busy_live.to_exec), "%.2f") + " ms",
-          "max " + F(Max(busy_live.to_exec), "%.2f") + " ms (target < 50 ms: " +
-              Yes(Max(busy_live.to_exec) >= 0 && Max(busy_live.to_exec) < 50) + ")");
-      Row("busy guest: live standby printed the same result", busy_live.carried_on ? "yes" : "NO");
-      Row("idle guest: end of stream -> go-live point",
-          F(Median(idle_live.to_live), "%.1f") + " ms",
-          "max " + F(Max(idle_live.to_live), "%.1f") + " ms");
-      Row("idle guest: go-live -> first live instruction",
-          F(Median(idle_live.to_exec), "%.1f") + " ms",
-          "max " + F(Max(idle_live.to_exec), "%.1f") +
-              " ms (no input: a halted guest runs at its next timer)");
-      Row("idle guest with input: go-live -> first live instr.",
-          F(Median(probed_live.to_exec), "%.1f") + " ms",
-          "max " + F(Max(probed_live.to_exec), "%.1f") + " ms (target < 50 ms: " +
-              Yes(Max(probed_live.to_exec) >= 0 && Max(probed_live.to_exec) < 50) + ")");
-      Row("idle guest with input: end of stream -> answer",
-          F(Median(probed_live.to_answer), "%.1f") + " ms",
-          "max " + F(Max(probed_live.to_answer), "%.1f") +
-              " ms (ARP requests sent from the kill on; the first reply)");
-      Row("idle guest: counter went on after going live",
-          idle_live.carried_on && probed_live.carried_on ? "yes" : "NO");
-      nlohmann::json fj = {
-          {"cpu", busy.Json()},
-          {"counter", idle.Json()},
-          {"cpu_followed_to_end",
-           {{"done_after_primary_s", finish}, {"byte_exact", exact}, {"primary_s", primary_s}}},
-          {"go_live_busy", busy_live.Json()},
-          {"go_live_idle", idle_live.Json()},
-          {"go_live_idle_with_input", probed_live.Json()}};
-      if (governed) {
-        fj["governor"] = {{"hold_ms", o.hold_ms},
-                          {"release_ms", o.hold_ms / 2.0},
-                          {"max_hold_ms", o.hold_ms},
-                          {"holds", holds},
-                          {"holds_ended_by_cap", forced},
-                          {"held_share", held_share}};
-        if (free_primary_s > 0) fj["cpu_followed_to_end"]["primary_s_vs_free"] = run_s / free_primary_s;
-      }
-      follow_json[std::string(pinned ? "pinned" : "shared") + (governed ? "_governed" : "")] = fj;
-     }
     }
     out["follow"] = follow_json;
   }

@@ -130,6 +130,21 @@ StatusOr<int> ChildProcess::Wait(std::optional<std::chrono::milliseconds> timeou
   return *exit_status_;
 }
 
+bool ChildProcess::WaitExited(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return false;
+  if (exit_status_) return true;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid_) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
 void ChildProcess::Signal(int sig) {
   if (running()) ::kill(pid_, sig);
 }

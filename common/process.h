@@ -32,6 +32,10 @@ class ChildProcess {
   std::optional<int> Poll();
   // Waits up to `timeout` (forever when nullopt); DeadlineExceeded if still running.
   StatusOr<int> Wait(std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  // Waits up to `timeout` for the child to exit without reaping it: its pid
+  // stays taken, so a signal another thread sends it meanwhile cannot reach
+  // a process that got the pid. False on timeout; Wait() reaps it after.
+  bool WaitExited(std::chrono::milliseconds timeout);
   void Signal(int sig);
   // SIGKILL and reap.
   void Kill();
