@@ -222,12 +222,24 @@ struct FollowRun {
   double held_s = 0;
 };
 
+constexpr char kTraceHeader[] =
+    "run,mono_ms,t_ms,qmp_ms,consumed_bytes,published_bytes,read_bytes,hard_waits,lag_ms,replayable_lag_ms,"
+    "primary_held\n";
+
 // With a governor, every lag figure is also handed to it, and the follower
 // is asked every 10 ms instead of 20 (a held primary is released sooner).
 class Sampler {
  public:
-  Sampler(const std::string& qmp_path, const LogRelay& relay, LagGovernor* governor)
-      : relay_(relay), governor_(governor), interval_(milliseconds(governor ? 10 : 20)) {
+  // trace: if not null, every sample is appended to it as a CSV row
+  // (kTraceHeader) that starts with `label`.
+  Sampler(const std::string& qmp_path, const LogRelay& relay, LagGovernor* governor,
+          std::FILE* trace, std::string label, int64_t origin_ns)
+      : relay_(relay),
+        governor_(governor),
+        interval_(milliseconds(governor ? 10 : 20)),
+        trace_(trace),
+        label_(std::move(label)),
+        start_ns_(origin_ns) {
     thread_ = std::thread([this, qmp_path] { Run(qmp_path); });
   }
   ~Sampler() { Stop(); }
@@ -257,6 +269,7 @@ class Sampler {
     }
     int live_polls = 0;
     while (!stop_.load()) {
+      const int64_t asked = MonoNow();
       auto info = qmp->Execute("__org.blackbox_query-replay-follow", nullptr, seconds(5));
       if (!info.ok()) break;  // the follower exited
       const int64_t now = MonoNow();
@@ -279,6 +292,15 @@ class Sampler {
       const double lag = oldest < 0 ? 0 : (now - oldest) / 1e6;
       stream_.push_back(lag);
       replay_.push_back(consumed >= published ? 0 : lag);
+      if (trace_) {
+        std::fprintf(trace_, "%s,%.3f,%.3f,%.3f,%llu,%llu,%llu,%llu,%.3f,%.3f,%d\n",
+                     label_.c_str(), now / 1e6, (now - start_ns_) / 1e6, (now - asked) / 1e6,
+                     static_cast<unsigned long long>(consumed),
+                     static_cast<unsigned long long>(published),
+                     static_cast<unsigned long long>((*info)["read-bytes"].get<uint64_t>()),
+                     static_cast<unsigned long long>((*info)["hard-waits"].get<uint64_t>()), lag,
+                     replay_.back(), governor_ && governor_->held() ? 1 : 0);
+      }
       // The governor goes by what the follower could replay: bytes of an
       // event the primary has not finished writing wait for the primary, and
       // holding it then would hold it for ever.
@@ -290,6 +312,9 @@ class Sampler {
   const LogRelay& relay_;
   LagGovernor* const governor_;
   const milliseconds interval_;
+  std::FILE* const trace_;
+  const std::string label_;
+  const int64_t start_ns_;
   std::atomic<bool> stop_{false};
   std::vector<double> stream_, replay_;
   mutable std::mutex mu_;
@@ -393,15 +418,43 @@ enum class FollowMode {
   kKillBusy,  // the CPU workload, SIGKILL in the middle of its computation
 };
 
+// The longest a governor holds the primary. Held by QMP, the primary's main
+// loop goes on flushing the log, so the follower can always catch up and the
+// cap is only a safety net: draining a backlog of L takes about L at replay
+// speed (a cap of hold_ms cut most holds short). Stopped by a signal, the
+// primary leaves bytes unflushed that the follower may need: end it soon.
+int MaxHoldMs(const StandbyBenchOptions& o) {
+  return o.hold_by == "qmp" ? 4 * o.hold_ms : o.hold_ms;
+}
+
+// Keeps a follow run's log (LABEL.rr), when its pieces reached the relay
+// (LABEL.arrivals.csv: offset just past the piece, ms since the primary
+// started, the origin of the lag trace's t_ms) and both consoles, in `dir`
+// (LABEL: '/' becomes '-').
+Status KeepLogs(const std::string& dir, std::string label, const LogRelay& relay,
+                int64_t origin_ns, const std::string& run_dir) {
+  std::replace(label.begin(), label.end(), '/', '-');
+  const std::string base = dir + "/" + label;
+  RETURN_IF_ERROR(WriteFileAtomic(base + ".rr", relay.copy()));
+  std::string csv = "offset_end,t_ms\n";
+  for (const auto& [end, ns] : relay.Arrivals()) {
+    csv += std::to_string(end) + "," + std::to_string((ns - origin_ns) / 1e6) + "\n";
+  }
+  RETURN_IF_ERROR(WriteFileAtomic(base + ".arrivals.csv", csv));
+  RETURN_IF_ERROR(WriteFileAtomic(base + ".primary.serial", ReadOrEmpty(run_dir + "/primary.serial")));
+  return WriteFileAtomic(base + ".follower.serial", ReadOrEmpty(run_dir + "/follower.serial"));
+}
+
 // A primary recording into a pipe, the relay, and a follower replaying the
 // other end (__org.blackbox_follow=on). In the kill modes the follower
 // replays what it got, goes live and must carry on where the primary was.
 // pinned: the primary's QEMU on CPU 0 and the follower's on CPU 1 (as on two
 // hosts, as far as one machine can); else both wherever the kernel puts them.
-// governed: a LagGovernor holds the primary (SIGSTOP) while the follower is
-// more than o.hold_ms behind, until it is back within half of that (SIGCONT).
+// governed: a LagGovernor holds the primary (QMP stop, or SIGSTOP with
+// --hold-by signal) while the follower is more than o.hold_ms behind, until
+// it is back within half of that (cont, SIGCONT).
 StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool pinned,
-                           bool governed) {
+                           bool governed, std::FILE* trace) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-standby"));
   const std::string d = dir.path();
   const std::string rec_fifo = d + "/record.fifo", fol_fifo = d + "/follow.fifo";
@@ -416,6 +469,11 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
   GuestLine fol{{}, o.patched_qemu, "rr=replay,rrfile=" + fol_fifo + ",__org.blackbox_follow=on", role,
                 d + "/follower.serial", Qmp(d + "/qmp.sock")};
   GuestLine pri{{}, o.patched_qemu, "rr=record,rrfile=" + rec_fifo, role, d + "/primary.serial", {}};
+  const bool by_qmp = o.hold_by == "qmp";
+  if (governed && by_qmp) {
+    auto m = Qmp(d + "/primary-qmp.sock");
+    pri.extra.insert(pri.extra.end(), m.begin(), m.end());
+  }
   if (pinned) {
     pri.prefix = {"taskset", "-c", "0"};
     fol.prefix = {"taskset", "-c", "1"};
@@ -440,15 +498,44 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
   ASSIGN_OR_RETURN(ChildProcess follower, ChildProcess::Spawn(Argv(o, fol), d + "/follower.out"));
   const int64_t primary_start = MonoNow();
   ASSIGN_OR_RETURN(ChildProcess primary, ChildProcess::Spawn(Argv(o, pri), d + "/primary.out"));
+  LogRelay relay(rec_fifo, fol_fifo, LogRelay::Options{.keep_copy = !o.keep_logs.empty()});
+  // The primary's monitor, for a governor that holds it by QMP (after the
+  // relay: QEMU opens its log, the FIFO, before it listens on the socket).
+  std::optional<QmpSyncClient> primary_qmp;
+  if (governed && by_qmp) {
+    const int64_t deadline = MonoNow() + 60'000'000'000;
+    while (!primary_qmp) {
+      auto c = QmpSyncClient::Connect(d + "/primary-qmp.sock", seconds(2));
+      if (c.ok()) {
+        primary_qmp.emplace(std::move(c).value());
+      } else if (MonoNow() > deadline || !primary.running()) {
+        return c.status().WithContext("the primary's QMP monitor");
+      } else {
+        std::this_thread::sleep_for(milliseconds(10));
+      }
+    }
+  }
   std::optional<LagGovernor> governor;
   if (governed) {
-    const pid_t pid = primary.pid();
     const int64_t hold_ns = static_cast<int64_t>(o.hold_ms) * 1'000'000;
-    governor.emplace(LagGovernor::Options{hold_ns, hold_ns / 2, hold_ns},
-                     [pid] { ::kill(pid, SIGSTOP); }, [pid] { ::kill(pid, SIGCONT); });
+    const LagGovernor::Options go{hold_ns, hold_ns / 2,
+                                  static_cast<int64_t>(MaxHoldMs(o)) * 1'000'000};
+    if (by_qmp) {
+      // Errors are ignored: the primary may have just exited.
+      QmpSyncClient* q = &*primary_qmp;
+      governor.emplace(go, [q] { (void)q->Execute("stop", nullptr, seconds(2)); },
+                       [q] { (void)q->Execute("cont", nullptr, seconds(2)); });
+    } else {
+      const pid_t pid = primary.pid();
+      governor.emplace(go, [pid] { ::kill(pid, SIGSTOP); }, [pid] { ::kill(pid, SIGCONT); });
+    }
   }
-  LogRelay relay(rec_fifo, fol_fifo);
-  Sampler sampler(d + "/qmp.sock", relay, governor ? &*governor : nullptr);
+  static const char* const kModeNames[] = {"cpu-to-end", "counter-kill", "counter-kill-probed",
+                                           "cpu-kill"};  // in FollowMode's order
+  const std::string label = std::string(pinned ? "pinned" : "shared") +
+                            (governed ? "-governed" : "") + "/" + kModeNames[static_cast<int>(mode)];
+  Sampler sampler(d + "/qmp.sock", relay, governor ? &*governor : nullptr, trace, label,
+                  primary_start);
   FollowRun run;
   if (idle) {
     if (!WaitForFileText(pri.serial, "BB-READY", 300'000'000'000, &primary)) {
@@ -528,6 +615,7 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
     run.final_console = ReadOrEmpty(pri.serial);
     run.byte_exact = ReadOrEmpty(fol.serial) == run.final_console;
   }
+  if (!o.keep_logs.empty()) RETURN_IF_ERROR(KeepLogs(o.keep_logs, label, relay, primary_start, d));
   run.stream_lag_ms = sampler.stream_lag_ms();
   run.replay_lag_ms = sampler.replay_lag_ms();
   return run;
@@ -585,12 +673,14 @@ struct GoLive {
 // JSON. free_primary_s: the CPU workload's primary run time of the free
 // (ungoverned) runs, set by those and the baseline of the governed ones.
 StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned, bool governed,
-                                       double& free_primary_s) {
+                                       std::FILE* trace, double& free_primary_s) {
   const std::string where =
       std::string(pinned ? "pinned" : "shared") + (governed ? ", governed" : "");
   const std::string how = std::string(pinned ? "primary's QEMU on CPU 0, follower's on CPU 1"
                                              : "primary and follower on the same CPUs") +
-                          (governed ? "; primary held while the follower is > " +
+                          (governed ? "; primary held (" +
+                                          std::string(o.hold_by == "qmp" ? "QMP stop" : "SIGSTOP") +
+                                          ") while the follower is > " +
                                           std::to_string(o.hold_ms) + " ms behind"
                                     : "; primary never held");
   Lags busy, idle;
@@ -607,7 +697,7 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
   for (int i = 0; i < o.runs; ++i) {
     std::fprintf(stderr, "bench: %s: follow the CPU workload to its end, run %d/%d...\n",
                  where.c_str(), i + 1, o.runs);
-    ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd, pinned, governed));
+    ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd, pinned, governed, trace));
     busy.Add(r);
     add_held(r);
     finish.push_back(r.follower_after_primary_s);
@@ -620,7 +710,7 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
                  "bench: %s: follow the CPU workload, kill the primary mid-way, go live, "
                  "run %d/%d...\n",
                  where.c_str(), i + 1, o.runs);
-    ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy, pinned, governed));
+    ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy, pinned, governed, trace));
     busy.Add(r);
     add_held(r);
     // Live, the standby finishes the computation with the primary's result.
@@ -635,7 +725,7 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
                    "live%s, run %d/%d...\n",
                    where.c_str(), o.follow_seconds, probed ? " (ARP requests sent to it)" : "",
                    i + 1, o.runs);
-      ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned, governed));
+      ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned, governed, trace));
       idle.Add(r);
       add_held(r);
       (probed ? probed_live : idle_live).Add(r, r.went_on_live);
@@ -651,9 +741,12 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
   std::printf("  %-30s %8s %10s %10s %12s %12s\n", "", "", "MS", "MS", "MED MS", "MAX MS");
   busy.Print("cpu (busy)");
   idle.Print("counter (mostly idle)");
-  const double worst = std::max(Max(busy.stream), Max(idle.stream));
-  const double median = std::max(Median(busy.stream), Median(idle.stream));
-  Row("lag target < 100 ms", "",
+  // The target is on what the follower could replay: bytes it holds that
+  // are not replayable yet wait for the primary (the rest of its main loop's
+  // iteration, up to a second in an idle guest), not for the follower.
+  const double worst = std::max(Max(busy.replay), Max(idle.replay));
+  const double median = std::max(Median(busy.replay), Median(idle.replay));
+  Row("replayable lag target < 100 ms", "",
       "median " + Yes(median < 100) + ", max " + Yes(worst < 100) + " (worst " + F(worst, "%.0f") +
           " ms)");
   Row("cpu followed to its end: done after primary", F(Median(finish), "%.3f") + " s",
@@ -668,7 +761,7 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
     Row("primary held back", F(100 * Median(held_share), "%.1f") + "% of its run",
         "median over all runs; max " + F(100 * Max(held_share), "%.1f") + "%, " +
             std::to_string(holds) + " holds in all, " + std::to_string(forced) + " ended by the " +
-            std::to_string(o.hold_ms) + " ms cap");
+            std::to_string(MaxHoldMs(o)) + " ms cap");
   }
   std::printf(
       "\nstandby benchmark (%s): go live when the primary is killed (SIGKILL), "
@@ -704,8 +797,8 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
       {"go_live_idle", idle_live.Json()},
       {"go_live_idle_with_input", probed_live.Json()}};
   if (governed) {
-    fj["governor"] = {{"hold_ms", o.hold_ms},         {"release_ms", o.hold_ms / 2.0},
-                      {"max_hold_ms", o.hold_ms},     {"holds", holds},
+    fj["governor"] = {{"hold_by", o.hold_by},         {"hold_ms", o.hold_ms},         {"release_ms", o.hold_ms / 2.0},
+                      {"max_hold_ms", MaxHoldMs(o)},  {"holds", holds},
                       {"holds_ended_by_cap", forced}, {"held_share", held_share}};
     if (free_primary_s > 0) fj["cpu_followed_to_end"]["primary_s_vs_free"] = run_s / free_primary_s;
   }
@@ -787,11 +880,18 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
     std::vector<bool> governs;  // governed?
     if (o.governor != "on") governs.push_back(false);
     if (o.governor != "off") governs.push_back(true);
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> trace(nullptr, &std::fclose);
+    if (!o.lag_trace.empty()) {
+      trace.reset(std::fopen(o.lag_trace.c_str(), "w"));
+      if (!trace) return ErrnoError("open " + o.lag_trace, errno);
+      std::fputs(kTraceHeader, trace.get());
+    }
     nlohmann::json follow_json;
     for (bool pinned : placements) {
       double free_primary_s = 0;  // set by the free run, before the governed one
       for (bool governed : governs) {
-        ASSIGN_OR_RETURN(nlohmann::json fj, FollowFigures(o, pinned, governed, free_primary_s));
+        ASSIGN_OR_RETURN(nlohmann::json fj, FollowFigures(o, pinned, governed, trace.get(), free_primary_s));
+        if (trace) std::fflush(trace.get());
         follow_json[std::string(pinned ? "pinned" : "shared") + (governed ? "_governed" : "")] =
             std::move(fj);
       }

@@ -30,7 +30,16 @@ struct StandbyBenchOptions {
   // Follow runs with the primary never held ("off"), held by a LagGovernor
   // while its follower is more than hold_ms behind ("on"), or "both".
   std::string governor = "both";
-  int hold_ms = 50;
+  int hold_ms = 30;
+  // How the governor holds the primary: "qmp" (QMP stop/cont: its vCPU
+  // stops, its main loop goes on writing and flushing the log) or "signal"
+  // (SIGSTOP/SIGCONT to its QEMU: everything stops, unflushed bytes too).
+  std::string hold_by = "qmp";
+  // If set, every lag sample of the follow runs goes to this CSV file.
+  std::string lag_trace;
+  // If set, each follow run's log, the times its pieces reached the relay
+  // and both consoles are kept in this directory (for looking into lag).
+  std::string keep_logs;
 };
 
 // Runs the benchmark, prints tables to stdout, returns the figures as JSON.

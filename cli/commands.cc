@@ -435,6 +435,9 @@ int RunBenchStandby(const bench::StandbyBenchOptions& o, const std::string& part
   if (opts.governor != "off" && opts.governor != "on" && opts.governor != "both") {
     return Report(InvalidArgument("--governor: '" + opts.governor + "' is not off, on or both"));
   }
+  if (opts.hold_by != "qmp" && opts.hold_by != "signal") {
+    return Report(InvalidArgument("--hold-by: '" + opts.hold_by + "' is not qmp or signal"));
+  }
   if (opts.hold_ms < 2 || opts.hold_ms > 10000) return Report(InvalidArgument("--hold-ms: 2..10000"));
   if (opts.cpu_rounds < 1 || opts.cpu_rounds > 200) {
     return Report(InvalidArgument("--cpu-rounds: 1..200"));
@@ -666,6 +669,18 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       ->add_option("--hold-ms", sb_opts->hold_ms,
                    "governor: hold the primary above this lag, release it at half of it")
       ->capture_default_str();
+  bench_sb
+      ->add_option("--hold-by", sb_opts->hold_by,
+                   "governor: hold the primary by qmp (stop/cont: its log stays flushed) or "
+                   "signal (SIGSTOP/SIGCONT)")
+      ->capture_default_str();
+  bench_sb->add_option("--lag-trace", sb_opts->lag_trace,
+                       "follow: write every lag sample (bytes replayed, lag, primary held) to "
+                       "this CSV file");
+  bench_sb->add_option("--keep-logs", sb_opts->keep_logs,
+                       "follow: keep each run's log, its arrival times and consoles in this "
+                       "directory")
+      ->check(CLI::ExistingDirectory);
   bench_sb->add_option("--guest", sb_opts->guest_dir,
                        "test guest directory (default $BLACKBOX_GUEST_DIR)");
   bench_sb

@@ -7,15 +7,17 @@
 // the primary's CPU back) until the standby has caught up. The governor is
 // told the standby's lag (the age of the oldest byte of the log it has not
 // replayed) as often as it is measured; once the lag exceeds `hold_ns` it
-// holds the primary (the hold action, for example SIGSTOP to its QEMU), and
-// once the lag is down to `release_ns` it lets it go (SIGCONT). The primary
+// holds the primary (the hold action: QMP `stop` to its QEMU, whose vCPU
+// then stops while its main loop goes on writing and flushing the log), and
+// once the lag is down to `release_ns` it lets it go (`cont`). The primary
 // loses the time it is held; its guest does not notice beyond the time gap
 // (record/replay keeps the execution deterministic).
 //
 // A hold never lasts longer than `max_hold_ns`, whatever the lag figures
-// say or fail to say: a follower can need the very bytes a held primary has
-// not written out yet (the rest of an event), and then it cannot catch up,
-// or answer how far it got, until the primary runs again. A watchdog thread
+// say or fail to say: the follower may have died or hung, or the hold may
+// be one that keeps bytes the follower needs from it (SIGSTOP stops the
+// primary's log flusher too, and then the follower cannot catch up, or
+// answer how far it got, until the primary runs again). A watchdog thread
 // releases such a hold.
 //
 // Thread safety: all members may be called from any thread; the actions run
@@ -33,9 +35,9 @@ namespace blackbox {
 class LagGovernor {
  public:
   struct Options {
-    int64_t hold_ns = 50'000'000;     // hold the primary once the lag is above this
-    int64_t release_ns = 25'000'000;  // and release it once the lag is down to this
-    int64_t max_hold_ns = 50'000'000;  // and in any case after this long
+    int64_t hold_ns = 30'000'000;      // hold the primary once the lag is above this
+    int64_t release_ns = 15'000'000;   // and release it once the lag is down to this
+    int64_t max_hold_ns = 120'000'000;  // and in any case after this long
   };
 
   LagGovernor(Options options, std::function<void()> hold, std::function<void()> release);

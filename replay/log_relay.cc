@@ -83,6 +83,11 @@ int64_t LogRelay::ArrivalNanos(uint64_t offset) const {
   return it == arrivals_.end() ? -1 : it->second;
 }
 
+std::vector<std::pair<uint64_t, int64_t>> LogRelay::Arrivals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return arrivals_;
+}
+
 void LogRelay::Run() {
   UniqueFd in = OpenEnd(from_, O_RDONLY, abort_);
   if (!in.valid()) return;

@@ -50,6 +50,9 @@ class LogRelay {
   // the monotonic time (ns) at which the byte at `offset` arrived, -1 if it
   // has not yet;
   int64_t ArrivalNanos(uint64_t offset) const;
+  // every piece so far: (offset just past it, monotonic ns it arrived), in
+  // order;
+  std::vector<std::pair<uint64_t, int64_t>> Arrivals() const;
   // the wall time (ns, CLOCK_REALTIME) at which `to` was closed after the
   // source ended, 0 before.
   int64_t end_wall_ns() const { return end_wall_ns_.load(); }
