@@ -628,6 +628,7 @@ std::string CpuResult(const std::string& console) {
 }
 
 double Max(const std::vector<double>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
+double Min(const std::vector<double>& v) { return v.empty() ? -1 : *std::min_element(v.begin(), v.end()); }
 
 std::string Yes(bool met) { return met ? "yes" : "NO"; }
 
@@ -651,17 +652,21 @@ struct Lags {
   }
 };
 struct GoLive {
-  std::vector<double> to_live, to_exec, to_answer;
+  // to_first: end of stream to the first live instruction (to_live +
+  // to_exec), the figure the < 50 ms target is on
+  std::vector<double> to_live, to_exec, to_first, to_answer;
   bool carried_on = true;
   void Add(const FollowRun& r, bool ok) {
     to_live.push_back(r.eof_to_live_ms);
     to_exec.push_back(r.live_to_exec_ms);
+    to_first.push_back(r.live_to_exec_ms >= 0 ? r.eof_to_live_ms + r.live_to_exec_ms : -1);
     if (r.eof_to_answer_ms >= 0) to_answer.push_back(r.eof_to_answer_ms);
     carried_on = carried_on && ok;
   }
   nlohmann::json Json() const {
     nlohmann::json j = {{"eof_to_live_ms", to_live},
                         {"live_to_first_live_exec_ms", to_exec},
+                        {"eof_to_first_live_exec_ms", to_first},
                         {"carried_on", carried_on}};
     if (!to_answer.empty()) j["eof_to_first_answer_ms"] = to_answer;
     return j;
@@ -733,8 +738,9 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
   }
   std::printf(
       "\nstandby benchmark (%s: %s): a follower replaying the primary's log as it "
-      "is written; lag = age of the oldest byte it has not replayed (sampled every "
-      "%d ms, all runs)\n",
+      "is written; lag = age of the oldest byte it has not replayed; replayable = the "
+      "same while it holds complete events it has not replayed, else 0 (the rest waits "
+      "for the primary to finish an event); sampled every %d ms, all runs\n",
       where.c_str(), how.c_str(), governed ? 10 : 20);
   std::printf("  %-30s %8s %10s %10s %12s %12s\n", "WORKLOAD", "SAMPLES", "LAG MED", "LAG MAX",
               "REPLAYABLE", "REPLAYABLE");
@@ -770,8 +776,10 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
   Row("busy guest: end of stream -> go-live point", F(Median(busy_live.to_live), "%.1f") + " ms",
       "max " + F(Max(busy_live.to_live), "%.1f") + " ms (the backlog it still had to replay)");
   Row("busy guest: go-live -> first live instruction", F(Median(busy_live.to_exec), "%.2f") + " ms",
-      "max " + F(Max(busy_live.to_exec), "%.2f") + " ms (target < 50 ms: " +
-          Yes(Max(busy_live.to_exec) >= 0 && Max(busy_live.to_exec) < 50) + ")");
+      "max " + F(Max(busy_live.to_exec), "%.2f") + " ms");
+  Row("busy guest: end of stream -> first live instr.", F(Median(busy_live.to_first), "%.1f") + " ms",
+      "max " + F(Max(busy_live.to_first), "%.1f") + " ms (target < 50 ms: " +
+          Yes(Min(busy_live.to_exec) >= 0 && Max(busy_live.to_first) < 50) + ")");
   Row("busy guest: live standby printed the same result", busy_live.carried_on ? "yes" : "NO");
   Row("idle guest: end of stream -> go-live point", F(Median(idle_live.to_live), "%.1f") + " ms",
       "max " + F(Max(idle_live.to_live), "%.1f") + " ms");
@@ -779,9 +787,11 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
       "max " + F(Max(idle_live.to_exec), "%.1f") +
           " ms (no input: a halted guest runs at its next timer)");
   Row("idle guest with input: go-live -> first live instr.",
-      F(Median(probed_live.to_exec), "%.1f") + " ms",
-      "max " + F(Max(probed_live.to_exec), "%.1f") + " ms (target < 50 ms: " +
-          Yes(Max(probed_live.to_exec) >= 0 && Max(probed_live.to_exec) < 50) + ")");
+      F(Median(probed_live.to_exec), "%.1f") + " ms", "max " + F(Max(probed_live.to_exec), "%.1f") + " ms");
+  Row("idle guest with input: end of stream -> first live",
+      F(Median(probed_live.to_first), "%.1f") + " ms",
+      "max " + F(Max(probed_live.to_first), "%.1f") + " ms (target < 50 ms: " +
+          Yes(Min(probed_live.to_exec) >= 0 && Max(probed_live.to_first) < 50) + ")");
   Row("idle guest with input: end of stream -> answer",
       F(Median(probed_live.to_answer), "%.1f") + " ms",
       "max " + F(Max(probed_live.to_answer), "%.1f") +

@@ -126,8 +126,10 @@ void LogRelay::Run() {
       off += w;
     }
   }
-  out.Reset();
+  // The end of the stream is when the source ended: noted before the
+  // follower can see it (closing `to`), so that no go-live precedes it.
   end_wall_ns_.store(clock.WallNanos());
+  out.Reset();
   ok_.store(true);
 }
 

@@ -53,8 +53,8 @@ class LogRelay {
   // every piece so far: (offset just past it, monotonic ns it arrived), in
   // order;
   std::vector<std::pair<uint64_t, int64_t>> Arrivals() const;
-  // the wall time (ns, CLOCK_REALTIME) at which `to` was closed after the
-  // source ended, 0 before.
+  // the wall time (ns, CLOCK_REALTIME) at which the source ended (taken
+  // just before `to` is closed), 0 before.
   int64_t end_wall_ns() const { return end_wall_ns_.load(); }
 
  private:
