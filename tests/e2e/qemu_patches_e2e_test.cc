@@ -292,6 +292,74 @@ TEST_F(QemuPatchesTest, ReplayFollowsARecordingThroughAPipe) {
   EXPECT_EQ(ReadFileOrEmpty(Path("follow.serial")), recorded);
 }
 
+// How a lag governor holds a primary back (replay/lag_governor.h): QMP
+// `stop` stops the primary's vCPU while its main loop goes on writing and
+// flushing the log, so its follower catches up with everything the primary
+// executed before the hold (the same instruction count), answering QMP
+// meanwhile. Held and continued again and again, the recording is still
+// followed byte-exact.
+TEST_F(QemuPatchesTest, FollowerCatchesUpWithAPrimaryHeldOverQmp) {
+  const std::string role = "bb.role=cpu bb.rounds=3";
+  const std::string rec_fifo = Path("record.fifo"), follow_fifo = Path("follow.fifo");
+  ASSERT_EQ(::mkfifo(rec_fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo(follow_fifo.c_str(), 0600), 0);
+  auto fol_args = GuestArgs(patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
+                            Path("follow.serial"), role);
+  auto fol_qmp = QmpArgs(Path("follow-qmp.sock"));
+  fol_args.insert(fol_args.end(), fol_qmp.begin(), fol_qmp.end());
+  auto rec_args = GuestArgs(patched_, "rr=record,rrfile=" + rec_fifo, Path("record.serial"), role);
+  auto rec_qmp = QmpArgs(Path("record-qmp.sock"));
+  rec_args.insert(rec_args.end(), rec_qmp.begin(), rec_qmp.end());
+  auto follower = ChildProcess::Spawn(fol_args, Path("follow.out"));
+  ASSERT_TRUE(follower.ok()) << follower.status().ToString();
+  auto recorder = ChildProcess::Spawn(rec_args, Path("record.out"));
+  ASSERT_TRUE(recorder.ok()) << recorder.status().ToString();
+  LogRelay pipe(rec_fifo, follow_fifo);
+  auto primary_qmp = ConnectQmp(Path("record-qmp.sock"), seconds(60));
+  ASSERT_TRUE(primary_qmp) << TailOfFile(Path("record.out"));
+  auto follower_qmp = ConnectQmp(Path("follow-qmp.sock"), seconds(60));
+  ASSERT_TRUE(follower_qmp) << TailOfFile(Path("follow.out"));
+
+  auto icount = [](QmpSyncClient& qmp) -> int64_t {
+    auto r = qmp.Execute("query-replay", nullptr, seconds(10));
+    return r.ok() ? (*r)["icount"].get<int64_t>() : -1;
+  };
+  int holds = 0;
+  std::optional<StatusOr<int>> rec_status;  // set if the primary ended between holds
+  while (holds < 5 && !HasFailure()) {
+    // Let the primary run a while between holds (the guest boots meanwhile).
+    if (auto ended = recorder->Wait(milliseconds(700)); ended.ok()) {
+      rec_status = ended;
+      break;
+    }
+    if (!primary_qmp->Execute("stop", nullptr, seconds(10)).ok()) break;  // it powered off
+    const int64_t held_at = icount(*primary_qmp);
+    ASSERT_GT(held_at, 0);
+    const auto deadline = Clock::now() + seconds(30);
+    int64_t followed = icount(*follower_qmp);
+    while (followed < held_at && Clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(10));
+      followed = icount(*follower_qmp);
+    }
+    EXPECT_EQ(followed, held_at) << "hold " << holds + 1 << ": the follower did not replay all "
+                                 << "that the held primary executed";
+    ++holds;
+    ASSERT_TRUE(primary_qmp->Execute("cont", nullptr, seconds(10)).ok());
+  }
+  EXPECT_GE(holds, 3) << "the primary ended before it could be held three times";
+
+  if (!rec_status) rec_status = recorder->Wait(std::chrono::minutes(5));
+  auto fol_status = follower->Wait(std::chrono::minutes(5));
+  pipe.Join();
+  ASSERT_TRUE(rec_status->ok()) << rec_status->status().ToString() << TailOfFile(Path("record.out"));
+  ASSERT_TRUE(fol_status.ok()) << fol_status.status().ToString() << TailOfFile(Path("follow.out"));
+  EXPECT_EQ(**rec_status, 0) << TailOfFile(Path("record.out"));
+  EXPECT_EQ(*fol_status, 0) << TailOfFile(Path("follow.out"));
+  const std::string recorded = ReadFileOrEmpty(Path("record.serial"));
+  ASSERT_NE(recorded.find("BB-CPU-RESULT"), std::string::npos) << recorded;
+  EXPECT_EQ(ReadFileOrEmpty(Path("follow.serial")), recorded);
+}
+
 // The counter guest's NIC addresses: the primary and the follower are the
 // same VM; the client is another guest.
 const char kCounterMac[] = "52:54:00:00:20:0f";
