@@ -223,8 +223,8 @@ struct FollowRun {
 };
 
 constexpr char kTraceHeader[] =
-    "run,mono_ms,t_ms,qmp_ms,consumed_bytes,published_bytes,read_bytes,hard_waits,lag_ms,replayable_lag_ms,"
-    "primary_held\n";
+    "run,mono_ms,t_ms,qmp_ms,consumed_bytes,published_bytes,read_bytes,hard_waits,lag_ms,"
+    "replayable_lag_ms,primary_held\n";
 
 // With a governor, every lag figure is also handed to it, and the follower
 // is asked every 10 ms instead of 20 (a held primary is released sooner).
@@ -293,8 +293,8 @@ class Sampler {
       stream_.push_back(lag);
       replay_.push_back(consumed >= published ? 0 : lag);
       if (trace_) {
-        std::fprintf(trace_, "%s,%.3f,%.3f,%.3f,%llu,%llu,%llu,%llu,%.3f,%.3f,%d\n",
-                     label_.c_str(), now / 1e6, (now - start_ns_) / 1e6, (now - asked) / 1e6,
+        std::fprintf(trace_, "%s,%.3f,%.3f,%.3f,%llu,%llu,%llu,%llu,%.3f,%.3f,%d\n", label_.c_str(),
+                     now / 1e6, (now - start_ns_) / 1e6, (now - asked) / 1e6,
                      static_cast<unsigned long long>(consumed),
                      static_cast<unsigned long long>(published),
                      static_cast<unsigned long long>((*info)["read-bytes"].get<uint64_t>()),
@@ -431,8 +431,8 @@ int MaxHoldMs(const StandbyBenchOptions& o) {
 // (LABEL.arrivals.csv: offset just past the piece, ms since the primary
 // started, the origin of the lag trace's t_ms) and both consoles, in `dir`
 // (LABEL: '/' becomes '-').
-Status KeepLogs(const std::string& dir, std::string label, const LogRelay& relay,
-                int64_t origin_ns, const std::string& run_dir) {
+Status KeepLogs(const std::string& dir, std::string label, const LogRelay& relay, int64_t origin_ns,
+                const std::string& run_dir) {
   std::replace(label.begin(), label.end(), '/', '-');
   const std::string base = dir + "/" + label;
   RETURN_IF_ERROR(WriteFileAtomic(base + ".rr", relay.copy()));
@@ -441,7 +441,8 @@ Status KeepLogs(const std::string& dir, std::string label, const LogRelay& relay
     csv += std::to_string(end) + "," + std::to_string((ns - origin_ns) / 1e6) + "\n";
   }
   RETURN_IF_ERROR(WriteFileAtomic(base + ".arrivals.csv", csv));
-  RETURN_IF_ERROR(WriteFileAtomic(base + ".primary.serial", ReadOrEmpty(run_dir + "/primary.serial")));
+  RETURN_IF_ERROR(
+      WriteFileAtomic(base + ".primary.serial", ReadOrEmpty(run_dir + "/primary.serial")));
   return WriteFileAtomic(base + ".follower.serial", ReadOrEmpty(run_dir + "/follower.serial"));
 }
 
@@ -523,17 +524,20 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
     if (by_qmp) {
       // Errors are ignored: the primary may have just exited.
       QmpSyncClient* q = &*primary_qmp;
-      governor.emplace(go, [q] { (void)q->Execute("stop", nullptr, seconds(2)); },
-                       [q] { (void)q->Execute("cont", nullptr, seconds(2)); });
+      governor.emplace(
+          go, [q] { (void)q->Execute("stop", nullptr, seconds(2)); },
+          [q] { (void)q->Execute("cont", nullptr, seconds(2)); });
     } else {
       const pid_t pid = primary.pid();
-      governor.emplace(go, [pid] { ::kill(pid, SIGSTOP); }, [pid] { ::kill(pid, SIGCONT); });
+      governor.emplace(
+          go, [pid] { ::kill(pid, SIGSTOP); }, [pid] { ::kill(pid, SIGCONT); });
     }
   }
   static const char* const kModeNames[] = {"cpu-to-end", "counter-kill", "counter-kill-probed",
                                            "cpu-kill"};  // in FollowMode's order
   const std::string label = std::string(pinned ? "pinned" : "shared") +
-                            (governed ? "-governed" : "") + "/" + kModeNames[static_cast<int>(mode)];
+                            (governed ? "-governed" : "") + "/" +
+                            kModeNames[static_cast<int>(mode)];
   Sampler sampler(d + "/qmp.sock", relay, governor ? &*governor : nullptr, trace, label,
                   primary_start);
   FollowRun run;
@@ -628,7 +632,9 @@ std::string CpuResult(const std::string& console) {
 }
 
 double Max(const std::vector<double>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
-double Min(const std::vector<double>& v) { return v.empty() ? -1 : *std::min_element(v.begin(), v.end()); }
+double Min(const std::vector<double>& v) {
+  return v.empty() ? -1 : *std::min_element(v.begin(), v.end());
+}
 
 std::string Yes(bool met) { return met ? "yes" : "NO"; }
 
@@ -681,13 +687,12 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
                                        std::FILE* trace, double& free_primary_s) {
   const std::string where =
       std::string(pinned ? "pinned" : "shared") + (governed ? ", governed" : "");
-  const std::string how = std::string(pinned ? "primary's QEMU on CPU 0, follower's on CPU 1"
-                                             : "primary and follower on the same CPUs") +
-                          (governed ? "; primary held (" +
-                                          std::string(o.hold_by == "qmp" ? "QMP stop" : "SIGSTOP") +
-                                          ") while the follower is > " +
-                                          std::to_string(o.hold_ms) + " ms behind"
-                                    : "; primary never held");
+  const std::string how =
+      std::string(pinned ? "primary's QEMU on CPU 0, follower's on CPU 1"
+                         : "primary and follower on the same CPUs") +
+      (governed ? "; primary held (" + std::string(o.hold_by == "qmp" ? "QMP stop" : "SIGSTOP") +
+                      ") while the follower is > " + std::to_string(o.hold_ms) + " ms behind"
+                : "; primary never held");
   Lags busy, idle;
   GoLive busy_live, idle_live, probed_live;
   std::vector<double> finish, primary_s, held_share;
@@ -777,7 +782,8 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
       "max " + F(Max(busy_live.to_live), "%.1f") + " ms (the backlog it still had to replay)");
   Row("busy guest: go-live -> first live instruction", F(Median(busy_live.to_exec), "%.2f") + " ms",
       "max " + F(Max(busy_live.to_exec), "%.2f") + " ms");
-  Row("busy guest: end of stream -> first live instr.", F(Median(busy_live.to_first), "%.1f") + " ms",
+  Row("busy guest: end of stream -> first live instr.",
+      F(Median(busy_live.to_first), "%.1f") + " ms",
       "max " + F(Max(busy_live.to_first), "%.1f") + " ms (target < 50 ms: " +
           Yes(Min(busy_live.to_exec) >= 0 && Max(busy_live.to_first) < 50) + ")");
   Row("busy guest: live standby printed the same result", busy_live.carried_on ? "yes" : "NO");
@@ -787,7 +793,8 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
       "max " + F(Max(idle_live.to_exec), "%.1f") +
           " ms (no input: a halted guest runs at its next timer)");
   Row("idle guest with input: go-live -> first live instr.",
-      F(Median(probed_live.to_exec), "%.1f") + " ms", "max " + F(Max(probed_live.to_exec), "%.1f") + " ms");
+      F(Median(probed_live.to_exec), "%.1f") + " ms",
+      "max " + F(Max(probed_live.to_exec), "%.1f") + " ms");
   Row("idle guest with input: end of stream -> first live",
       F(Median(probed_live.to_first), "%.1f") + " ms",
       "max " + F(Max(probed_live.to_first), "%.1f") + " ms (target < 50 ms: " +
@@ -807,9 +814,10 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
       {"go_live_idle", idle_live.Json()},
       {"go_live_idle_with_input", probed_live.Json()}};
   if (governed) {
-    fj["governor"] = {{"hold_by", o.hold_by},         {"hold_ms", o.hold_ms},         {"release_ms", o.hold_ms / 2.0},
-                      {"max_hold_ms", MaxHoldMs(o)},  {"holds", holds},
-                      {"holds_ended_by_cap", forced}, {"held_share", held_share}};
+    fj["governor"] = {
+        {"hold_by", o.hold_by},        {"hold_ms", o.hold_ms}, {"release_ms", o.hold_ms / 2.0},
+        {"max_hold_ms", MaxHoldMs(o)}, {"holds", holds},       {"holds_ended_by_cap", forced},
+        {"held_share", held_share}};
     if (free_primary_s > 0) fj["cpu_followed_to_end"]["primary_s_vs_free"] = run_s / free_primary_s;
   }
   return fj;
@@ -900,7 +908,8 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
     for (bool pinned : placements) {
       double free_primary_s = 0;  // set by the free run, before the governed one
       for (bool governed : governs) {
-        ASSIGN_OR_RETURN(nlohmann::json fj, FollowFigures(o, pinned, governed, trace.get(), free_primary_s));
+        ASSIGN_OR_RETURN(nlohmann::json fj,
+                         FollowFigures(o, pinned, governed, trace.get(), free_primary_s));
         if (trace) std::fflush(trace.get());
         follow_json[std::string(pinned ? "pinned" : "shared") + (governed ? "_governed" : "")] =
             std::move(fj);

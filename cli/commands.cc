@@ -677,9 +677,10 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_sb->add_option("--lag-trace", sb_opts->lag_trace,
                        "follow: write every lag sample (bytes replayed, lag, primary held) to "
                        "this CSV file");
-  bench_sb->add_option("--keep-logs", sb_opts->keep_logs,
-                       "follow: keep each run's log, its arrival times and consoles in this "
-                       "directory")
+  bench_sb
+      ->add_option("--keep-logs", sb_opts->keep_logs,
+                   "follow: keep each run's log, its arrival times and consoles in this "
+                   "directory")
       ->check(CLI::ExistingDirectory);
   bench_sb->add_option("--guest", sb_opts->guest_dir,
                        "test guest directory (default $BLACKBOX_GUEST_DIR)");

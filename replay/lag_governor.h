@@ -35,8 +35,8 @@ namespace blackbox {
 class LagGovernor {
  public:
   struct Options {
-    int64_t hold_ns = 30'000'000;      // hold the primary once the lag is above this
-    int64_t release_ns = 15'000'000;   // and release it once the lag is down to this
+    int64_t hold_ns = 30'000'000;       // hold the primary once the lag is above this
+    int64_t release_ns = 15'000'000;    // and release it once the lag is down to this
     int64_t max_hold_ns = 120'000'000;  // and in any case after this long
   };
 

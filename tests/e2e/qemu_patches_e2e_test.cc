@@ -303,8 +303,9 @@ TEST_F(QemuPatchesTest, FollowerCatchesUpWithAPrimaryHeldOverQmp) {
   const std::string rec_fifo = Path("record.fifo"), follow_fifo = Path("follow.fifo");
   ASSERT_EQ(::mkfifo(rec_fifo.c_str(), 0600), 0);
   ASSERT_EQ(::mkfifo(follow_fifo.c_str(), 0600), 0);
-  auto fol_args = GuestArgs(patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
-                            Path("follow.serial"), role);
+  auto fol_args =
+      GuestArgs(patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
+                Path("follow.serial"), role);
   auto fol_qmp = QmpArgs(Path("follow-qmp.sock"));
   fol_args.insert(fol_args.end(), fol_qmp.begin(), fol_qmp.end());
   auto rec_args = GuestArgs(patched_, "rr=record,rrfile=" + rec_fifo, Path("record.serial"), role);
@@ -351,7 +352,8 @@ TEST_F(QemuPatchesTest, FollowerCatchesUpWithAPrimaryHeldOverQmp) {
   if (!rec_status) rec_status = recorder->Wait(std::chrono::minutes(5));
   auto fol_status = follower->Wait(std::chrono::minutes(5));
   pipe.Join();
-  ASSERT_TRUE(rec_status->ok()) << rec_status->status().ToString() << TailOfFile(Path("record.out"));
+  ASSERT_TRUE(rec_status->ok()) << rec_status->status().ToString()
+                                << TailOfFile(Path("record.out"));
   ASSERT_TRUE(fol_status.ok()) << fol_status.status().ToString() << TailOfFile(Path("follow.out"));
   EXPECT_EQ(**rec_status, 0) << TailOfFile(Path("record.out"));
   EXPECT_EQ(*fol_status, 0) << TailOfFile(Path("follow.out"));
