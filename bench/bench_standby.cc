@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -222,6 +223,18 @@ struct FollowRun {
   double held_s = 0;
 };
 
+// Connects to the QMP monitor of a QEMU that may still be starting (its
+// socket may not be there yet), trying every 10 ms until `give_up()` is true;
+// then returns the last error.
+StatusOr<QmpSyncClient> ConnectQmpWhileStarting(const std::string& path,
+                                                const std::function<bool()>& give_up) {
+  while (true) {
+    auto c = QmpSyncClient::Connect(path, seconds(2));
+    if (c.ok() || give_up()) return c;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+}
+
 constexpr char kTraceHeader[] =
     "run,mono_ms,t_ms,qmp_ms,consumed_bytes,published_bytes,read_bytes,hard_waits,lag_ms,"
     "replayable_lag_ms,primary_held\n";
@@ -258,15 +271,8 @@ class Sampler {
 
  private:
   void Run(const std::string& path) {
-    std::optional<QmpSyncClient> qmp;
-    while (!stop_.load() && !qmp) {
-      auto c = QmpSyncClient::Connect(path, seconds(2));
-      if (c.ok()) {
-        qmp.emplace(std::move(c).value());
-      } else {
-        std::this_thread::sleep_for(milliseconds(20));
-      }
-    }
+    auto qmp = ConnectQmpWhileStarting(path, [this] { return stop_.load(); });
+    if (!qmp.ok()) return;  // stopped before the follower listened
     int live_polls = 0;
     while (!stop_.load()) {
       const int64_t asked = MonoNow();
@@ -505,16 +511,10 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
   std::optional<QmpSyncClient> primary_qmp;
   if (governed && by_qmp) {
     const int64_t deadline = MonoNow() + 60'000'000'000;
-    while (!primary_qmp) {
-      auto c = QmpSyncClient::Connect(d + "/primary-qmp.sock", seconds(2));
-      if (c.ok()) {
-        primary_qmp.emplace(std::move(c).value());
-      } else if (MonoNow() > deadline || !primary.running()) {
-        return c.status().WithContext("the primary's QMP monitor");
-      } else {
-        std::this_thread::sleep_for(milliseconds(10));
-      }
-    }
+    auto c = ConnectQmpWhileStarting(d + "/primary-qmp.sock",
+                                     [&] { return MonoNow() > deadline || !primary.running(); });
+    if (!c.ok()) return c.status().WithContext("the primary's QMP monitor");
+    primary_qmp.emplace(std::move(c).value());
   }
   std::optional<LagGovernor> governor;
   if (governed) {
