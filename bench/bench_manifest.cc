@@ -6,8 +6,8 @@
 
 #include "bench/bench_switch.h"
 #include "bench/bench_util.h"
-#include "recorder/frame_builder.h"
-#include "recorder/manifest_policy.h"
+#include "switch/frame_builder.h"
+#include "manifest/manifest_policy.h"
 
 namespace blackbox::bench {
 

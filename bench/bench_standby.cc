@@ -23,11 +23,11 @@
 #include "common/files.h"
 #include "common/net.h"
 #include "common/process.h"
-#include "recorder/frame.h"
-#include "recorder/frame_builder.h"
+#include "switch/frame.h"
+#include "switch/frame_builder.h"
 #include "recorder/qmp_client.h"
-#include "replay/lag_governor.h"
-#include "replay/log_relay.h"
+#include "failover/lag_governor.h"
+#include "failover/log_relay.h"
 
 namespace blackbox::bench {
 

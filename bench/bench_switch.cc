@@ -18,12 +18,12 @@
 #include "bench/bench_util.h"
 #include "common/clock.h"
 #include "common/files.h"
-#include "recorder/capture_writer.h"
-#include "recorder/frame_builder.h"
+#include "switch/capture_writer.h"
+#include "switch/frame_builder.h"
 #include "recorder/lab.h"
 #include "recorder/recorder.h"
-#include "recorder/stream_framing.h"
-#include "recorder/switch_server.h"
+#include "switch/stream_framing.h"
+#include "switch/switch_server.h"
 #include "store/store.h"
 
 namespace blackbox::bench {

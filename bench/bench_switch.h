@@ -16,7 +16,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "recorder/l2_switch.h"
+#include "switch/l2_switch.h"
 
 namespace blackbox::bench {
 

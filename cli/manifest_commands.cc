@@ -12,8 +12,8 @@
 #include "cli/util.h"
 #include "common/clock.h"
 #include "common/files.h"
-#include "recorder/manifest.h"
-#include "recorder/manifest_learn.h"
+#include "manifest/manifest.h"
+#include "manifest/manifest_learn.h"
 
 namespace blackbox::cli {
 

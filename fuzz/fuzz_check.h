@@ -12,8 +12,8 @@
 #include <string>
 #include <utility>
 
-#include "recorder/community_id.h"
-#include "recorder/frame.h"
+#include "switch/community_id.h"
+#include "switch/frame.h"
 
 // Aborts (the fuzzer records a crash) when `cond` is false.
 #define FUZZ_CHECK(cond)                                                             \

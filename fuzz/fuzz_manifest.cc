@@ -37,9 +37,9 @@
 #include <vector>
 
 #include "fuzz/fuzz_check.h"
-#include "recorder/l2_switch.h"
-#include "recorder/manifest.h"
-#include "recorder/manifest_policy.h"
+#include "switch/l2_switch.h"
+#include "manifest/manifest.h"
+#include "manifest/manifest_policy.h"
 
 namespace blackbox::fuzz {
 namespace {

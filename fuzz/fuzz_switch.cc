@@ -45,10 +45,10 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz/fuzz_check.h"
-#include "recorder/flow_table.h"
-#include "recorder/frame.h"
-#include "recorder/l2_switch.h"
-#include "recorder/stream_framing.h"
+#include "switch/flow_table.h"
+#include "switch/frame.h"
+#include "switch/l2_switch.h"
+#include "switch/stream_framing.h"
 
 namespace blackbox::fuzz {
 namespace {

@@ -21,11 +21,11 @@
 #include <vector>
 
 #include "common/status.h"
-#include "recorder/alerts.h"
-#include "recorder/capture_writer.h"
-#include "recorder/manifest_policy.h"
+#include "manifest/alerts.h"
+#include "switch/capture_writer.h"
+#include "manifest/manifest_policy.h"
 #include "recorder/recorder.h"
-#include "recorder/switch_server.h"
+#include "switch/switch_server.h"
 #include "recorder/vm_spec.h"
 #include "store/store.h"
 

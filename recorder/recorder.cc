@@ -15,7 +15,8 @@
 #include "common/files.h"
 #include "common/hash.h"
 #include "common/process.h"
-#include "recorder/attestation.h"
+#include "manifest/attestation.h"
+#include "recorder/device_probe.h"
 #include "recorder/qemu_instance.h"
 
 namespace blackbox {

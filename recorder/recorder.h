@@ -21,8 +21,8 @@
 
 #include "common/clock.h"
 #include "common/status.h"
-#include "recorder/alerts.h"
-#include "recorder/manifest.h"
+#include "manifest/alerts.h"
+#include "manifest/manifest.h"
 #include "recorder/rr_chunker.h"
 #include "recorder/vm_spec.h"
 #include "store/store.h"

@@ -9,7 +9,7 @@
 
 #include "common/clock.h"
 #include "common/hash.h"
-#include "recorder/frame.h"
+#include "switch/frame.h"
 #include "store/store.h"
 #include "tests/e2e/e2e_util.h"
 

@@ -19,7 +19,7 @@
 #include "common/net.h"
 #include "common/process.h"
 #include "recorder/qmp_client.h"
-#include "replay/log_relay.h"
+#include "failover/log_relay.h"
 #include "tests/e2e/e2e_util.h"
 
 namespace blackbox::e2e {
@@ -292,7 +292,7 @@ TEST_F(QemuPatchesTest, ReplayFollowsARecordingThroughAPipe) {
   EXPECT_EQ(ReadFileOrEmpty(Path("follow.serial")), recorded);
 }
 
-// How a lag governor holds a primary back (replay/lag_governor.h): QMP
+// How a lag governor holds a primary back (failover/lag_governor.h): QMP
 // `stop` stops the primary's vCPU while its main loop goes on writing and
 // flushing the log, so its follower catches up with everything the primary
 // executed before the hold (the same instruction count), answering QMP
