@@ -16,6 +16,13 @@
 // time, for every VM.
 // Key encoding and value formats are documented in docs/store-format.md.
 //
+// This stays one header: callers include one contract, whatever column families they use. The
+// implementation is split by column family: store.cc (Open, CatchUp, Flush, GetUsage),
+// recordings.cc (recordings, rr chunks, console, events), captures.cc (switch captures,
+// frame batches, flows) and alerts.cc, over two headers internal to store/: store_encoding.h
+// (keys and encodings, defined in store_encoding.cc) and store_impl.h (Store::Impl and the
+// hash-chained-log code rr chunks and frame batches share).
+//
 // Durability: every write goes through RocksDB's write-ahead log. With
 // StoreOptions::sync_writes == false (the default) a write that returned OK
 // survives a crash of the writing process (kill -9), but not a power loss
@@ -300,8 +307,7 @@ class Store {
                                             int zstd_level = 0);
   // The same for a batch built with FrameBatchEncoder (no copy of its frames).
   StatusOr<FrameBatchInfo> AppendFrameBatch(const std::string& capture_id,
-                                            const FrameBatchEncoder& batch,
-                                            int zstd_level = 0);
+                                            const FrameBatchEncoder& batch, int zstd_level = 0);
   // Index entries of a capture, by seq. Reads no payloads.
   StatusOr<std::vector<FrameBatchInfo>> ListFrameBatches(const std::string& capture_id) const;
   // Calls sink for every frame matching the query, in stored order (batch by
