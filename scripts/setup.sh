@@ -45,8 +45,13 @@ if [ ! -f "$BUILD/build.ninja" ]; then
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
 log "building in $BUILD"
-cmake --build "$BUILD" -- -j"$(nproc)" | grep -vE '^\[[0-9]+/[0-9]+\] (Building|Linking)' || true
-[ -x "$BUILD/cli/blackbox" ] || { log "build failed"; exit 1; }
+# A failed build fails this script: a target that no longer compiles must not
+# leave its old binary, and its old tests, looking current.
+set +e
+cmake --build "$BUILD" -- -j"$(nproc)" 2>&1 | grep --line-buffered -vE '^\[[0-9]+/[0-9]+\] (Building|Linking)'
+build_status=${PIPESTATUS[0]}
+set -e
+[ "$build_status" -eq 0 ] || { log "build failed (cmake --build exited $build_status)"; exit 1; }
 
 # Blackbox's patched QEMU (qemu-patches/): cached by the hash of the series,
 # so this is instant after the first build (a few minutes).
