@@ -6,8 +6,8 @@
 
 #include "bench/bench_switch.h"
 #include "bench/bench_util.h"
-#include "switch/frame_builder.h"
 #include "manifest/manifest_policy.h"
+#include "switch/frame_builder.h"
 
 namespace blackbox::bench {
 
@@ -236,8 +236,8 @@ StatusOr<nlohmann::json> RunManifestBench(const ManifestBenchOptions& o) {
         std::fprintf(stderr, "bench: switch load, %s, checking off/on in turn, run %d/%d...\n",
                      c.name, r + 1, o.runs);
         ASSIGN_OR_RETURN(Setup s, MakePolicy(n, 65536));
-        ASSIGN_OR_RETURN(LoadResult lr, RunSwitchLoad(c.size, false, o.load_seconds,
-                                                      s.policy.get(), c.per_flow, o.slice_ms));
+        ASSIGN_OR_RETURN(LoadResult lr, RunSwitchLoad(c.size, false, o.load_seconds, s.policy.get(),
+                                                      c.per_flow, o.slice_ms));
         if (*s.violations != 0) return Internal("the load raised violations");
         // Pairs of neighbouring slices, one on and one off; the first slice
         // warms up.
@@ -268,9 +268,8 @@ StatusOr<nlohmann::json> RunManifestBench(const ManifestBenchOptions& o) {
       }
       const double cost = 1.0 - Median(ratio);
       worst = std::max(worst, cost);
-      std::printf("  %-36s %13.2fM %13.2fM %11.3fx %11.1f%% %8zu\n", c.name,
-                  Median(off_core) / 1e6, Median(on_core) / 1e6, Median(ratio), cost * 100,
-                  pairs);
+      std::printf("  %-36s %13.2fM %13.2fM %11.3fx %11.1f%% %8zu\n", c.name, Median(off_core) / 1e6,
+                  Median(on_core) / 1e6, Median(ratio), cost * 100, pairs);
       rows.push_back({{"traffic", c.name},
                       {"frame_bytes", c.size},
                       {"frames_per_flow", c.per_flow},

@@ -1,5 +1,4 @@
 #include "bench/bench_record.h"
-#include "bench/bench_util.h"
 
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -9,6 +8,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/clock.h"
 #include "common/files.h"
 #include "common/process.h"

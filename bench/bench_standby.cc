@@ -23,11 +23,11 @@
 #include "common/files.h"
 #include "common/net.h"
 #include "common/process.h"
-#include "switch/frame.h"
-#include "switch/frame_builder.h"
-#include "recorder/qmp_client.h"
 #include "failover/lag_governor.h"
 #include "failover/log_relay.h"
+#include "recorder/qmp_client.h"
+#include "switch/frame.h"
+#include "switch/frame_builder.h"
 
 namespace blackbox::bench {
 
@@ -53,8 +53,8 @@ std::vector<std::string> Argv(const StandbyBenchOptions& o, const GuestLine& g) 
   std::vector<std::string> a = g.prefix;
   a.insert(a.end(), {g.qemu, "-machine", "pc", "-accel", "tcg", "-icount",
                      "shift=auto" + (g.rr.empty() ? "" : "," + g.rr)});
-  for (const char* s : {"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m",
-                        "256"}) {
+  for (const char* s :
+       {"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m", "256"}) {
     a.push_back(s);
   }
   a.insert(a.end(), {"-kernel", o.guest_dir + "/vmlinuz", "-initrd", o.guest_dir + "/initrd.img",
@@ -155,8 +155,12 @@ StatusOr<SpeedRun> RecordAndReplay(const StandbyBenchOptions& o, const std::stri
     // An HTTP server guest (stock QEMU, not recorded) serves the file; the
     // recorded guest fetches it over a direct -netdev stream link.
     const std::string sock = d + "/link.sock";
-    GuestLine web{{}, o.stock_qemu, "", "bb.role=http-server bb.bigsize=" + std::to_string(o.net_mib),
-                  d + "/server.serial", Nic(Stream(sock, true), kServerMac, false)};
+    GuestLine web{{},
+                  o.stock_qemu,
+                  "",
+                  "bb.role=http-server bb.bigsize=" + std::to_string(o.net_mib),
+                  d + "/server.serial",
+                  Nic(Stream(sock, true), kServerMac, false)};
     ASSIGN_OR_RETURN(ChildProcess s, ChildProcess::Spawn(Argv(o, web), d + "/server.out"));
     server.emplace(std::move(s));
     if (!WaitForFileText(web.serial, "BB-READY", 300'000'000'000, &*server)) {
@@ -192,9 +196,12 @@ StatusOr<double> RecordStreamed(const StandbyBenchOptions& o) {
   const std::string fifo = dir.path() + "/log.fifo";
   if (::mkfifo(fifo.c_str(), 0600) != 0) return Internal("mkfifo " + fifo);
   LogRelay drain(fifo, "");
-  GuestLine rec{{}, o.patched_qemu, "rr=record,rrfile=" + fifo,
+  GuestLine rec{{},
+                o.patched_qemu,
+                "rr=record,rrfile=" + fifo,
                 "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds),
-                dir.path() + "/record.serial", {}};
+                dir.path() + "/record.serial",
+                {}};
   ASSIGN_OR_RETURN(double s, RunQemu(Argv(o, rec), dir.path() + "/record.out", 0, 900));
   drain.Join();
   if (!drain.ok()) return Internal("the streamed log did not reach its end");
@@ -366,13 +373,12 @@ class ArpProber {
       to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
       to.sin_port = htons(static_cast<uint16_t>(follower_port_));
       const MacAddr bcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
-      const frames::Bytes req = frames::Arp(bcast, ProbeMac(), ProbeMac(),
-                                            IpAddr::Parse(kProbeIp).value(),
-                                            IpAddr::Parse(kGuestIp).value());
+      const frames::Bytes req =
+          frames::Arp(bcast, ProbeMac(), ProbeMac(), IpAddr::Parse(kProbeIp).value(),
+                      IpAddr::Parse(kGuestIp).value());
       const int64_t until = MonoNow() + 30'000'000'000;
       while (!stop_ && answer_wall_ns_.load() == 0 && MonoNow() < until) {
-        ::sendto(fd_.get(), req.data(), req.size(), 0, reinterpret_cast<sockaddr*>(&to),
-                 sizeof to);
+        ::sendto(fd_.get(), req.data(), req.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
         std::this_thread::sleep_for(milliseconds(2));
       }
     });
@@ -392,9 +398,8 @@ class ArpProber {
       const ssize_t n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
       if (n <= 0) continue;
       auto f = ParseFrame(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
-      if (f.ok() && f->l3 == ParsedFrame::L3::kArp && f->arp.op == 2 &&
-          f->arp.sender_ip == guest && f->arp.target_ip == probe &&
-          answer_wall_ns_.load() == 0) {
+      if (f.ok() && f->l3 == ParsedFrame::L3::kArp && f->arp.op == 2 && f->arp.sender_ip == guest &&
+          f->arp.target_ip == probe && answer_wall_ns_.load() == 0) {
         answer_wall_ns_ = RealClock::Get().WallNanos();
       }
     }
@@ -418,10 +423,10 @@ int LastCounter(const std::string& console) {
 }
 
 enum class FollowMode {
-  kToEnd,     // the CPU workload, followed until the guest powers off
-  kKillIdle,  // the counter guest, mostly idle, followed for follow_seconds; SIGKILL
+  kToEnd,           // the CPU workload, followed until the guest powers off
+  kKillIdle,        // the counter guest, mostly idle, followed for follow_seconds; SIGKILL
   kKillIdleProbed,  // the same, with ARP requests to the standby from the kill on
-  kKillBusy,  // the CPU workload, SIGKILL in the middle of its computation
+  kKillBusy,        // the CPU workload, SIGKILL in the middle of its computation
 };
 
 // The longest a governor holds the primary. Held by QMP, the primary's main
@@ -472,10 +477,12 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
   const bool idle = mode == FollowMode::kKillIdle || mode == FollowMode::kKillIdleProbed;
   const std::string role =
       idle ? "bb.role=counter"
-          : "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds);
-  GuestLine fol{{}, o.patched_qemu, "rr=replay,rrfile=" + fol_fifo + ",__org.blackbox_follow=on", role,
-                d + "/follower.serial", Qmp(d + "/qmp.sock")};
-  GuestLine pri{{}, o.patched_qemu, "rr=record,rrfile=" + rec_fifo, role, d + "/primary.serial", {}};
+           : "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds);
+  GuestLine fol{
+      {},   o.patched_qemu,         "rr=replay,rrfile=" + fol_fifo + ",__org.blackbox_follow=on",
+      role, d + "/follower.serial", Qmp(d + "/qmp.sock")};
+  GuestLine pri{{},   o.patched_qemu,        "rr=record,rrfile=" + rec_fifo,
+                role, d + "/primary.serial", {}};
   const bool by_qmp = o.hold_by == "qmp";
   if (governed && by_qmp) {
     auto m = Qmp(d + "/primary-qmp.sock");
@@ -597,7 +604,7 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
     // Live, the guest carries on from where the primary was.
     const std::string next =
         idle ? "BB-COUNTER " + std::to_string(LastCounter(ReadOrEmpty(pri.serial)) + 1)
-            : "BB-CPU-RESULT";
+             : "BB-CPU-RESULT";
     run.went_on_live = WaitForFileText(fol.serial, next, 300'000'000'000, &follower);
     if (prober) {
       const int64_t until = MonoNow() + 30'000'000'000;
@@ -631,7 +638,9 @@ std::string CpuResult(const std::string& console) {
   return at == std::string::npos ? "" : console.substr(at, console.find('\n', at) - at);
 }
 
-double Max(const std::vector<double>& v) { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
+double Max(const std::vector<double>& v) {
+  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+}
 double Min(const std::vector<double>& v) {
   return v.empty() ? -1 : *std::min_element(v.begin(), v.end());
 }
@@ -833,9 +842,10 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
   if (o.speed) {
     nlohmann::json speed;
     std::vector<double> stock_cpu_record, streamed, overhead;
-    std::printf("\nstandby benchmark: replay speed (record time / replay time; >= 1.0x keeps "
-                "up), median of %d run(s)\n",
-                o.runs);
+    std::printf(
+        "\nstandby benchmark: replay speed (record time / replay time; >= 1.0x keeps "
+        "up), median of %d run(s)\n",
+        o.runs);
     std::printf("  %-8s %-8s %10s %10s %10s  %s\n", "WORKLOAD", "QEMU", "RECORD S", "REPLAY S",
                 "SPEED", "BYTE-EXACT");
     for (Workload w : {Workload::kCpu, Workload::kIdle, Workload::kNet}) {

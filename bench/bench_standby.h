@@ -14,10 +14,10 @@
 namespace blackbox::bench {
 
 struct StandbyBenchOptions {
-  std::string guest_dir;                         // kernel + initrd from guest/build-guest.sh
-  std::string patched_qemu;                      // qemu-patches/build.sh's binary
+  std::string guest_dir;                          // kernel + initrd from guest/build-guest.sh
+  std::string patched_qemu;                       // qemu-patches/build.sh's binary
   std::string stock_qemu = "qemu-system-x86_64";  // Debian's
-  int runs = 3;             // repetitions; medians are reported
+  int runs = 3;                                   // repetitions; medians are reported
   int cpu_rounds = 10;      // CPU workload: rounds of the test guest's `cpu` role
   int idle_seconds = 30;    // idle workload: how long the idle guest is recorded (boot included)
   int net_mib = 8;          // network workload: size of the file fetched over HTTP

@@ -18,13 +18,13 @@
 #include "bench/bench_util.h"
 #include "common/clock.h"
 #include "common/files.h"
-#include "switch/capture_writer.h"
-#include "switch/frame_builder.h"
 #include "recorder/lab.h"
 #include "recorder/recorder.h"
+#include "store/store.h"
+#include "switch/capture_writer.h"
+#include "switch/frame_builder.h"
 #include "switch/stream_framing.h"
 #include "switch/switch_server.h"
-#include "store/store.h"
 
 namespace blackbox::bench {
 

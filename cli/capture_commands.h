@@ -9,8 +9,8 @@
 namespace blackbox::cli {
 
 struct CaptureSelection {
-  std::string id;      // recording id or prefix, VM name, or capture id or prefix
-  std::string since;   // RFC 3339 UTC or +SECONDS from the capture's start
+  std::string id;     // recording id or prefix, VM name, or capture id or prefix
+  std::string since;  // RFC 3339 UTC or +SECONDS from the capture's start
   std::string until;
   std::vector<std::string> ports;  // "vm/nic" or port ids; empty: all of the target
 };

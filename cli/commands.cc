@@ -438,7 +438,8 @@ int RunBenchStandby(const bench::StandbyBenchOptions& o, const std::string& part
   if (opts.hold_by != "qmp" && opts.hold_by != "signal") {
     return Report(InvalidArgument("--hold-by: '" + opts.hold_by + "' is not qmp or signal"));
   }
-  if (opts.hold_ms < 2 || opts.hold_ms > 10000) return Report(InvalidArgument("--hold-ms: 2..10000"));
+  if (opts.hold_ms < 2 || opts.hold_ms > 10000)
+    return Report(InvalidArgument("--hold-ms: 2..10000"));
   if (opts.cpu_rounds < 1 || opts.cpu_rounds > 200) {
     return Report(InvalidArgument("--cpu-rounds: 1..200"));
   }
@@ -709,8 +710,9 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       ->capture_default_str();
   bench_mb->add_option("--seconds", mb_opts->load_seconds, "load generator: seconds per run")
       ->capture_default_str();
-  bench_mb->add_option("--slice-ms", mb_opts->slice_ms,
-                       "load: checking on and off in turn, this many ms each")
+  bench_mb
+      ->add_option("--slice-ms", mb_opts->slice_ms,
+                   "load: checking on and off in turn, this many ms each")
       ->capture_default_str();
   bench_mb->add_option("--runs", mb_opts->runs, "load runs per row; medians are reported")
       ->capture_default_str();

@@ -8,8 +8,7 @@
 
 namespace blackbox {
 
-LagGovernor::LagGovernor(Options options, std::function<void()> hold,
-                         std::function<void()> release)
+LagGovernor::LagGovernor(Options options, std::function<void()> hold, std::function<void()> release)
     : options_(options), hold_(std::move(hold)), release_(std::move(release)) {
   watchdog_ = std::thread([this] { Watch(); });
 }

@@ -68,8 +68,8 @@ TEST_F(LagGovernorTest, StopReleasesAHeldPrimaryAndEndsGoverning) {
 TEST(LagGovernorDestructionTest, APrimaryIsNotLeftHeld) {
   std::string actions;
   {
-    LagGovernor gov({50 * kMs, 20 * kMs, 600'000 * kMs}, [&] { actions += 'H'; },
-                    [&] { actions += 'R'; });
+    LagGovernor gov(
+        {50 * kMs, 20 * kMs, 600'000 * kMs}, [&] { actions += 'H'; }, [&] { actions += 'R'; });
     gov.Observe(90 * kMs, RealClock::Get().MonotonicNanos());
   }
   EXPECT_EQ(actions, "HR");
@@ -80,8 +80,9 @@ TEST(LagGovernorDestructionTest, APrimaryIsNotLeftHeld) {
 // without any further lag figure.
 TEST(LagGovernorWatchdogTest, AHoldNobodyEndsIsReleasedAfterTheMaxHold) {
   std::promise<int64_t> released;
-  LagGovernor gov({50 * kMs, 20 * kMs, 30 * kMs}, [] {},
-                  [&] { released.set_value(RealClock::Get().MonotonicNanos()); });
+  LagGovernor gov(
+      {50 * kMs, 20 * kMs, 30 * kMs}, [] {},
+      [&] { released.set_value(RealClock::Get().MonotonicNanos()); });
   const int64_t held_at = RealClock::Get().MonotonicNanos();
   gov.Observe(90 * kMs, held_at);
   auto when = released.get_future();

@@ -26,7 +26,8 @@ class LogRelay {
   // ends when the writer of `from` closes it (the primary exited or died);
   // `to` is closed then, which tells the follower the log ended.
   LogRelay(std::string from, std::string to, Options options);
-  LogRelay(std::string from, std::string to) : LogRelay(std::move(from), std::move(to), Options{}) {}
+  LogRelay(std::string from, std::string to)
+      : LogRelay(std::move(from), std::move(to), Options{}) {}
   // Abort()s and joins.
   ~LogRelay();
   LogRelay(const LogRelay&) = delete;

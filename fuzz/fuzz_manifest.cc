@@ -37,9 +37,9 @@
 #include <vector>
 
 #include "fuzz/fuzz_check.h"
-#include "switch/l2_switch.h"
 #include "manifest/manifest.h"
 #include "manifest/manifest_policy.h"
+#include "switch/l2_switch.h"
 
 namespace blackbox::fuzz {
 namespace {
@@ -145,9 +145,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   });
   ManifestPolicy::Options ro = po;
   ro.front_cache = false;
-  ManifestPolicy ref(ro, [&](ManifestPolicy::Violation&& v) {
-    expected.push_back(v.vm + " " + v.reason);
-  });
+  ManifestPolicy ref(
+      ro, [&](ManifestPolicy::Violation&& v) { expected.push_back(v.vm + " " + v.reason); });
   for (ManifestPolicy* p : {&policy, &ref}) {
     p->AddVm({"a", mine, rules, {ports[0]}, {Mac(1)}});
     p->AddVm({"b", peer, RuleSet::Compile(*peer, vms), {ports[1]}, {Mac(2)}});

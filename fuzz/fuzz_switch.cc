@@ -29,20 +29,19 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdio>
-#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "fuzz/fuzz_check.h"
 #include "switch/flow_table.h"
@@ -250,8 +249,7 @@ class Model {
       IpAddr unspecified;
       unspecified.family = ip.family;
       return ip == unspecified ||
-             std::find(cfg.allowed_ips.begin(), cfg.allowed_ips.end(), ip) !=
-                 cfg.allowed_ips.end();
+             std::find(cfg.allowed_ips.begin(), cfg.allowed_ips.end(), ip) != cfg.allowed_ips.end();
     };
     switch (p.l3) {
       case ParsedFrame::L3::kArp:
@@ -318,8 +316,8 @@ void CheckRecord(const FlowRecord& r, int64_t now, const std::set<uint32_t>& ing
   if (r.packets_b_to_a > 0 && r.a_ip == r.b_ip && r.kind == FlowKind::kArp) {
     FUZZ_CHECK(false);  // ARP direction is by sender IP: equal IPs are always a->b
   }
-  FUZZ_CHECK(r.community_id.empty() || (r.community_id.size() == 30 &&
-                                        r.community_id.compare(0, 2, "1:") == 0));
+  FUZZ_CHECK(r.community_id.empty() ||
+             (r.community_id.size() == 30 && r.community_id.compare(0, 2, "1:") == 0));
 
   const bool tcp = r.kind == FlowKind::kIp && r.proto == kIpProtoTcp;
   if (r.kind == FlowKind::kArp) {
@@ -381,12 +379,13 @@ bool Trace() {
 
 void TraceRecords(const char* what, const std::vector<FlowRecord>& records) {
   if (!Trace()) return;
-  for (const FlowRecord& r : records) std::fprintf(stderr, "  %s: %s\n", what, r.ToJson().dump().c_str());
+  for (const FlowRecord& r : records)
+    std::fprintf(stderr, "  %s: %s\n", what, r.ToJson().dump().c_str());
 }
 
 int64_t ClockAdvance(uint8_t b) {
-  static constexpr int64_t kUnit[8] = {0,         1'000,    1'000'000, 100'000'000,
-                                       kSec,      4 * kSec, 30 * kSec, 250 * kSec};
+  static constexpr int64_t kUnit[8] = {0,    1'000,    1'000'000, 100'000'000,
+                                       kSec, 4 * kSec, 30 * kSec, 250 * kSec};
   return kUnit[b & 7] * (1 + ((b >> 3) & 7));
 }
 
@@ -410,9 +409,9 @@ void Run(std::span<const uint8_t> in) {
     // Re-encoding the frames gives a stream that decodes to the same frames.
     std::string again;
     for (const Bytes& f : parts.frames) again += EncodeStreamFrame(f);
-    const Decoded round = Decode(
-        max_frame, std::span(reinterpret_cast<const uint8_t*>(again.data()), again.size()),
-        {again.size()});
+    const Decoded round =
+        Decode(max_frame, std::span(reinterpret_cast<const uint8_t*>(again.data()), again.size()),
+               {again.size()});
     FUZZ_CHECK(round.ok && round.frames == parts.frames && round.buffered == 0);
   }
 
@@ -422,11 +421,17 @@ void Run(std::span<const uint8_t> in) {
   L2Switch sw(sw_opt);
   Model model;
   std::array<Slot, 3> slots;
-  slots[0].cfg = {"a", "lan", Mac(0x0a),
-                  {V4(10, 0, 2, 15), V6({0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a})}};
+  slots[0].cfg = {
+      "a",
+      "lan",
+      Mac(0x0a),
+      {V4(10, 0, 2, 15), V6({0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a})}};
   slots[1].cfg = {"b", "lan", Mac(0x0b), {}};
-  slots[2].cfg = {"c", (cfg & 0x80) ? "lan" : "dmz", Mac(0x0c),
-                  {V4(10, 0, 3, 5), V6({0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0c})}};
+  slots[2].cfg = {
+      "c",
+      (cfg & 0x80) ? "lan" : "dmz",
+      Mac(0x0c),
+      {V4(10, 0, 3, 5), V6({0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0c})}};
   for (Slot& s : slots) FUZZ_CHECK(sw.AddPort(s.cfg) == model.Add(s));
   std::set<uint32_t> ingress_ids;
   uint32_t detached_id = kNeverAttached;
@@ -472,8 +477,7 @@ void Run(std::span<const uint8_t> in) {
     FUZZ_CHECK((d.drop == Drop::kNone) == d.reason.empty());
     FUZZ_CHECK(std::string_view(L2Switch::DropName(d.drop)) != "unknown");
     FUZZ_CHECK(std::adjacent_find(d.egress.begin(), d.egress.end(),
-                                  [](uint32_t a, uint32_t b) { return a >= b; }) ==
-               d.egress.end());
+                                  [](uint32_t a, uint32_t b) { return a >= b; }) == d.egress.end());
     for (uint32_t e : d.egress) {
       FUZZ_CHECK(e != ingress);
       const L2Switch::PortConfig* ec = sw.GetPortConfig(e);
@@ -538,7 +542,8 @@ void Run(std::span<const uint8_t> in) {
   for (const FlowRecord& r : flushed) CheckRecord(r, now, ingress_ids, ft_opt, recorded);
   if (Trace()) {
     const FlowTable::Stats& s = ft.stats();
-    std::fprintf(stderr, "decoder: %zu frames%s; flows created %llu, untracked %llu, unkeyed %llu\n",
+    std::fprintf(stderr,
+                 "decoder: %zu frames%s; flows created %llu, untracked %llu, unkeyed %llu\n",
                  parts.frames.size(), parts.ok ? "" : " then an oversize record",
                  static_cast<unsigned long long>(s.flows_created),
                  static_cast<unsigned long long>(s.untracked_frames),

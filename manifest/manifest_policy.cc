@@ -45,8 +45,7 @@ uint64_t ManifestPolicy::Hash(const Key& k) {
   return h;
 }
 
-ManifestPolicy::FlowCache::FlowCache(size_t max_entries, size_t initial_slots)
-    : max_(max_entries) {
+ManifestPolicy::FlowCache::FlowCache(size_t max_entries, size_t initial_slots) : max_(max_entries) {
   size_t slots = 4;
   while (slots < initial_slots) slots *= 2;
   Rehash(slots);
@@ -460,8 +459,8 @@ bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
   // The front cache first, for the common case (IPv4 unicast to one port)
   // in a few dozen instructions and registers only. Everything else is
   // CheckMiss's.
-  if (egress->size() != 1 || SweepDue(now_ns) ||
-      (frame.dst.bytes[0] & 1) || frame.l3 != ParsedFrame::L3::kIpv4 ||
+  if (egress->size() != 1 || SweepDue(now_ns) || (frame.dst.bytes[0] & 1) ||
+      frame.l3 != ParsedFrame::L3::kIpv4 ||
       quarantine_changes_.load(std::memory_order_relaxed) != front_quarantine_seen_) {
     return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
   }
@@ -472,7 +471,7 @@ bool ManifestPolicy::Check(uint32_t ingress, const ParsedFrame& frame,
   if (!FrontHit(slot, k)) return CheckMiss(ingress, frame, bytes, now_ns, egress, reason);
   Front& e = front_[slot];
   if (e.last_ns != now_ns) e.last_ns = now_ns;  // the frames of one read share a time
-  ++stats_.fast;  // stats() adds these to frames
+  ++stats_.fast;                                // stats() adds these to frames
   return true;
 }
 
@@ -481,8 +480,7 @@ bool ManifestPolicy::CheckMiss(uint32_t ingress, const ParsedFrame& frame,
                                std::vector<uint32_t>* egress, std::string* reason) {
   SyncFront();  // a quarantine may have changed
   FrontKey fkey;
-  if (egress->size() != 1 || SweepDue(now_ns) ||
-      !FrontKeyOf(ingress, (*egress)[0], frame, &fkey)) {
+  if (egress->size() != 1 || SweepDue(now_ns) || !FrontKeyOf(ingress, (*egress)[0], frame, &fkey)) {
     return CheckFull(ingress, frame, bytes, now_ns, egress, reason, nullptr, 0);
   }
   const size_t slot = FrontSlot(fkey);

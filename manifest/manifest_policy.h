@@ -44,8 +44,8 @@
 #include <string>
 #include <vector>
 
-#include "switch/l2_switch.h"
 #include "manifest/manifest.h"
+#include "switch/l2_switch.h"
 
 namespace blackbox {
 

@@ -22,12 +22,12 @@
 
 #include "common/status.h"
 #include "manifest/alerts.h"
-#include "switch/capture_writer.h"
 #include "manifest/manifest_policy.h"
 #include "recorder/recorder.h"
-#include "switch/switch_server.h"
 #include "recorder/vm_spec.h"
 #include "store/store.h"
+#include "switch/capture_writer.h"
+#include "switch/switch_server.h"
 
 namespace blackbox {
 

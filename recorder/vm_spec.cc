@@ -76,11 +76,10 @@ bool ValidName(const std::string& s, size_t max) {
 
 Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec& spec) {
   if (!root.IsMap()) return InvalidArgument("spec: the top level must be a mapping");
-  RETURN_IF_ERROR(CheckKeys(
-      root,
-      {"name", "kernel", "initrd", "append", "memory", "machine", "disks", "nics", "serial_ports",
-       "manifest", "pvpanic"},
-      ""));
+  RETURN_IF_ERROR(CheckKeys(root,
+                            {"name", "kernel", "initrd", "append", "memory", "machine", "disks",
+                             "nics", "serial_ports", "manifest", "pvpanic"},
+                            ""));
   ASSIGN_OR_RETURN(spec.name, GetString(root, "name", "name", true));
   if (!ValidName(spec.name, 64)) {
     return SpecError(root["name"], "name", "'" + spec.name + "' must be 1-64 of [A-Za-z0-9_.-]");
@@ -173,7 +172,8 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
       const YAML::Node& n = nics[i];
       std::string field = "nics[" + std::to_string(i) + "]";
       if (!n.IsMap()) return SpecError(n, field, "must be a mapping");
-      RETURN_IF_ERROR(CheckKeys(n, {"name", "mac", "model", "socket", "segment", "ips"}, field + "."));
+      RETURN_IF_ERROR(
+          CheckKeys(n, {"name", "mac", "model", "socket", "segment", "ips"}, field + "."));
       NicSpec nic;
       ASSIGN_OR_RETURN(nic.name, GetString(n, "name", field + ".name", true));
       if (!ValidName(nic.name, 32) || !ids.insert(nic.name).second) {
@@ -192,7 +192,8 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
       ASSIGN_OR_RETURN(std::string model, GetString(n, "model", field + ".model", false));
       if (!model.empty()) {
         if (model != "e1000" && model != "virtio-net") {
-          return SpecError(n["model"], field + ".model", "'" + model + "' is not e1000 or virtio-net");
+          return SpecError(n["model"], field + ".model",
+                           "'" + model + "' is not e1000 or virtio-net");
         }
         nic.model = model;
       }
@@ -216,7 +217,8 @@ Status ParseSpecNode(const YAML::Node& root, const std::string& base_dir, VmSpec
           if (!ips[k].IsScalar()) return SpecError(ips[k], ip_field, "must be an IP address");
           std::string ip = ips[k].Scalar();
           in6_addr buf{};
-          if (inet_pton(AF_INET, ip.c_str(), &buf) != 1 && inet_pton(AF_INET6, ip.c_str(), &buf) != 1) {
+          if (inet_pton(AF_INET, ip.c_str(), &buf) != 1 &&
+              inet_pton(AF_INET6, ip.c_str(), &buf) != 1) {
             return SpecError(ips[k], ip_field, "'" + ip + "' is not an IPv4 or IPv6 address");
           }
           nic.ips.push_back(ip);
@@ -374,8 +376,8 @@ std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const Qe
     // the recorded guest in a way replay cannot repeat. No option ROM:
     // nothing boots from the network.
     std::string device = nic.model == "virtio-net" ? "virtio-net-pci" : "e1000,mitigation=off";
-    add({"-device", device + ",netdev=" + nic.name + ",mac=" + nic.mac + ",id=" + nic.name +
-                        "-dev,romfile="});
+    add({"-device",
+         device + ",netdev=" + nic.name + ",mac=" + nic.mac + ",id=" + nic.name + "-dev,romfile="});
     if (mode != RrMode::kNone) {
       add({"-object", "filter-replay,id=" + nic.name + "-replay,netdev=" + nic.name});
     }

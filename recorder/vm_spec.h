@@ -50,7 +50,7 @@ struct VmSpec {
   std::string machine = "pc";
   std::vector<DiskSpec> disks;
   std::vector<NicSpec> nics;
-  int serial_ports = 1;     // only the first is captured; 1..4
+  int serial_ports = 1;  // only the first is captured; 1..4
   // A pvpanic-pci device, so a guest panic reaches Blackbox (QMP
   // GUEST_PANICKED: an alert, and the manifest's events.guest_panic
   // response). QEMU itself takes no action on it (-action panic=none): the
@@ -96,9 +96,9 @@ struct QemuRunPaths {
   // link to another VM's NIC without Blackbox's switch (the switch benchmark's
   // baseline). Default: none.
   std::vector<bool> nic_listen;
-  int gdb_port = 0;                        // >0: -gdb tcp:127.0.0.1:PORT
-  bool start_paused = false;               // -S
-  bool sandbox = true;                     // -sandbox on with every restriction
+  int gdb_port = 0;           // >0: -gdb tcp:127.0.0.1:PORT
+  bool start_paused = false;  // -S
+  bool sandbox = true;        // -sandbox on with every restriction
 };
 
 // Builds argv (argv[0] is the QEMU binary) for the spec in the given mode.

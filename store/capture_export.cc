@@ -16,8 +16,8 @@ StatusOr<PcapngExportStats> ExportCapturePcapng(
   PcapngExportStats stats;
   std::map<uint32_t, uint32_t> interface_of;
   for (const auto& [id, name] : ports) {
-    interface_of[id] = writer->AddInterface(name, "Blackbox switch port " + std::to_string(id) +
-                                                      " of capture " + capture_id);
+    interface_of[id] = writer->AddInterface(
+        name, "Blackbox switch port " + std::to_string(id) + " of capture " + capture_id);
   }
   Status read = store.ReadFrames(capture_id, query, [&](const CapturedFrame& f) -> Status {
     auto it = interface_of.find(f.ingress);

@@ -131,12 +131,13 @@ void CaptureWriter::FlushStaged() {
     shed_in_episode_ += s.frames.size();
     if (!shedding_) {
       shedding_ = true;
-      events_.push_back({s.frames.front().wall_ns, 0,
-                         {{"kind", "switch"},
-                          {"what", "capture_shed"},
-                          {"detail", "capture queue full (" +
-                                         std::to_string(options_.max_queued_bytes) +
-                                         " bytes): frames are forwarded but not stored"}}});
+      events_.push_back(
+          {s.frames.front().wall_ns,
+           0,
+           {{"kind", "switch"},
+            {"what", "capture_shed"},
+            {"detail", "capture queue full (" + std::to_string(options_.max_queued_bytes) +
+                           " bytes): frames are forwarded but not stored"}}});
     }
     s.Clear();
     return;
@@ -154,8 +155,9 @@ void CaptureWriter::OnEvent(const std::string& kind, uint32_t port, const std::s
   {
     std::lock_guard lock(mu_);
     if (closing_ || events_.size() >= 10000) return;
-    events_.push_back(
-        {mono_ns + wall_offset_ns_, port, {{"kind", "switch"}, {"what", kind}, {"detail", detail}}});
+    events_.push_back({mono_ns + wall_offset_ns_,
+                       port,
+                       {{"kind", "switch"}, {"what", kind}, {"detail", detail}}});
   }
   cv_.notify_one();
 }
@@ -258,8 +260,8 @@ void CaptureWriter::StoreFlows(std::vector<FlowRecord> records) {
     j["start_wall_ns"] = r.start_ns;
     j["end_wall_ns"] = r.end_ns;
     nlohmann::json recordings = nlohmann::json::array();
-    for (auto [key, port] : {std::pair{"port_a", r.ingress_port_a},
-                             std::pair{"port_b", r.ingress_port_b}}) {
+    for (auto [key, port] :
+         {std::pair{"port_a", r.ingress_port_a}, std::pair{"port_b", r.ingress_port_b}}) {
       if (!port) {
         j[key] = nullptr;
         continue;
@@ -292,7 +294,8 @@ void CaptureWriter::Run() {
     room_cv_.notify_all();
     if (shedding_) {
       shedding_ = false;
-      events.push_back({last_wall_ns_, 0,
+      events.push_back({last_wall_ns_,
+                        0,
                         {{"kind", "switch"},
                          {"what", "capture_shed_end"},
                          {"frames", shed_in_episode_},

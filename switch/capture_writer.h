@@ -50,9 +50,9 @@
 #include <vector>
 
 #include "common/status.h"
+#include "store/store.h"
 #include "switch/flow_table.h"
 #include "switch/l2_switch.h"
-#include "store/store.h"
 
 namespace blackbox {
 
@@ -87,9 +87,9 @@ class CaptureWriter {
     uint64_t stored_bytes = 0;  // compressed batch payloads
     uint64_t shed_frames = 0;
     uint64_t shed_bytes = 0;
-    uint64_t waits = 0;    // times the switch thread waited for room in the queue
-    int64_t wait_ns = 0;   // and for how long in all
-    uint64_t flows = 0;  // flow records stored
+    uint64_t waits = 0;   // times the switch thread waited for room in the queue
+    int64_t wait_ns = 0;  // and for how long in all
+    uint64_t flows = 0;   // flow records stored
     uint64_t events = 0;
     uint64_t suppressed_drop_events = 0;
     std::string first_error;  // first store error, "" if none
@@ -114,14 +114,13 @@ class CaptureWriter {
   // thread by FlushStaged() (the switch's batch observer), or by OnFrame
   // itself at kMaxStaged frames or kMaxStagedBytes. OnFrame and FlushStaged
   // must be called from one thread.
-  void OnFrame(uint32_t ingress, std::span<const uint8_t> frame,
-               const L2Switch::Decision& decision, int64_t mono_ns);
+  void OnFrame(uint32_t ingress, std::span<const uint8_t> frame, const L2Switch::Decision& decision,
+               int64_t mono_ns);
   void FlushStaged();
   static constexpr size_t kMaxStaged = 1024;
   static constexpr size_t kMaxStagedBytes = size_t{256} << 10;
   // The switch's event observer, with the time it happened.
-  void OnEvent(const std::string& kind, uint32_t port, const std::string& detail,
-               int64_t mono_ns);
+  void OnEvent(const std::string& kind, uint32_t port, const std::string& detail, int64_t mono_ns);
 
   // Stores everything queued, ends every flow (reason "flush"), stops the
   // thread. Returns the first store error. Idempotent; later frames are ignored.
@@ -178,8 +177,8 @@ class CaptureWriter {
   const int64_t wall_offset_ns_;
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;        // wakes the writer thread
-  std::condition_variable room_cv_;   // wakes a switch thread waiting for queue room
+  std::condition_variable cv_;       // wakes the writer thread
+  std::condition_variable room_cv_;  // wakes a switch thread waiting for queue room
   std::vector<StagedPtr> queue_;
   std::vector<StagedPtr> free_;  // processed, cleared, ready for reuse
   std::vector<PendingEvent> events_;

@@ -13,8 +13,8 @@
 namespace blackbox {
 namespace {
 
-using ::testing::HasSubstr;
 using frames::Bytes;
+using ::testing::HasSubstr;
 
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kWallOffset = 1'700'000'000 * kSecond;

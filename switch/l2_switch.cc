@@ -162,8 +162,8 @@ void L2Switch::Process(uint32_t ingress, std::span<const uint8_t> frame, int64_t
     }
   }
   if (out->egress.empty()) {
-    return DropFrame(port, Drop::kNoPeer,
-                     "no other port in segment '" + port.config.segment + "'", out);
+    return DropFrame(port, Drop::kNoPeer, "no other port in segment '" + port.config.segment + "'",
+                     out);
   }
   if (policy_ != nullptr) {
     // out->reason (empty here) takes the policy's reason: no string is made

@@ -9,8 +9,8 @@
 
 #include "common/clock.h"
 #include "common/hash.h"
-#include "switch/frame.h"
 #include "store/store.h"
+#include "switch/frame.h"
 #include "tests/e2e/e2e_util.h"
 
 namespace blackbox::e2e {

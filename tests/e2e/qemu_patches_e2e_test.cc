@@ -18,8 +18,8 @@
 #include "common/files.h"
 #include "common/net.h"
 #include "common/process.h"
-#include "recorder/qmp_client.h"
 #include "failover/log_relay.h"
+#include "recorder/qmp_client.h"
 #include "tests/e2e/e2e_util.h"
 
 namespace blackbox::e2e {
