@@ -234,14 +234,6 @@ StatusOr<LoadResult> RunSwitchLoad(size_t frame_size, bool capture, double secon
 
 namespace {
 
-std::string GuestSpec(const SwitchBenchOptions& o, const std::string& name, const std::string& role,
-                      const std::string& ip, const std::string& mac, const std::string& extra) {
-  return "name: " + name + "\nkernel: " + o.guest_dir + "/vmlinuz\ninitrd: " + o.guest_dir +
-         "/initrd.img\nappend: console=ttyS0 quiet panic=-1 bb.role=" + role + " bb.ip=" + ip +
-         "/24 " + extra + "\nmemory: 256M\nnics:\n  - {name: n0, mac: \"" + mac +
-         "\", segment: bench, ips: [" + ip + "]}\n";
-}
-
 // Seconds from the client's BB-HTTP-START to BB-HTTP-OK, by the wall time the
 // recorder read each console piece.
 StatusOr<double> TransferSeconds(const Store& store, const std::string& id) {
@@ -269,12 +261,12 @@ StatusOr<GuestRun> RunGuests(const SwitchBenchOptions& o, bool through_switch) {
   StoreOptions so;
   so.path = dir.path() + "/store";
   ASSIGN_OR_RETURN(auto store, Store::Open(so));
-  ASSIGN_OR_RETURN(VmSpec web,
-                   ParseVmSpec(GuestSpec(o, "web", "http-server", "10.0.0.1", "52:54:00:00:00:01",
-                                         "bb.bigsize=" + std::to_string(o.file_mib)),
-                               o.guest_dir));
+  ASSIGN_OR_RETURN(VmSpec web, ParseVmSpec(GuestSpec(o.guest_dir, "web", "http-server", "10.0.0.1",
+                                                     "52:54:00:00:00:01",
+                                                     "bb.bigsize=" + std::to_string(o.file_mib)),
+                                           o.guest_dir));
   ASSIGN_OR_RETURN(VmSpec client,
-                   ParseVmSpec(GuestSpec(o, "client", "http-client", "10.0.0.2",
+                   ParseVmSpec(GuestSpec(o.guest_dir, "client", "http-client", "10.0.0.2",
                                          "52:54:00:00:00:02", "bb.peer=10.0.0.1 bb.poweroff=1"),
                                o.guest_dir));
   RecorderOptions ro;

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 namespace blackbox::bench {
@@ -40,6 +41,23 @@ std::string F(double v, const char* fmt) {
   char buf[64];
   std::snprintf(buf, sizeof buf, fmt, v);
   return buf;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double rank = std::ceil(p / 100.0 * static_cast<double>(v.size()));
+  const size_t i = rank < 1 ? 0 : static_cast<size_t>(rank) - 1;
+  return v[std::min(i, v.size() - 1)];
+}
+
+std::string GuestSpec(const std::string& guest_dir, const std::string& name,
+                      const std::string& role, const std::string& ip, const std::string& mac,
+                      const std::string& extra) {
+  return "name: " + name + "\nkernel: " + guest_dir + "/vmlinuz\ninitrd: " + guest_dir +
+         "/initrd.img\nappend: console=ttyS0 quiet panic=-1 bb.role=" + role + " bb.ip=" + ip +
+         "/24 " + extra + "\nmemory: 256M\nnics:\n  - {name: n0, mac: \"" + mac +
+         "\", segment: bench, ips: [" + ip + "]}\n";
 }
 
 }  // namespace blackbox::bench

@@ -9,6 +9,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_io.h"
 #include "bench/bench_manifest.h"
 #include "bench/bench_record.h"
 #include "bench/bench_standby.h"
@@ -20,6 +21,7 @@
 #include "common/files.h"
 #include "common/hash.h"
 #include "recorder/lab.h"
+#include "recorder/qemu_binary.h"
 #include "recorder/recorder.h"
 #include "recorder/vm_spec.h"
 #include "replay/replay.h"
@@ -48,7 +50,7 @@ struct RecordArgs {
   bool keep_raw = false;
   bool no_sandbox = false;
   bool quiet = false;
-  std::string qemu = "qemu-system-x86_64";
+  std::string qemu;  // empty: DefaultQemuBinary()
   std::string chunk_age = "60s";
   std::vector<std::string> manifests;  // VM=FILE
 };
@@ -235,7 +237,13 @@ int RunShow(const GlobalOptions& g, const std::string& id_arg, bool json) {
   if (info->ended_wall_ns)
     std::printf("ended      %s\n", FormatWallTime(info->ended_wall_ns).c_str());
   if (info->extra.contains("qemu")) {
-    std::printf("qemu       %s\n", info->extra["qemu"].value("version", "").c_str());
+    const nlohmann::json& q = info->extra["qemu"];
+    std::string line = q.value("version", "");
+    if (q.contains("sha256") && q["sha256"].is_string()) {
+      line += ", " + q.value("resolved", q.value("binary", "")) +
+              " sha256:" + q["sha256"].get<std::string>().substr(0, 16);
+    }
+    std::printf("qemu       %s\n", line.c_str());
   }
   for (const auto& in : info->extra.value("inputs", nlohmann::json::array())) {
     std::printf("input      %-8s %s sha256:%s\n", in.value("role", "").c_str(),
@@ -288,6 +296,7 @@ struct ReplayArgs {
   bool quiet = false;
   bool no_input_check = false;
   bool no_sandbox = false;
+  bool force_qemu = false;
   std::string stall = "30s";
   std::string qemu;
   std::string keep;
@@ -298,6 +307,7 @@ StatusOr<ReplayOptions> MakeReplayOptions(const ReplayArgs& a, const RecordingIn
   o.qemu_binary = a.qemu;
   o.gdb_port = a.gdb;
   o.check_inputs = !a.no_input_check;
+  o.force_qemu = a.force_qemu;
   o.sandbox = !a.no_sandbox;
   o.work_dir = a.keep;
   o.stall_timeout_ns = ParseDurationNanos(a.stall);
@@ -419,6 +429,25 @@ int RunBenchSwitch(const bench::SwitchBenchOptions& o, const std::string& part,
   return FinishBench(bench::RunSwitchBench(opts), json_path);
 }
 
+int RunBenchIo(const bench::IoBenchOptions& o, const std::string& part,
+               const std::string& json_path) {
+  bench::IoBenchOptions opts = o;
+  if (part != "net" && part != "disk" && part != "all") {
+    return Report(InvalidArgument("--part: '" + part + "' is not net, disk or all"));
+  }
+  opts.net = part != "disk";
+  opts.disk = part != "net";
+  if (opts.runs < 1 || opts.runs > 20) return Report(InvalidArgument("--runs: 1..20"));
+  if (opts.count < 1 || opts.count > 1000) return Report(InvalidArgument("--count: 1..1000"));
+  if (opts.records < 1 || opts.records > 20000) {
+    return Report(InvalidArgument("--records: 1..20000"));
+  }
+  auto dir = BenchGuestDir(opts.guest_dir);
+  if (!dir.ok()) return Report(dir.status());
+  opts.guest_dir = *dir;
+  return FinishBench(bench::RunIoBench(opts), json_path);
+}
+
 int RunBenchStandby(const bench::StandbyBenchOptions& o, const std::string& part,
                     const std::string& json_path) {
   bench::StandbyBenchOptions opts = o;
@@ -521,7 +550,9 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
                 "keep QEMU's raw rr log file beside the recording");
   rec->add_flag("--no-sandbox", rec_args->no_sandbox, "do not run QEMU under -sandbox");
   rec->add_flag("-q,--quiet", rec_args->quiet, "no progress lines");
-  rec->add_option("--qemu", rec_args->qemu, "QEMU binary")->capture_default_str();
+  rec->add_option("--qemu", rec_args->qemu,
+                  "QEMU binary (default: Blackbox's, $BLACKBOX_QEMU or " + DefaultQemuBinary() +
+                      "); stored with the recording");
   runners.push_back(
       [rec, rec_args, &global]() { return rec->parsed() ? RunRecord(global, *rec_args) : -1; });
 
@@ -593,6 +624,7 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       app.add_subcommand("bench", "benchmarks; each prints a table and JSON with its baseline");
   bench_cmd->require_subcommand(1);
   auto bench_opts = std::make_shared<bench::RecordBenchOptions>();
+  bench_opts->qemu_binary = DefaultQemuBinary();
   auto bench_workload = std::make_shared<std::string>("all");
   auto bench_json = std::make_shared<std::string>();
   auto* bench_rec = bench_cmd->add_subcommand("record",
@@ -613,6 +645,7 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   });
 
   auto sw_opts = std::make_shared<bench::SwitchBenchOptions>();
+  sw_opts->qemu_binary = DefaultQemuBinary();
   auto sw_part = std::make_shared<std::string>("all");
   auto sw_json = std::make_shared<std::string>();
   auto* bench_sw = bench_cmd->add_subcommand(
@@ -635,8 +668,7 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   });
 
   auto sb_opts = std::make_shared<bench::StandbyBenchOptions>();
-  sb_opts->patched_qemu = BB_DEFAULT_PATCHED_QEMU;
-  if (const char* q = std::getenv("BB_PATCHED_QEMU")) sb_opts->patched_qemu = q;
+  sb_opts->patched_qemu = DefaultQemuBinary();
   auto sb_part = std::make_shared<std::string>("all");
   auto sb_json = std::make_shared<std::string>();
   auto* bench_sb = bench_cmd->add_subcommand(
@@ -687,13 +719,40 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
                        "test guest directory (default $BLACKBOX_GUEST_DIR)");
   bench_sb
       ->add_option("--qemu", sb_opts->patched_qemu,
-                   "Blackbox's patched QEMU (default: the build's, or $BB_PATCHED_QEMU)")
+                   "Blackbox's patched QEMU (default: $BLACKBOX_QEMU or the build's)")
       ->capture_default_str();
   bench_sb->add_option("--stock-qemu", sb_opts->stock_qemu, "Debian's QEMU, the baseline")
       ->capture_default_str();
   bench_sb->add_option("--json", *sb_json, "also write the figures to this file");
   runners.push_back([bench_sb, sb_opts, sb_part, sb_json]() {
     return bench_sb->parsed() ? RunBenchStandby(*sb_opts, *sb_part, *sb_json) : -1;
+  });
+
+  auto io_opts = std::make_shared<bench::IoBenchOptions>();
+  io_opts->patched_qemu = sb_opts->patched_qemu;
+  auto io_part = std::make_shared<std::string>("all");
+  auto io_json = std::make_shared<std::string>();
+  auto* bench_io = bench_cmd->add_subcommand(
+      "io",
+      "how promptly a recorded VM takes network and disk I/O: HTTP exchanges, pings and "
+      "synchronous disk writes, unrecorded vs recorded by stock and by patched QEMU");
+  bench_io->add_option("--part", *io_part, "net, disk or all")->capture_default_str();
+  bench_io->add_option("--runs", io_opts->runs, "rounds; each runs every variant once")
+      ->capture_default_str();
+  bench_io->add_option("--count", io_opts->count, "net: HTTP exchanges, and pings, per run")
+      ->capture_default_str();
+  bench_io->add_option("--records", io_opts->records, "disk: synchronous 512-byte writes per run")
+      ->capture_default_str();
+  bench_io->add_option("--guest", io_opts->guest_dir,
+                       "test guest directory (default $BLACKBOX_GUEST_DIR)");
+  bench_io
+      ->add_option("--qemu", io_opts->patched_qemu,
+                   "Blackbox's patched QEMU (default: $BLACKBOX_QEMU or the build's)")
+      ->capture_default_str();
+  bench_io->add_option("--stock-qemu", io_opts->stock_qemu, "Debian's QEMU")->capture_default_str();
+  bench_io->add_option("--json", *io_json, "also write the figures to this file");
+  runners.push_back([bench_io, io_opts, io_part, io_json]() {
+    return bench_io->parsed() ? RunBenchIo(*io_opts, *io_part, *io_json) : -1;
   });
 
   auto mb_opts = std::make_shared<bench::ManifestBenchOptions>();
@@ -742,7 +801,11 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
     cmd->add_flag("--no-input-check", args->no_input_check,
                   "replay even if kernel/initrd/disks differ from the recorded hashes");
     cmd->add_flag("--no-sandbox", args->no_sandbox, "do not run QEMU under -sandbox");
-    cmd->add_option("--qemu", args->qemu, "QEMU binary (default: the one used to record)");
+    cmd->add_option("--qemu", args->qemu,
+                    "QEMU binary (default: the one that recorded, found by its SHA-256)");
+    cmd->add_flag("--force-qemu", args->force_qemu,
+                  "replay with --qemu (or the default QEMU) though it is not the binary that "
+                  "recorded; the replay may diverge");
     cmd->add_option("--keep", args->keep, "rebuild into this directory and keep it");
     cmd->add_flag("-q,--quiet", args->quiet,
                   verify ? "no progress line" : "do not print the console");

@@ -2,8 +2,8 @@
 # Blackbox test guest: /init of the initramfs (runs as PID 1 under busybox ash).
 #
 # The behaviour is selected on the kernel command line (see guest/README.md):
-#   bb.role=idle|cpu|disk-writer|counter|http-server|http-client|http-get|prober|spoofer|panic
-#   bb.rounds=N bb.records=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
+#   bb.role=idle|cpu|disk-writer|disk-sync|counter|http-server|http-client|http-get|http-loop|prober|spoofer|panic
+#   bb.rounds=N bb.records=N bb.count=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
 #   bb.path=/URL-PATH bb.port=N
 #   bb.wait=N bb.poweroff=1 bb.debug=1
 #
@@ -41,6 +41,7 @@ ln -sf /proc/self/fd /dev/fd 2>/dev/null
 ROLE=
 ROUNDS=$CPU_ROUNDS_DEFAULT
 RECORDS=200
+COUNT=30
 BIGSIZE=4
 IP=
 PEER=
@@ -55,6 +56,7 @@ for arg in $(cat /proc/cmdline); do
 	bb.role=*) ROLE=${arg#bb.role=} ;;
 	bb.rounds=*) ROUNDS=${arg#bb.rounds=} ;;
 	bb.records=*) RECORDS=${arg#bb.records=} ;;
+	bb.count=*) COUNT=${arg#bb.count=} ;;
 	bb.bigsize=*) BIGSIZE=${arg#bb.bigsize=} ;;
 	bb.ip=*) IP=${arg#bb.ip=} ;;
 	bb.peer=*) PEER=${arg#bb.peer=} ;;
@@ -112,7 +114,7 @@ md5_of() { # md5 of stdin, hex only
 echo "BB-BOOT role=$ROLE"
 debug "init started"
 
-for v in ROUNDS RECORDS BIGSIZE WAIT PORT; do
+for v in ROUNDS RECORDS COUNT BIGSIZE WAIT PORT; do
 	eval "val=\$$v"
 	is_uint "$val" || fatal "bad parameter bb.$(echo "$v" | tr 'A-Z' 'a-z')=$val (need an unsigned integer)"
 done
@@ -246,6 +248,31 @@ role_disk_writer() {
 
 # Panics the kernel (sysrq 'c'): with a pvpanic device QEMU reports it over
 # QMP (GUEST_PANICKED). What follows is the kernel's panic= parameter.
+# Small synchronous writes: bb.records single-sector writes to /dev/vda, one
+# at a time, each O_DIRECT and fsync'd before the next starts (a database's
+# commit pattern). The host times BB-SYNC-START .. BB-SYNC-DONE.
+role_disk_sync() {
+	dev=/dev/vda
+	has_virtio 0x0002 || fatal "no virtio disk (add -drive file=disk.raw,format=raw,if=virtio)"
+	wait_for -b "$dev" 10 || fatal "no $dev (add -drive file=disk.raw,format=raw,if=virtio)"
+	size=$(blockdev --getsize64 "$dev") || fatal "cannot size $dev"
+	[ "$size" -ge $((RECORDS * 512)) ] || fatal "$dev too small: $size bytes for $RECORDS records"
+	echo "BB-READY"
+	echo "BB-SYNC-START"
+	i=1
+	while [ "$i" -le "$RECORDS" ]; do
+		printf 'record %08d\n' "$i" |
+			dd of="$dev" bs=512 count=1 seek=$((i - 1)) iflag=fullblock oflag=direct conv=sync,notrunc,fsync 2>/dev/null ||
+			fatal "write of record $i failed"
+		i=$((i + 1))
+	done
+	echo "BB-SYNC-DONE $RECORDS"
+	echo 3 >/proc/sys/vm/drop_caches
+	sum=$(dd if="$dev" bs=512 count="$RECORDS" 2>/dev/null | md5_of) || fatal "read back failed"
+	echo "BB-DISK-RESULT $sum"
+	done_
+}
+
 role_panic() {
 	echo "BB-READY"
 	echo "BB-PANIC-NOW"
@@ -364,6 +391,31 @@ role_http_get() {
 # GETs / from the peer until it answers, then tries a TCP connection to
 # bb.port on the peer (a port its manifest does not allow), then GETs /
 # again: what a VM that starts misbehaving looks like from the switch.
+# Latency probe: bb.count small HTTP exchanges with the peer, one after the
+# other (each a new TCP connection: connect, GET /, close), then bb.count
+# pings, one at a time. The host measures them on the switch (frame times);
+# the guest only reports counts.
+role_http_loop() {
+	net_setup 10.0.0.2/24 || fatal "network setup failed (no NIC?)"
+	[ -n "$PEER" ] || PEER=10.0.0.1
+	echo "BB-READY"
+	if ! get_until_answered "http://$PEER/" /tmp/got; then
+		echo "BB-LOOP-FAIL peer $PEER not answering after ${WAIT}s"
+		done_
+	fi
+	echo "BB-LOOP-START"
+	ok=0
+	i=0
+	while [ "$i" -lt "$COUNT" ]; do
+		i=$((i + 1))
+		timeout 10 wget -q -O /tmp/got "http://$PEER/" 2>/dev/null && ok=$((ok + 1))
+	done
+	echo "BB-LOOP-GETS $ok/$COUNT"
+	ping_n "$COUNT" "$PEER"
+	echo "BB-LOOP-PINGS $REPLIES/$SENT"
+	done_
+}
+
 role_prober() {
 	net_setup 10.0.0.2/24 || fatal "network setup failed (no NIC?)"
 	[ -n "$PEER" ] || PEER=10.0.0.1
@@ -475,10 +527,12 @@ case "$ROLE" in
 idle) role_idle ;;
 cpu) role_cpu ;;
 disk-writer) role_disk_writer ;;
+disk-sync) role_disk_sync ;;
 counter) role_counter ;;
 http-server) role_http_server ;;
 http-client) role_http_client ;;
 http-get) role_http_get ;;
+http-loop) role_http_loop ;;
 prober) role_prober ;;
 spoofer) role_spoofer ;;
 panic) role_panic ;;

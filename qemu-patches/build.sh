@@ -15,7 +15,8 @@
 #      hash of the series, the configure options and the Debian source version.
 # The result is BUILD/qemu/qemu-system-x86_64 (a symlink). A second run with
 # the same series finds BUILD/qemu/<key>/ complete and returns at once.
-# Everything that does not need a patch keeps using Debian's stock QEMU.
+# It is the QEMU that `blackbox record`, `replay`, `verify` and the standby
+# run by default; Debian's stock QEMU stays the benchmarks' baseline.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -126,8 +127,11 @@ if [ -x "$work/build/qemu-system-x86_64" ] && [ -f "$work/.complete" ]; then
   log "up to date: $OUT/qemu-system-x86_64 (series $key)"
   exit 0
 fi
-# Older builds of other series are not kept: each is a few hundred MB.
-find "$OUT" -mindepth 1 -maxdepth 1 -type d ! -name debian-src ! -name "$key" -exec rm -rf {} +
+# Older builds of other series keep only their binary (bin/, ~60 MB; the
+# source and build trees are a few hundred MB): each recording names the
+# QEMU that made it by path and SHA-256, and replays only with that binary.
+find "$OUT" -mindepth 1 -maxdepth 1 -type d ! -name debian-src ! -name "$key" \
+  -exec rm -rf {}/src {}/build \;
 rm -rf "$work" && mkdir -p "$work"
 log "copying the source to $work/src"
 cp -a "$tree" "$work/src"

@@ -17,6 +17,7 @@
 #include "common/process.h"
 #include "manifest/attestation.h"
 #include "recorder/device_probe.h"
+#include "recorder/qemu_binary.h"
 #include "recorder/qemu_instance.h"
 
 namespace blackbox {
@@ -46,13 +47,6 @@ StatusOr<nlohmann::json> HashInput(const std::string& role, const std::string& p
   auto size = std::filesystem::file_size(path, ec);
   return nlohmann::json{
       {"role", role}, {"path", path}, {"sha256", ToHex(digest)}, {"size", ec ? 0 : size}};
-}
-
-std::string QemuVersion(const std::string& binary) {
-  auto out = RunCommand({binary, "--version"}, std::chrono::seconds(20));
-  if (!out.ok()) return "unknown";
-  std::string first = out->substr(0, out->find('\n'));
-  return first;
 }
 
 // Copies icount and VM clock of snapshot `name` on the bb-state image from a
@@ -152,6 +146,7 @@ class Session {
   int64_t start_mono_ = 0;
   int64_t qemu_run_ns_ = 0;  // QEMU start to exit
   nlohmann::json snapshots_ = nlohmann::json::array();
+  QemuIdentity qemu_id_;  // the QEMU that records, stored with the recording
   Status error_;
   bool pause_requested_ = false;  // a STOP Blackbox asked for is not a deviation
   std::vector<std::unique_ptr<asio::steady_timer>> retry_timers_;
@@ -159,6 +154,8 @@ class Session {
 
 Status Session::Prepare() {
   RETURN_IF_ERROR(CheckSpecFiles(spec_));
+  ASSIGN_OR_RETURN(qemu_id_, IdentifyQemu(options_.qemu_binary.empty() ? DefaultQemuBinary()
+                                                                       : options_.qemu_binary));
   int64_t now = clock_->WallNanos();
   ASSIGN_OR_RETURN(info_.id, NewRecordingId(store_, spec_.name, now));
   info_.vm_name = spec_.name;
@@ -215,7 +212,7 @@ Status Session::Prepare() {
   paths.nic_listen = options_.nic_listen;
   paths.sandbox = options_.sandbox;
   qemu_args_ = BuildQemuArgs(spec_, options_.rr ? RrMode::kRecord : RrMode::kNone, paths,
-                             options_.qemu_binary);
+                             qemu_id_.resolved);
   if (options_.extra.is_object()) {
     for (const auto& [key, value] : options_.extra.items()) info_.extra[key] = value;
   }
@@ -238,9 +235,8 @@ Status Session::Prepare() {
   info_.extra["disks"] = disks;
   info_.extra["state_image"] = state_image_;
   info_.extra["dir"] = dir_;
-  info_.extra["qemu"] = {{"binary", options_.qemu_binary},
-                         {"version", QemuVersion(options_.qemu_binary)},
-                         {"args", qemu_args_}};
+  info_.extra["qemu"] = {{"args", qemu_args_}};
+  WriteQemuIdentity(qemu_id_, info_.extra["qemu"]);
   info_.extra["recorder_pid"] = ::getpid();
   info_.extra["rr"] = {{"enabled", options_.rr}};
   info_.extra["snapshots"] = snapshots_;
@@ -291,7 +287,7 @@ Status Session::Attest() {
     QemuRunPaths paths;
     paths.disk_overlays = overlays_;
     paths.sandbox = options_.sandbox;
-    auto devices = ProbeDevices(spec_, paths, options_.qemu_binary);
+    auto devices = ProbeDevices(spec_, paths, qemu_id_.resolved);
     if (!devices.ok()) return devices.status().WithContext("attestation: device probe");
     facts.devices = std::move(*devices);
   }

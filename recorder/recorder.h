@@ -32,8 +32,9 @@ namespace blackbox {
 struct RecorderOptions {
   // Where recordings keep their disk overlays and snapshot images.
   std::string data_dir;
-  // QEMU binary. Default: qemu-system-x86_64 from PATH.
-  std::string qemu_binary = "qemu-system-x86_64";
+  // QEMU binary. Default (empty): DefaultQemuBinary(), Blackbox's patched
+  // QEMU. Its identity is stored with the recording (recorder/qemu_binary.h).
+  std::string qemu_binary;
   // Stop (QMP quit) after this long; 0 records until the guest powers off or
   // the recorder is asked to stop. Default: 0.
   int64_t duration_ns = 0;

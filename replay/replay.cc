@@ -13,6 +13,7 @@
 #include "common/files.h"
 #include "common/hash.h"
 #include "common/process.h"
+#include "recorder/qemu_binary.h"
 #include "recorder/qemu_instance.h"
 #include "recorder/rr_log.h"
 #include "recorder/vm_spec.h"
@@ -109,6 +110,19 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   }
   RETURN_IF_ERROR(CheckReplayable(info));
   if (options.check_inputs) RETURN_IF_ERROR(CheckInputs(info));
+  const nlohmann::json recorded_qemu = info.extra.value("qemu", nlohmann::json::object());
+  auto chosen_qemu = ChooseReplayQemu(recorded_qemu, options.qemu_binary, options.force_qemu);
+  if (!chosen_qemu.ok()) return chosen_qemu.status().WithContext(info.id);
+  const QemuIdentity qemu_id = std::move(*chosen_qemu);
+  if (Str(recorded_qemu, "sha256").empty()) {
+    spdlog::warn(
+        "{} names no QEMU identity (recorded before Blackbox stored one); replaying "
+        "with {}",
+        info.id, qemu_id.resolved);
+  } else if (qemu_id.sha256 != Str(recorded_qemu, "sha256")) {
+    spdlog::warn("{}: replaying with {} (sha256 {}), not the QEMU that recorded (--force-qemu)",
+                 info.id, qemu_id.resolved, qemu_id.sha256.substr(0, 12));
+  }
   // The spec's ${VARS} resolve to what they were when it was recorded.
   const nlohmann::json spec_env = info.extra.value("spec_env", nlohmann::json::object());
   for (const auto& [var, value] : spec_env.items()) {
@@ -160,11 +174,6 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   // everything: a NIC whose output backs up would stall the replayed guest.
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> nic_sinks;
 
-  std::string qemu_binary = options.qemu_binary;
-  if (qemu_binary.empty() && info.extra.contains("qemu"))
-    qemu_binary = Str(info.extra["qemu"], "binary");
-  if (qemu_binary.empty()) qemu_binary = "qemu-system-x86_64";
-
   asio::io_context io;
   ReplayResult result;
   result.snapshot = paths.rr_snapshot.empty() ? "init" : paths.rr_snapshot;
@@ -207,7 +216,7 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
     nic_sinks.push_back(std::move(acc));
     paths.nic_sockets.push_back(sock);
   }
-  std::vector<std::string> args = BuildQemuArgs(spec, RrMode::kReplay, paths, qemu_binary);
+  std::vector<std::string> args = BuildQemuArgs(spec, RrMode::kReplay, paths, qemu_id.resolved);
   std::string qemu_log = work + "/qemu-replay.log";
   spdlog::debug("replay: {}", ShellJoin(args));
   RETURN_IF_ERROR(qemu.Start(args, qemu_log));

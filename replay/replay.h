@@ -14,9 +14,12 @@
 namespace blackbox {
 
 struct ReplayOptions {
-  // QEMU binary. Default: the one the recording was made with, else
-  // qemu-system-x86_64 from PATH.
+  // QEMU binary. Default: the one the recording was made with (same
+  // SHA-256), found at its recorded path or as DefaultQemuBinary().
   std::string qemu_binary;
+  // Replay with a QEMU other than the one that recorded (refused otherwise:
+  // the replay may diverge). Default: false.
+  bool force_qemu = false;
   // Start from the latest snapshot taken at or before this wall time (ns)
   // instead of from boot. 0: from boot. Default: 0.
   int64_t from_wall_ns = 0;

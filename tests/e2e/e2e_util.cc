@@ -23,7 +23,7 @@ std::string Example(const std::string& name) {
   return Env("BB_EXAMPLES", BB_DEFAULT_EXAMPLES) + "/" + name;
 }
 std::string GuestDir() { return Env("BLACKBOX_GUEST_DIR", BB_DEFAULT_GUEST_DIR); }
-std::string PatchedQemu() { return Env("BB_PATCHED_QEMU", BB_DEFAULT_PATCHED_QEMU); }
+std::string PatchedQemu() { return Env("BLACKBOX_QEMU", BB_DEFAULT_PATCHED_QEMU); }
 
 void E2eTest::SetUp() {
   auto dir = TempDir::Create("bb-e2e");

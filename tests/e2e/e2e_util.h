@@ -27,7 +27,8 @@ struct CommandResult {
 std::string BlackboxBin();
 std::string Example(const std::string& name);
 std::string GuestDir();
-// Blackbox's patched QEMU (qemu-patches/build.sh); BB_PATCHED_QEMU overrides.
+// Blackbox's patched QEMU (qemu-patches/build.sh); BLACKBOX_QEMU overrides, as for
+// the blackbox command (recorder/qemu_binary.h).
 std::string PatchedQemu();
 
 // A fresh data directory per test.

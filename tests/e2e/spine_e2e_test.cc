@@ -2,6 +2,7 @@
 // them, verify byte-exactness, survive crashes, detect corruption.
 #include <rocksdb/db.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <fstream>
@@ -238,6 +239,35 @@ TEST_F(SpineTest, ChangedInputIsRefusedBeforeReplay) {
   EXPECT_EQ(verify.exit_code, 2) << verify.output;
   EXPECT_NE(verify.output.find("initrd"), std::string::npos) << verify.output;
   EXPECT_NE(verify.output.find("changed since recording"), std::string::npos) << verify.output;
+}
+
+TEST_F(SpineTest, ReplayWithAnotherQemuIsRefusedAndTheSameBinaryFoundByHash) {
+  std::string spec = data() + "/cpu.yaml";
+  std::ofstream(spec) << "name: q\nkernel: " << GuestDir() << "/vmlinuz\ninitrd: " << GuestDir()
+                      << "/initrd.img\n"
+                         "append: console=ttyS0 quiet panic=-1 bb.role=cpu bb.rounds=1 "
+                         "bb.poweroff=1\n";
+  // Recorded by default with Blackbox's QEMU.
+  CommandResult r = Blackbox({"record", "-q", spec});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  CommandResult show = Blackbox({"show", "q"});
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_NE(show.output.find("sha256"), std::string::npos) << show.output;
+
+  // Debian's QEMU is another binary: refused, in one line naming both.
+  CommandResult stock = Blackbox({"verify", "-q", "q", "--qemu", "qemu-system-x86_64"});
+  EXPECT_EQ(stock.exit_code, 2) << stock.output;
+  EXPECT_NE(stock.output.find("recorded with QEMU"), std::string::npos) << stock.output;
+  EXPECT_NE(stock.output.find("not with /usr/bin/qemu-system-x86_64"), std::string::npos)
+      << stock.output;
+  EXPECT_NE(stock.output.find("--force-qemu"), std::string::npos) << stock.output;
+
+  // A copy of the binary that recorded is the same QEMU (same SHA-256).
+  const std::string copy = data() + "/qemu-copy";
+  ASSERT_TRUE(CopyFile(PatchedQemu(), copy).ok());
+  ASSERT_EQ(::chmod(copy.c_str(), 0755), 0);
+  CommandResult same = Blackbox({"verify", "-q", "q", "--qemu", copy});
+  EXPECT_EQ(same.exit_code, 0) << same.output;
 }
 
 TEST_F(SpineTest, BadInputGetsOneLineErrors) {

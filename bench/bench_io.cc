@@ -1,0 +1,345 @@
+#include "bench/bench_io.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "common/files.h"
+#include "recorder/lab.h"
+#include "recorder/recorder.h"
+#include "recorder/vm_spec.h"
+#include "store/store.h"
+#include "switch/frame.h"
+
+namespace blackbox::bench {
+
+namespace {
+
+int64_t MonoNow() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+enum class Variant { kUnrecorded, kStock, kPatched };
+constexpr Variant kVariants[] = {Variant::kUnrecorded, Variant::kStock, Variant::kPatched};
+
+const char* Name(Variant v) {
+  switch (v) {
+    case Variant::kUnrecorded:
+      return "unrecorded";
+    case Variant::kStock:
+      return "recorded, stock QEMU";
+    case Variant::kPatched:
+      return "recorded, patched QEMU";
+  }
+  return "";
+}
+const char* Key(Variant v) {
+  switch (v) {
+    case Variant::kUnrecorded:
+      return "unrecorded";
+    case Variant::kStock:
+      return "stock";
+    case Variant::kPatched:
+      return "patched";
+  }
+  return "";
+}
+
+RecorderOptions BaseRecorder(const IoBenchOptions& o, Variant v, const std::string& dir) {
+  RecorderOptions ro;
+  ro.data_dir = dir;
+  ro.qemu_binary = v == Variant::kStock ? o.stock_qemu : o.patched_qemu;
+  ro.rr = v != Variant::kUnrecorded;
+  ro.progress_interval_ns = 0;
+  ro.snapshot_interval_ns = 0;
+  ro.duration_ns = 900'000'000'000;
+  return ro;
+}
+
+std::string ConsoleOf(const Store& store, const std::string& id) {
+  auto pieces = store.ReadConsole(id);
+  std::string all;
+  if (pieces.ok()) {
+    for (const auto& p : *pieces) all += p.bytes;
+  }
+  return all;
+}
+
+std::string Tail(const std::string& s, size_t n = 600) {
+  return s.size() > n ? "..." + s.substr(s.size() - n) : s;
+}
+
+// Wall time the recorder read the console line that starts with `marker`, or -1.
+int64_t MarkerWallNs(const std::vector<ConsolePiece>& pieces, const std::string& marker) {
+  std::string all;
+  for (const auto& p : pieces) {
+    all += p.bytes;
+    if (all.find(marker) != std::string::npos) return p.wall_ns;
+  }
+  return -1;
+}
+
+struct NetRun {
+  std::vector<double> exchange_ms;  // one per HTTP exchange, in order
+  std::vector<double> ping_ms;      // one per answered ping
+  int pings_lost = 0;
+  double seconds = 0;  // the lab's wall time
+};
+
+StatusOr<NetRun> RunNet(const IoBenchOptions& o, Variant v) {
+  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-io"));
+  StoreOptions so;
+  so.path = dir.path() + "/store";
+  ASSIGN_OR_RETURN(auto store, Store::Open(so));
+  ASSIGN_OR_RETURN(VmSpec web, ParseVmSpec(GuestSpec(o.guest_dir, "web", "http-server", "10.0.0.1",
+                                                     "52:54:00:00:00:01", "bb.bigsize=1"),
+                                           o.guest_dir));
+  ASSIGN_OR_RETURN(
+      VmSpec client,
+      ParseVmSpec(GuestSpec(o.guest_dir, "client", "http-loop", "10.0.0.2", "52:54:00:00:00:02",
+                            "bb.peer=10.0.0.1 bb.poweroff=1 bb.count=" + std::to_string(o.count)),
+                  o.guest_dir));
+  const bool rr = v != Variant::kUnrecorded;
+  LabSpec lab;
+  lab.name = "bench-io";
+  lab.stop_when = LabSpec::StopWhen::kFirstExit;
+  lab.vms = {{web, rr}, {client, rr}};
+  LabOptions lo;
+  lo.recorder = BaseRecorder(o, v, dir.path());
+  const int64_t t0 = MonoNow();
+  ASSIGN_OR_RETURN(LabResult result, RunLab(store.get(), lab, lo));
+  NetRun run;
+  run.seconds = (MonoNow() - t0) / 1e9;
+  if (!result.failures.empty()) return Internal("lab failed: " + result.failures.front());
+  std::string client_id;
+  for (const auto& r : result.recordings) {
+    if (r.vm_name == "client") client_id = r.id;
+  }
+  if (client_id.empty() || result.capture_id.empty()) return Internal("the client did not run");
+  const std::string console = ConsoleOf(*store, client_id);
+  const std::string want =
+      "BB-LOOP-GETS " + std::to_string(o.count) + "/" + std::to_string(o.count);
+  if (console.find(want) == std::string::npos) {
+    return Internal(std::string(Name(v)) + ": the client did not complete its exchanges; " +
+                    "its console ends:\n" + Tail(console));
+  }
+
+  // Frames between the client (10.0.0.2) and the server (10.0.0.1), as the
+  // switch read them. Each is stored once, with the port it came in on.
+  const IpAddr client_ip = IpAddr::Parse("10.0.0.2").value();
+  const IpAddr server_ip = IpAddr::Parse("10.0.0.1").value();
+  struct Conn {
+    int64_t syn_ns = -1, last_ns = -1;
+    bool answered = false;  // a frame other than the client's SYN was seen
+  };
+  std::map<uint16_t, std::vector<Conn>> conns;  // by client port; ports may be reused
+  std::map<std::pair<uint16_t, uint16_t>, int64_t> echo_sent;  // (id, seq) -> request time
+  std::vector<std::pair<int64_t, double>> pings;               // (request time, rtt ms)
+  RETURN_IF_ERROR(
+      store->ReadFrames(result.capture_id, FrameQuery{}, [&](const CapturedFrame& cf) -> Status {
+        const auto* b = reinterpret_cast<const uint8_t*>(cf.bytes.data());
+        auto f = ParseFrame({b, cf.bytes.size()});
+        if (!f.ok() || f->l3 != ParsedFrame::L3::kIpv4) return Status::Ok();
+        const bool from_client = f->ip.src == client_ip && f->ip.dst == server_ip;
+        const bool from_server = f->ip.src == server_ip && f->ip.dst == client_ip;
+        if (!from_client && !from_server) return Status::Ok();
+        if (f->l4 == ParsedFrame::L4::kTcp) {
+          const uint16_t port = from_client ? f->transport.src_port : f->transport.dst_port;
+          const uint16_t service = from_client ? f->transport.dst_port : f->transport.src_port;
+          if (service != 80) return Status::Ok();
+          auto& list = conns[port];
+          const uint8_t flags = f->transport.tcp_flags;
+          const bool syn = from_client && (flags & kTcpSyn) && !(flags & kTcpAck);
+          if (syn && (list.empty() || list.back().answered)) {
+            list.push_back({cf.wall_ns, cf.wall_ns, false});  // a new connection
+          } else if (!list.empty()) {
+            // A retransmitted SYN stays part of its connection's time.
+            list.back().last_ns = cf.wall_ns;
+            list.back().answered = list.back().answered || !syn;
+          }
+        } else if (f->l4 == ParsedFrame::L4::kIcmp && f->payload_length >= 4) {
+          const uint8_t* p = b + f->payload_offset;
+          const std::pair<uint16_t, uint16_t> key{static_cast<uint16_t>(p[0] << 8 | p[1]),
+                                                  static_cast<uint16_t>(p[2] << 8 | p[3])};
+          if (from_client && f->transport.icmp_type == 8) {
+            echo_sent.emplace(key, cf.wall_ns);
+          } else if (from_server && f->transport.icmp_type == 0) {
+            auto it = echo_sent.find(key);
+            if (it != echo_sent.end()) {
+              pings.push_back({it->second, (cf.wall_ns - it->second) / 1e6});
+              echo_sent.erase(it);
+            }
+          }
+        }
+        return Status::Ok();
+      }));
+  std::vector<Conn> all;
+  for (const auto& [port, list] : conns) all.insert(all.end(), list.begin(), list.end());
+  std::sort(all.begin(), all.end(),
+            [](const Conn& a, const Conn& b) { return a.syn_ns < b.syn_ns; });
+  // The last `count` connections are the exchanges (earlier ones are the
+  // client waiting for the server to come up).
+  if (all.size() < static_cast<size_t>(o.count)) {
+    return Internal(std::string(Name(v)) + ": " + std::to_string(all.size()) +
+                    " HTTP connections on the switch, expected at least " +
+                    std::to_string(o.count));
+  }
+  for (size_t i = all.size() - o.count; i < all.size(); ++i) {
+    run.exchange_ms.push_back((all[i].last_ns - all[i].syn_ns) / 1e6);
+  }
+  std::sort(pings.begin(), pings.end());
+  for (const auto& [t, rtt] : pings) run.ping_ms.push_back(rtt);
+  run.pings_lost = static_cast<int>(echo_sent.size());
+  return run;
+}
+
+StatusOr<double> RunDisk(const IoBenchOptions& o, Variant v) {
+  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-io"));
+  StoreOptions so;
+  so.path = dir.path() + "/store";
+  ASSIGN_OR_RETURN(auto store, Store::Open(so));
+  const std::string spec_text =
+      "name: disk-sync\nkernel: " + o.guest_dir + "/vmlinuz\ninitrd: " + o.guest_dir +
+      "/initrd.img\nappend: console=ttyS0 quiet panic=-1 "
+      "bb.role=disk-sync bb.poweroff=1 bb.records=" +
+      std::to_string(o.records) + "\nmemory: 256M\ndisks:\n  - name: data\n    size: 16M\n";
+  ASSIGN_OR_RETURN(VmSpec spec, ParseVmSpec(spec_text, o.guest_dir));
+  ASSIGN_OR_RETURN(RecordingInfo info, RecordVm(store.get(), spec, BaseRecorder(o, v, dir.path())));
+  ASSIGN_OR_RETURN(std::vector<ConsolePiece> pieces, store->ReadConsole(info.id));
+  const int64_t start = MarkerWallNs(pieces, "BB-SYNC-START");
+  const int64_t done = MarkerWallNs(pieces, "BB-SYNC-DONE");
+  if (start < 0 || done < 0) {
+    return Internal(std::string(Name(v)) +
+                    ": the disk-sync guest did not finish; its console "
+                    "ends:\n" +
+                    Tail(ConsoleOf(*store, info.id)));
+  }
+  return (done - start) / 1e9;
+}
+
+struct Figures {
+  std::vector<double> samples;   // pooled over the rounds
+  std::vector<double> p50, p99;  // per round
+  nlohmann::json ToJson() const {
+    return {{"p50", Percentile(samples, 50)},
+            {"p99", Percentile(samples, 99)},
+            {"round_p50", p50},
+            {"round_p99", p99},
+            {"samples", samples}};
+  }
+};
+
+// Per-round ratios of `subject` to `base` (the same rounds).
+std::vector<double> Ratios(const std::vector<double>& subject, const std::vector<double>& base) {
+  std::vector<double> r;
+  for (size_t i = 0; i < subject.size() && i < base.size(); ++i) {
+    if (base[i] > 0) r.push_back(subject[i] / base[i]);
+  }
+  return r;
+}
+
+std::string RatioText(const std::vector<double>& r) {
+  if (r.empty()) return "-";
+  return F(Median(r), "%.2fx") + " [" + F(*std::min_element(r.begin(), r.end()), "%.2f") + "-" +
+         F(*std::max_element(r.begin(), r.end()), "%.2f") + "]";
+}
+
+void PrintLatencyTable(const char* what, const std::map<Variant, Figures>& fig,
+                       nlohmann::json* out) {
+  std::printf("\n  %s\n", what);
+  std::printf("  %-24s %10s %10s   %-24s %-24s\n", "", "p50 ms", "p99 ms", "p50 / unrecorded",
+              "p99 / unrecorded");
+  const Figures& base = fig.at(Variant::kUnrecorded);
+  for (Variant v : kVariants) {
+    const Figures& f = fig.at(v);
+    const auto r50 = Ratios(f.p50, base.p50), r99 = Ratios(f.p99, base.p99);
+    std::printf("  %-24s %10.1f %10.1f   %-24s %-24s\n", Name(v), Percentile(f.samples, 50),
+                Percentile(f.samples, 99), v == Variant::kUnrecorded ? "" : RatioText(r50).c_str(),
+                v == Variant::kUnrecorded ? "" : RatioText(r99).c_str());
+    nlohmann::json j = f.ToJson();
+    if (v != Variant::kUnrecorded) {
+      j["p50_ratio"] = {{"median", Median(r50)}, {"per_round", r50}};
+      j["p99_ratio"] = {{"median", Median(r99)}, {"per_round", r99}};
+    }
+    (*out)[Key(v)] = j;
+  }
+}
+
+}  // namespace
+
+StatusOr<nlohmann::json> RunIoBench(const IoBenchOptions& o) {
+  nlohmann::json out = {{"benchmark", "io"},          {"runs", o.runs},
+                        {"count", o.count},           {"records", o.records},
+                        {"stock_qemu", o.stock_qemu}, {"patched_qemu", o.patched_qemu}};
+  std::printf(
+      "\nio benchmark: %d round(s); each runs every variant once, in an order that rotates\n"
+      "  unrecorded = patched QEMU, record: false (same -icount); stock = Debian's QEMU, rr;\n"
+      "  patched = Blackbox's QEMU, rr. Ratios: median [min-max] of the per-round ratios.\n",
+      o.runs);
+  std::map<Variant, Figures> http, ping;
+  std::map<Variant, std::vector<double>> disk;
+  std::map<Variant, int> lost;
+  for (int round = 0; round < o.runs; ++round) {
+    for (int i = 0; i < 3; ++i) {
+      const Variant v = kVariants[(round + i) % 3];
+      if (o.net) {
+        std::fprintf(stderr, "bench io: round %d/%d, net, %s\n", round + 1, o.runs, Name(v));
+        ASSIGN_OR_RETURN(NetRun r, RunNet(o, v));
+        Figures& h = http[v];
+        h.samples.insert(h.samples.end(), r.exchange_ms.begin(), r.exchange_ms.end());
+        h.p50.push_back(Percentile(r.exchange_ms, 50));
+        h.p99.push_back(Percentile(r.exchange_ms, 99));
+        Figures& p = ping[v];
+        p.samples.insert(p.samples.end(), r.ping_ms.begin(), r.ping_ms.end());
+        p.p50.push_back(Percentile(r.ping_ms, 50));
+        p.p99.push_back(Percentile(r.ping_ms, 99));
+        lost[v] += r.pings_lost;
+      }
+      if (o.disk) {
+        std::fprintf(stderr, "bench io: round %d/%d, disk, %s\n", round + 1, o.runs, Name(v));
+        ASSIGN_OR_RETURN(double s, RunDisk(o, v));
+        disk[v].push_back(s);
+      }
+    }
+  }
+  if (o.net) {
+    nlohmann::json hj, pj;
+    PrintLatencyTable(("HTTP exchange (connect, GET /, close) between two guests on the switch, " +
+                       std::to_string(o.count) + " per run")
+                          .c_str(),
+                      http, &hj);
+    PrintLatencyTable(("ping RTT, " + std::to_string(o.count) + " per run").c_str(), ping, &pj);
+    for (Variant v : kVariants) {
+      pj[Key(v)]["lost"] = lost[v];
+      if (lost[v] > 0) std::printf("  (%s: %d pings unanswered)\n", Name(v), lost[v]);
+    }
+    out["http_exchange_ms"] = hj;
+    out["ping_rtt_ms"] = pj;
+  }
+  if (o.disk) {
+    std::printf("\n  %d synchronous 512-byte disk writes (O_DIRECT + fsync each)\n", o.records);
+    std::printf("  %-24s %12s %12s   %-24s\n", "", "median s", "ms / write", "time / unrecorded");
+    nlohmann::json dj;
+    const auto& base = disk[Variant::kUnrecorded];
+    for (Variant v : kVariants) {
+      const auto& s = disk[v];
+      const auto r = Ratios(s, base);
+      std::printf("  %-24s %12.2f %12.1f   %-24s\n", Name(v), Median(s),
+                  Median(s) * 1000 / o.records,
+                  v == Variant::kUnrecorded ? "" : RatioText(r).c_str());
+      dj[Key(v)] = {{"seconds", s}, {"median_s", Median(s)}};
+      if (v != Variant::kUnrecorded)
+        dj[Key(v)]["ratio"] = {{"median", Median(r)}, {"per_round", r}};
+    }
+    out["disk_sync_writes"] = dj;
+  }
+  return out;
+}
+
+}  // namespace blackbox::bench
