@@ -28,28 +28,15 @@ int64_t MonoNow() {
 enum class Variant { kUnrecorded, kStock, kPatched };
 constexpr Variant kVariants[] = {Variant::kUnrecorded, Variant::kStock, Variant::kPatched};
 
-const char* Name(Variant v) {
-  switch (v) {
-    case Variant::kUnrecorded:
-      return "unrecorded";
-    case Variant::kStock:
-      return "recorded, stock QEMU";
-    case Variant::kPatched:
-      return "recorded, patched QEMU";
-  }
-  return "";
-}
-const char* Key(Variant v) {
-  switch (v) {
-    case Variant::kUnrecorded:
-      return "unrecorded";
-    case Variant::kStock:
-      return "stock";
-    case Variant::kPatched:
-      return "patched";
-  }
-  return "";
-}
+// Row label and JSON key of each variant, in kVariants order.
+constexpr struct {
+  const char* name;
+  const char* key;
+} kVariantNames[] = {{"unrecorded", "unrecorded"},
+                     {"recorded, stock QEMU", "stock"},
+                     {"recorded, patched QEMU", "patched"}};
+const char* Name(Variant v) { return kVariantNames[static_cast<int>(v)].name; }
+const char* Key(Variant v) { return kVariantNames[static_cast<int>(v)].key; }
 
 RecorderOptions BaseRecorder(const IoBenchOptions& o, Variant v, const std::string& dir) {
   RecorderOptions ro;

@@ -214,14 +214,19 @@ role_cpu() {
 	done_
 }
 
+# Waits for the virtio disk $1 and checks that it holds $RECORDS records.
+disk_for_records() {
+	has_virtio 0x0002 || fatal "no virtio disk (add -drive file=disk.raw,format=raw,if=virtio)"
+	wait_for -b "$1" 10 || fatal "no $1 (add -drive file=disk.raw,format=raw,if=virtio)"
+	size=$(blockdev --getsize64 "$1") || fatal "cannot size $1"
+	[ "$size" -ge $((RECORDS * 512)) ] || fatal "$1 too small: $size bytes for $RECORDS records"
+}
+
 # Record i (1..N) is "record %08d\n" padded with NUL bytes to 512 bytes, at
 # byte offset (i-1)*512 of /dev/vda.
 role_disk_writer() {
 	dev=/dev/vda
-	has_virtio 0x0002 || fatal "no virtio disk (add -drive file=disk.raw,format=raw,if=virtio)"
-	wait_for -b "$dev" 10 || fatal "no $dev (add -drive file=disk.raw,format=raw,if=virtio)"
-	size=$(blockdev --getsize64 "$dev") || fatal "cannot size $dev"
-	[ "$size" -ge $((RECORDS * 512)) ] || fatal "$dev too small: $size bytes for $RECORDS records"
+	disk_for_records "$dev"
 	echo "BB-READY"
 	debug "disk start"
 	# Records are staged in RAM and written with one dd: under record/replay
@@ -253,10 +258,7 @@ role_disk_writer() {
 # commit pattern). The host times BB-SYNC-START .. BB-SYNC-DONE.
 role_disk_sync() {
 	dev=/dev/vda
-	has_virtio 0x0002 || fatal "no virtio disk (add -drive file=disk.raw,format=raw,if=virtio)"
-	wait_for -b "$dev" 10 || fatal "no $dev (add -drive file=disk.raw,format=raw,if=virtio)"
-	size=$(blockdev --getsize64 "$dev") || fatal "cannot size $dev"
-	[ "$size" -ge $((RECORDS * 512)) ] || fatal "$dev too small: $size bytes for $RECORDS records"
+	disk_for_records "$dev"
 	echo "BB-READY"
 	echo "BB-SYNC-START"
 	i=1
