@@ -95,7 +95,25 @@ void QmpClient::Start(stream_protocol::socket connected_socket, ReadyCallback on
 
 void QmpClient::Execute(std::string command, json arguments, ReplyCallback done,
                         std::optional<std::chrono::milliseconds> timeout) {
+  Submit(std::move(command), std::move(arguments), std::move(done), timeout, false);
+}
+
+void QmpClient::ExecuteOutOfBand(std::string command, json arguments, ReplyCallback done,
+                                 std::optional<std::chrono::milliseconds> timeout) {
+  Submit(std::move(command), std::move(arguments), std::move(done), timeout, true);
+}
+
+void QmpClient::Submit(std::string command, json arguments, ReplyCallback done,
+                       std::optional<std::chrono::milliseconds> timeout, bool out_of_band) {
   if (!done) done = [](StatusOr<json>) {};
+  if (out_of_band && state_ == State::kReady && !oob_enabled_) {
+    Post([done = std::move(done), command] {
+      done(FailedPrecondition("cannot execute QMP command '" + command +
+                              "' out of band: not negotiated (QEMU did not offer it, or the "
+                              "client was not asked to)"));
+    });
+    return;
+  }
   if (state_ != State::kReady) {
     const char* why = state_ == State::kClosed ? "the QMP connection is closed"
                                                : "the QMP handshake has not completed";
@@ -111,16 +129,17 @@ void QmpClient::Execute(std::string command, json arguments, ReplyCallback done,
     });
     return;
   }
-  Send(std::move(command), arguments, std::move(done), timeout.value_or(options_.command_timeout));
+  Send(std::move(command), arguments, std::move(done), timeout.value_or(options_.command_timeout),
+       out_of_band);
 }
 
 void QmpClient::Send(std::string command, const json& arguments, ReplyCallback done,
-                     std::optional<std::chrono::milliseconds> timeout) {
+                     std::optional<std::chrono::milliseconds> timeout, bool out_of_band) {
   const uint64_t id = next_id_++;
   std::string wire;
   try {
     json request = json::object();
-    request["execute"] = command;
+    request[out_of_band ? "exec-oob" : "execute"] = command;
     if (!arguments.is_null()) request["arguments"] = arguments;
     request["id"] = id;
     // dump() escapes control characters, so the message is a single line.
@@ -264,9 +283,17 @@ void QmpClient::HandleGreeting(const json& message, std::string_view line) {
   }
   spdlog::debug("qmp: greeting {}", Excerpt(line));
   state_ = State::kNegotiating;
+  json capabilities = nullptr;
+  if (options_.out_of_band) {
+    const json offered = (*it).value("capabilities", json::array());
+    if (offered.is_array() && std::find(offered.begin(), offered.end(), "oob") != offered.end()) {
+      capabilities = {{"enable", json::array({"oob"})}};
+      oob_enabled_ = true;
+    }
+  }
   // No per-call timer: the handshake timer also covers this reply.
   Send(
-      "qmp_capabilities", nullptr,
+      "qmp_capabilities", capabilities,
       [self = shared_from_this()](StatusOr<json> reply) {
         self->OnCapabilitiesReply(std::move(reply));
       },
@@ -449,7 +476,8 @@ void QmpSyncClient::Reset() {
 }
 
 StatusOr<QmpSyncClient> QmpSyncClient::Connect(const std::string& unix_path,
-                                               std::chrono::milliseconds timeout) {
+                                               std::chrono::milliseconds timeout,
+                                               QmpClientOptions options) {
   if (unix_path.empty() || unix_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
     return InvalidArgument("bad unix socket path for QMP: '" + unix_path + "'");
   }
@@ -491,7 +519,6 @@ StatusOr<QmpSyncClient> QmpSyncClient::Connect(const std::string& unix_path,
                          connect_error.message());
     }
 
-    QmpClient::Options options;
     options.greeting_timeout = std::max(std::chrono::milliseconds(0),
                                         std::chrono::duration_cast<std::chrono::milliseconds>(
                                             deadline - std::chrono::steady_clock::now()));
@@ -512,11 +539,25 @@ StatusOr<QmpSyncClient> QmpSyncClient::Connect(const std::string& unix_path,
 
 StatusOr<nlohmann::json> QmpSyncClient::Execute(const std::string& cmd, nlohmann::json args,
                                                 std::chrono::milliseconds timeout) {
+  return Run(cmd, std::move(args), timeout, false);
+}
+
+StatusOr<nlohmann::json> QmpSyncClient::ExecuteOutOfBand(const std::string& cmd,
+                                                         nlohmann::json args,
+                                                         std::chrono::milliseconds timeout) {
+  return Run(cmd, std::move(args), timeout, true);
+}
+
+StatusOr<nlohmann::json> QmpSyncClient::Run(const std::string& cmd, nlohmann::json args,
+                                            std::chrono::milliseconds timeout, bool out_of_band) {
   if (!client_) return FailedPrecondition("QmpSyncClient has been moved from");
   auto result = std::make_shared<std::optional<StatusOr<json>>>();
-  client_->Execute(
-      cmd, std::move(args), [result](StatusOr<json> reply) { result->emplace(std::move(reply)); },
-      timeout);
+  auto done = [result](StatusOr<json> reply) { result->emplace(std::move(reply)); };
+  if (out_of_band) {
+    client_->ExecuteOutOfBand(cmd, std::move(args), done, timeout);
+  } else {
+    client_->Execute(cmd, std::move(args), done, timeout);
+  }
   io_->restart();
   while (!result->has_value() && io_->run_one() > 0) {
   }

@@ -91,6 +91,14 @@ struct QmpClientOptions {
   // open and a late reply is dropped.
   // Default: 10 s
   std::chrono::milliseconds command_timeout{std::chrono::seconds(10)};
+
+  // Ask for out-of-band execution (qmp_capabilities {"enable": ["oob"]})
+  // when QEMU's greeting offers it, so that ExecuteOutOfBand() works. A
+  // command sent out of band runs in QEMU's monitor thread at once, even
+  // while the main loop is blocked (e.g. a followed replay that waits for
+  // its log with the BQL held); only commands QEMU marks allow-oob can.
+  // Default: false (QEMU's default behaviour).
+  bool out_of_band = false;
 };
 
 class QmpClient : public std::enable_shared_from_this<QmpClient> {
@@ -140,6 +148,11 @@ class QmpClient : public std::enable_shared_from_this<QmpClient> {
   // Commands are written in call order, one write in flight at a time.
   void Execute(std::string command, nlohmann::json arguments, ReplyCallback done,
                std::optional<std::chrono::milliseconds> timeout = {});
+  // The same, sent as {"exec-oob": ...}. FailedPrecondition (posted) when
+  // out-of-band execution was not negotiated (Options::out_of_band, and
+  // QEMU offered it).
+  void ExecuteOutOfBand(std::string command, nlohmann::json arguments, ReplyCallback done,
+                        std::optional<std::chrono::milliseconds> timeout = {});
 
   // Receives each event message (the whole object: "event", "data",
   // "timestamp"). Events without a handler are dropped.
@@ -174,7 +187,9 @@ class QmpClient : public std::enable_shared_from_this<QmpClient> {
   // Queues the command without checking state_; used by Execute() and the
   // handshake.
   void Send(std::string command, const nlohmann::json& arguments, ReplyCallback done,
-            std::optional<std::chrono::milliseconds> timeout);
+            std::optional<std::chrono::milliseconds> timeout, bool out_of_band = false);
+  void Submit(std::string command, nlohmann::json arguments, ReplyCallback done,
+              std::optional<std::chrono::milliseconds> timeout, bool out_of_band);
   void StartWrite();
   void StartRead();
   void OnRead(const boost::system::error_code& ec, size_t bytes);
@@ -197,6 +212,7 @@ class QmpClient : public std::enable_shared_from_this<QmpClient> {
   EventHandler event_handler_;
   DisconnectHandler disconnect_handler_;
 
+  bool oob_enabled_ = false;  // negotiated in the handshake
   uint64_t next_id_ = 1;
   std::map<uint64_t, PendingCall> pending_;
   // Recently timed-out ids, so that their late replies are recognized
@@ -225,7 +241,8 @@ class QmpSyncClient {
   // Errors: InvalidArgument (path too long for a unix socket), Unavailable
   // (cannot connect), DeadlineExceeded, or a handshake error.
   static StatusOr<QmpSyncClient> Connect(const std::string& unix_path,
-                                         std::chrono::milliseconds timeout);
+                                         std::chrono::milliseconds timeout,
+                                         QmpClientOptions options = {});
 
   QmpSyncClient(QmpSyncClient&&) noexcept;
   QmpSyncClient& operator=(QmpSyncClient&&) noexcept;
@@ -236,10 +253,17 @@ class QmpSyncClient {
   // FailedPrecondition.
   StatusOr<nlohmann::json> Execute(const std::string& cmd, nlohmann::json args = nullptr,
                                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Out of band (QmpClient::ExecuteOutOfBand; connect with
+  // options.out_of_band).
+  StatusOr<nlohmann::json> ExecuteOutOfBand(
+      const std::string& cmd, nlohmann::json args = nullptr,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
  private:
   QmpSyncClient(std::unique_ptr<boost::asio::io_context> io, std::shared_ptr<QmpClient> client);
   void Reset();
+  StatusOr<nlohmann::json> Run(const std::string& cmd, nlohmann::json args,
+                               std::chrono::milliseconds timeout, bool out_of_band);
 
   // Declared in this order so that client_ is released before io_.
   std::unique_ptr<boost::asio::io_context> io_;

@@ -228,6 +228,46 @@ TEST_F(QmpClientTest, HandshakeSendsCapabilitiesAndBecomesReady) {
   EXPECT_EQ(client.use_count(), 1) << "a handler still holds the client";
 }
 
+// Out of band: with Options::out_of_band and a greeting that offers "oob",
+// the handshake enables it and ExecuteOutOfBand sends {"exec-oob": ...};
+// without the option nothing is enabled and ExecuteOutOfBand fails at once.
+TEST_F(QmpClientTest, OutOfBandIsNegotiatedOnlyWhenAskedAndOffered) {
+  QmpClient::Options options;
+  options.out_of_band = true;
+  auto client = StartClient(options);
+  server_->SendGreeting();
+  ASSERT_TRUE(Received(1));
+  EXPECT_EQ(Request(0).at("execute"), "qmp_capabilities");
+  EXPECT_EQ(Request(0).at("arguments"), (json{{"enable", json::array({"oob"})}}));
+  server_->Reply(Request(0).at("id"), json::object());
+  ASSERT_TRUE(RunUntil([&] { return ready_calls_ == 1; }));
+
+  ReplySlot oob;
+  client->ExecuteOutOfBand("__org.blackbox_replay-go-live", nullptr, oob.Callback());
+  ASSERT_TRUE(Received(2));
+  EXPECT_EQ(Request(1).value("exec-oob", ""), "__org.blackbox_replay-go-live");
+  EXPECT_FALSE(Request(1).contains("execute"));
+  server_->Reply(Request(1).at("id"), json::object());
+  ASSERT_TRUE(RunUntil([&] { return oob.done(); }));
+  EXPECT_TRUE(oob.result->ok()) << oob.status().ToString();
+  client->Close();
+  server_->Close();
+  EXPECT_TRUE(Drain());
+}
+
+TEST_F(QmpClientTest, OutOfBandWithoutNegotiationFailsWithoutSending) {
+  auto client = StartReadyClient();  // default options: the offer is declined
+  EXPECT_FALSE(Request(0).contains("arguments"));
+  ReplySlot oob;
+  client->ExecuteOutOfBand("__org.blackbox_replay-go-live", nullptr, oob.Callback());
+  ASSERT_TRUE(RunUntil([&] { return oob.done(); }));
+  EXPECT_EQ(oob.status().code(), StatusCode::kFailedPrecondition) << oob.status().ToString();
+  EXPECT_EQ(server_->received().size(), 1u) << "nothing was sent";
+  client->Close();
+  server_->Close();
+  EXPECT_TRUE(Drain());
+}
+
 TEST_F(QmpClientTest, MessagesSplitAcrossReadsAndBatchedInOneRead) {
   auto client = StartClient();
   // The greeting arrives one byte at a time.

@@ -211,8 +211,8 @@ Status Session::Prepare() {
   paths.nic_sockets = options_.nic_sockets;
   paths.nic_listen = options_.nic_listen;
   paths.sandbox = options_.sandbox;
-  qemu_args_ = BuildQemuArgs(spec_, options_.rr ? RrMode::kRecord : RrMode::kNone, paths,
-                             qemu_id_.resolved);
+  qemu_args_ =
+      BuildQemuArgs(spec_, options_.rr ? RrMode::kRecord : RrMode::kNone, paths, qemu_id_.resolved);
   if (options_.extra.is_object()) {
     for (const auto& [key, value] : options_.extra.items()) info_.extra[key] = value;
   }
@@ -645,6 +645,16 @@ Status Session::Finalize() {
   info_.state = complete ? "complete" : "interrupted";
   info_.ended_wall_ns = clock_->WallNanos();
   std::string qemu_exit = ChildProcess::DescribeWaitStatus(qemu_wait_status_);
+  const std::string qemu_stderr = TailOfFile(qemu_log_path_, 5);
+  // qemu-patches 0001: QEMU stops when its record log cannot be written
+  // (full disk, the reader of a streamed log gone) and says so on stderr.
+  if (const size_t at = qemu_stderr.find("cannot write the record log");
+      end_reason_.empty() && options_.rr && at != std::string::npos) {
+    const size_t eol = qemu_stderr.find('\n', at);
+    end_reason_ = "QEMU could not write the record log (" +
+                  qemu_stderr.substr(at, eol == std::string::npos ? eol : eol - at) +
+                  "): the recording ends at the last complete event stored";
+  }
   if (end_reason_.empty()) {
     end_reason_ = st.shutdown_cause >= 0
                       ? "QEMU shut down (" + rr::ShutdownCauseName(st.shutdown_cause) + ")"
@@ -653,7 +663,7 @@ Status Session::Finalize() {
   info_.extra["end_reason"] = end_reason_;
   info_.extra["qemu_exit"] = qemu_exit;
   info_.extra["qemu_run_seconds"] = qemu_run_ns_ / 1e9;
-  info_.extra["qemu_stderr_tail"] = TailOfFile(qemu_log_path_, 5);
+  info_.extra["qemu_stderr_tail"] = qemu_stderr;
   info_.extra["console_bytes"] = console_offset_;
   info_.extra["rr"] = {{"enabled", options_.rr},
                        {"complete", options_.rr && complete},

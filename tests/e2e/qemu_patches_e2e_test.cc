@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -72,11 +73,15 @@ std::vector<int> Counters(const std::string& console) {
 }
 
 // Connects to a QEMU's QMP socket, retrying while QEMU starts.
-std::optional<QmpSyncClient> ConnectQmp(const std::string& path, seconds timeout) {
+// With out_of_band, exec-oob is negotiated (QmpSyncClient::ExecuteOutOfBand).
+std::optional<QmpSyncClient> ConnectQmp(const std::string& path, seconds timeout,
+                                        bool out_of_band = false) {
   const auto deadline = Clock::now() + timeout;
+  QmpClientOptions options;
+  options.out_of_band = out_of_band;
   while (Clock::now() < deadline) {
     if (PathExists(path)) {
-      auto client = QmpSyncClient::Connect(path, seconds(10));
+      auto client = QmpSyncClient::Connect(path, seconds(10), options);
       if (client.ok()) return std::move(client).value();
     }
     std::this_thread::sleep_for(milliseconds(50));
@@ -93,6 +98,21 @@ StatusOr<nlohmann::json> WaitForLive(QmpSyncClient& qmp, seconds timeout) {
     if ((*info)["live"].get<bool>()) return info;
     if (Clock::now() > deadline) {
       return DeadlineExceeded("replay not live: " + info->dump());
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+
+// Polls __org.blackbox_query-replay-follow until the replay stopped at the
+// end of its log (and did not go live).
+StatusOr<nlohmann::json> WaitForStopped(QmpSyncClient& qmp, seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    auto info = qmp.Execute("__org.blackbox_query-replay-follow");
+    if (!info.ok()) return info.status();
+    if (info->value("stopped", false) || info->value("live", false)) return info;
+    if (Clock::now() > deadline) {
+      return DeadlineExceeded("replay neither stopped nor live: " + info->dump());
     }
     std::this_thread::sleep_for(milliseconds(20));
   }
@@ -222,6 +242,26 @@ class QemuPatchesTest : public ::testing::Test {
                             << TailOfFile(out, 10);
     }
     return ReadFileOrEmpty(Path(name + ".serial"));
+  }
+
+  // Records the counter guest into counter.rr until it printed `counter`
+  // lines, kills it, and returns the log (empty on failure, with a test
+  // failure).
+  std::string RecordCounterLog(int counter) {
+    const std::string log_path = Path("counter.rr");
+    auto recorder = ChildProcess::Spawn(GuestArgs(patched_, "rr=record,rrfile=" + log_path,
+                                                  Path("record.serial"), "bb.role=counter"),
+                                        Path("record.out"));
+    EXPECT_TRUE(recorder.ok());
+    if (!recorder.ok()) return "";
+    EXPECT_TRUE(
+        WaitForText(Path("record.serial"), "BB-COUNTER " + std::to_string(counter), seconds(240)))
+        << TailOfFile(Path("record.out"));
+    recorder->Signal(SIGKILL);
+    EXPECT_TRUE(recorder->Wait(seconds(30)).ok());
+    auto log = ReadFileToString(log_path, size_t{512} << 20);
+    EXPECT_TRUE(log.ok());
+    return log.ok() ? *log : "";
   }
 
   void GoLiveOnce(int run);
@@ -368,8 +408,10 @@ const char kCounterMac[] = "52:54:00:00:20:0f";
 const char kClientMac[] = "52:54:00:00:20:10";
 
 // (b) Go-live, 10 times: a counter guest is recorded into a pipe and
-// followed by a second QEMU; the recording QEMU is killed with SIGKILL. The
-// follower replays to the end of what it received and goes live: its
+// followed by a second QEMU started with __org.blackbox_live_at_end=on (the
+// test, like a failover service that has decided so, takes the end of the
+// stream for the primary's death); the recording QEMU is killed with
+// SIGKILL. The follower replays to the end of what it received and goes live: its
 // console continues the counter with no repeat and no gap, what it printed
 // before equals the primary's console, and it answers HTTP from another
 // guest. QMP answers while the follower follows.
@@ -391,9 +433,10 @@ void QemuPatchesTest::GoLiveOnce(int run) {
   ASSERT_GT(primary_port, 0);
   const std::string role = "bb.role=counter";
 
-  std::vector<std::string> follower_args =
-      GuestArgs(patched_, "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on",
-                d + "/follower.serial", role);
+  std::vector<std::string> follower_args = GuestArgs(
+      patched_,
+      "rr=replay,rrfile=" + follow_fifo + ",__org.blackbox_follow=on,__org.blackbox_live_at_end=on",
+      d + "/follower.serial", role);
   for (auto& a : Nic(follower_port, client_port, kCounterMac)) follower_args.push_back(a);
   for (auto& a : QmpArgs(d + "/qmp.sock")) follower_args.push_back(a);
   auto follower = ChildProcess::Spawn(follower_args, d + "/follower.out");
@@ -582,29 +625,39 @@ TEST_F(QemuPatchesTest, FollowerGoesLiveWhenAskedOverQmp) {
   follower->Kill();
 }
 
-// (c) A log cut in the middle of an event: the follower replays every
-// complete event, goes live at the end of the last one, and runs on.
-TEST_F(QemuPatchesTest, LogCutInsideAnEventGoesLiveAtTheLastCompleteEvent) {
+// Opens a FIFO for writing once `reader` has opened it for reading. A plain
+// open(O_WRONLY) would wait for ever if the reader (a QEMU) died at start-up
+// (a bad option, say): poll with O_NONBLOCK while the reader runs.
+UniqueFd OpenFifoForWriting(const std::string& path, ChildProcess& reader, seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline && !reader.Poll()) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      return UniqueFd(fd);
+    }
+    if (errno != ENXIO) break;  // ENXIO: no reader yet
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return UniqueFd();
+}
+
+// (c) A log cut in the middle of an event, followed without
+// __org.blackbox_live_at_end: the follower replays every complete event and
+// stops at the end of the last one (it does not go live on its own: the
+// primary might still run), says why, and keeps answering QMP. Asked out of
+// band, it goes live there and runs on.
+TEST_F(QemuPatchesTest, LogCutInsideAnEventStopsThereUntilAskedToGoLive) {
   const std::string role = "bb.role=counter";
-  const std::string log_path = Path("counter.rr");
-  auto recorder = ChildProcess::Spawn(
-      GuestArgs(patched_, "rr=record,rrfile=" + log_path, Path("record.serial"), role),
-      Path("record.out"));
-  ASSERT_TRUE(recorder.ok());
-  ASSERT_TRUE(WaitForText(Path("record.serial"), "BB-COUNTER 3", seconds(240)))
-      << TailOfFile(Path("record.out"));
-  recorder->Signal(SIGKILL);
-  ASSERT_TRUE(recorder->Wait(seconds(30)).ok());
-  auto log = ReadFileToString(log_path, size_t{512} << 20);
-  ASSERT_TRUE(log.ok());
-  ASSERT_GT(log->size(), size_t{4096});
+  const std::string log = RecordCounterLog(3);
+  ASSERT_GT(log.size(), size_t{4096});
 
   // Walk the events; cut inside the last event of at least 5 bytes that
   // starts before 2/3 of the log.
-  const auto* bytes = reinterpret_cast<const uint8_t*>(log->data());
+  const auto* bytes = reinterpret_cast<const uint8_t*>(log.data());
   size_t at = 12, event_start = 0, event_size = 0;
-  while (at < log->size() * 2 / 3) {
-    const size_t n = LogEventSize(bytes + at, log->size() - at);
+  while (at < log.size() * 2 / 3) {
+    const size_t n = LogEventSize(bytes + at, log.size() - at);
     ASSERT_GT(n, 0u) << "unreadable event " << unsigned{bytes[at]} << " at " << at;
     if (n >= 5) event_start = at, event_size = n;
     at += n;
@@ -621,21 +674,34 @@ TEST_F(QemuPatchesTest, LogCutInsideAnEventGoesLiveAtTheLastCompleteEvent) {
   auto follower = ChildProcess::Spawn(args, Path("follow.out"));
   ASSERT_TRUE(follower.ok());
   {
-    UniqueFd out(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
-    ASSERT_TRUE(out.valid());
-    ASSERT_TRUE(WriteAll(out.get(), std::string_view(log->data(), cut), "follow").ok());
+    UniqueFd out = OpenFifoForWriting(fifo, *follower, seconds(60));
+    ASSERT_TRUE(out.valid()) << "the follower did not open its log\n"
+                             << TailOfFile(Path("follow.out"));
+    ASSERT_TRUE(WriteAll(out.get(), std::string_view(log.data(), cut), "follow").ok());
   }
-  auto qmp = ConnectQmp(Path("qmp.sock"), seconds(30));
+  auto qmp = ConnectQmp(Path("qmp.sock"), seconds(30), /*out_of_band=*/true);
   ASSERT_TRUE(qmp.has_value()) << TailOfFile(Path("follow.out"));
-  auto live = WaitForLive(*qmp, seconds(240));
+  auto stopped = WaitForStopped(*qmp, seconds(240));
+  ASSERT_TRUE(stopped.ok()) << stopped.status().ToString() << TailOfFile(Path("follow.out"));
+  EXPECT_FALSE((*stopped)["live"].get<bool>()) << "went live on its own: " << stopped->dump();
+  EXPECT_TRUE((*stopped)["ended"].get<bool>()) << stopped->dump();
+  EXPECT_EQ((*stopped)["end-reason"], "end of stream") << stopped->dump();
+  EXPECT_EQ((*stopped)["read-bytes"].get<uint64_t>(), cut);
+  EXPECT_EQ((*stopped)["consumed-bytes"].get<uint64_t>(), event_start) << stopped->dump();
+  auto mode = qmp->Execute("query-replay");
+  ASSERT_TRUE(mode.ok());
+  EXPECT_EQ((*mode)["mode"], "play");
+  const std::vector<int> at_stop = Counters(ReadFileOrEmpty(Path("follow.serial")));
+
+  auto go = qmp->ExecuteOutOfBand("__org.blackbox_replay-go-live");
+  ASSERT_TRUE(go.ok()) << go.status().ToString();
+  auto live = WaitForLive(*qmp, seconds(60));
   ASSERT_TRUE(live.ok()) << live.status().ToString() << TailOfFile(Path("follow.out"));
-  EXPECT_EQ((*live)["live-reason"], "end of stream");
-  EXPECT_EQ((*live)["read-bytes"].get<uint64_t>(), cut);
+  EXPECT_EQ((*live)["live-reason"], "requested");
   EXPECT_EQ((*live)["consumed-bytes"].get<uint64_t>(), event_start) << live->dump();
 
-  // It runs on live: two more counter lines than at the switch, no gap.
-  const std::vector<int> at_switch = Counters(ReadFileOrEmpty(Path("follow.serial")));
-  const int next = (at_switch.empty() ? 0 : at_switch.back()) + 2;
+  // It runs on live: two more counter lines than at the stop, no gap.
+  const int next = (at_stop.empty() ? 0 : at_stop.back()) + 2;
   EXPECT_TRUE(
       WaitForText(Path("follow.serial"), "BB-COUNTER " + std::to_string(next), seconds(180)))
       << TailOfFile(Path("follow.serial")) << TailOfFile(Path("follow.out"));
@@ -644,6 +710,95 @@ TEST_F(QemuPatchesTest, LogCutInsideAnEventGoesLiveAtTheLastCompleteEvent) {
     ASSERT_EQ(counters[i], static_cast<int>(i) + 1);
   }
   follower->Kill();
+}
+
+// A followed log that turns unreadable (a byte that is no event) stops the
+// replay at the last complete event and reports it, even with
+// __org.blackbox_live_at_end=on: a log the standby cannot read says nothing
+// about whether the primary is gone, so it must not become a second live
+// copy. The end of the stream that follows changes nothing.
+TEST_F(QemuPatchesTest, MalformedFollowedLogStopsAndReportsInsteadOfGoingLive) {
+  const std::string role = "bb.role=counter";
+  const std::string log = RecordCounterLog(2);
+  ASSERT_GT(log.size(), size_t{4096});
+  // An event boundary near the middle, then a byte no event starts with.
+  const auto* bytes = reinterpret_cast<const uint8_t*>(log.data());
+  size_t at = 12;
+  while (at < log.size() / 2) {
+    const size_t n = LogEventSize(bytes + at, log.size() - at);
+    ASSERT_GT(n, 0u) << "unreadable event " << unsigned{bytes[at]} << " at " << at;
+    at += n;
+  }
+  // The follower stops reading at the bad byte: what follows it must fit
+  // in the pipe's buffer, or this writer would wait for ever.
+  const std::string garbled = log.substr(0, at) + std::string(1, '\xee') + log.substr(at, 4096);
+
+  const std::string fifo = Path("follow.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::vector<std::string> args = GuestArgs(
+      patched_,
+      "rr=replay,rrfile=" + fifo + ",__org.blackbox_follow=on,__org.blackbox_live_at_end=on",
+      Path("follow.serial"), role);
+  for (auto& a : QmpArgs(Path("qmp.sock"))) args.push_back(a);
+  auto follower = ChildProcess::Spawn(args, Path("follow.out"));
+  ASSERT_TRUE(follower.ok());
+  {
+    UniqueFd out = OpenFifoForWriting(fifo, *follower, seconds(60));
+    ASSERT_TRUE(out.valid()) << "the follower did not open its log\n"
+                             << TailOfFile(Path("follow.out"));
+    ASSERT_TRUE(WriteAll(out.get(), garbled, "follow").ok());
+  }
+  auto qmp = ConnectQmp(Path("qmp.sock"), seconds(30), /*out_of_band=*/true);
+  ASSERT_TRUE(qmp.has_value()) << TailOfFile(Path("follow.out"));
+  auto stopped = WaitForStopped(*qmp, seconds(240));
+  ASSERT_TRUE(stopped.ok()) << stopped.status().ToString() << TailOfFile(Path("follow.out"));
+  EXPECT_FALSE((*stopped)["live"].get<bool>())
+      << "went live on a log it cannot read: " << stopped->dump();
+  EXPECT_TRUE((*stopped)["ended"].get<bool>());
+  EXPECT_EQ((*stopped)["end-reason"].get<std::string>(),
+            "malformed log: unknown or unsupported event 238 at offset " + std::to_string(at))
+      << stopped->dump();
+  EXPECT_EQ((*stopped)["consumed-bytes"].get<uint64_t>(), at) << stopped->dump();
+  EXPECT_NE(ReadFileOrEmpty(Path("follow.out")).find("unknown or unsupported event 238"),
+            std::string::npos)
+      << TailOfFile(Path("follow.out"));
+  // Still replaying, and QMP (in band) answers.
+  auto mode = qmp->Execute("query-replay");
+  ASSERT_TRUE(mode.ok()) << mode.status().ToString();
+  EXPECT_EQ((*mode)["mode"], "play");
+  follower->Kill();
+}
+
+// Patch 0001: a record log that can no longer be written ends the recording
+// at once. The log is a pipe whose reader goes away after 64 KiB: QEMU
+// exits with status 1 and says why (stock QEMU printed "replay write error"
+// once and ran on unrecorded).
+TEST_F(QemuPatchesTest, RecordStopsWhenItsLogCannotBeWritten) {
+  const std::string fifo = Path("record.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto recorder = ChildProcess::Spawn(
+      GuestArgs(patched_, "rr=record,rrfile=" + fifo, Path("record.serial"), "bb.role=counter"),
+      Path("record.out"));
+  ASSERT_TRUE(recorder.ok());
+  {
+    UniqueFd in(::open(fifo.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(in.valid());
+    std::string buf(64 * 1024, '\0');
+    size_t got = 0;
+    while (got < buf.size()) {
+      const ssize_t n = ::read(in.get(), buf.data() + got, buf.size() - got);
+      ASSERT_GT(n, 0) << "the log ended after " << got << " bytes";
+      got += static_cast<size_t>(n);
+    }
+  }  // the reader is gone
+  auto status = recorder->Wait(seconds(120));
+  ASSERT_TRUE(status.ok()) << "QEMU went on recording into a pipe nobody reads: "
+                           << status.status().ToString() << TailOfFile(Path("record.out"));
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1)
+      << ChildProcess::DescribeWaitStatus(*status);
+  EXPECT_NE(ReadFileOrEmpty(Path("record.out")).find("cannot write the record log"),
+            std::string::npos)
+      << TailOfFile(Path("record.out"));
 }
 
 }  // namespace
