@@ -267,6 +267,23 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   arm();
   io.run();
   watchdog.cancel();
+  if (options.compare_final_disks && exited) {
+    for (size_t i = 0; i < disks.size() && i < paths.disk_overlays.size(); ++i) {
+      ReplayResult::DiskCheck check;
+      check.name = Str(disks[i], "name");
+      // Guest-visible contents (backing chain included), not the files:
+      // qcow2 metadata may differ where the guest's data does not.
+      auto cmp = RunCommand({"qemu-img", "compare", "-f", "qcow2", "-F", "qcow2",
+                             Str(disks[i], "overlay"), paths.disk_overlays[i]},
+                            std::chrono::seconds(300));
+      if (cmp.ok()) {
+        check.identical = true;
+      } else {
+        check.detail = cmp.status().message();
+      }
+      result.disks.push_back(std::move(check));
+    }
+  }
 
   result.wall_seconds = (clock.MonotonicNanos() - start) / 1e9;
   result.qemu_exit = ChildProcess::DescribeWaitStatus(result.qemu_wait_status);
@@ -329,6 +346,11 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
   }
   options.from_wall_ns = 0;
   options.gdb_port = 0;
+  // The final state is comparable only where the recording ended with the
+  // guest (shut down, or stopped by Blackbox): an interrupted recording's
+  // replay ends at its last stored event, before where QEMU died.
+  const bool complete = info.state == "complete";
+  options.compare_final_disks = complete;
   ASSIGN_OR_RETURN(report.replay, ReplayRecording(store, recording_id, options));
   const std::string& replayed = report.replay.console;
   report.replayed_console = replayed.size();
@@ -369,6 +391,26 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
                      show(replayed, common) + " (replay ended: " + report.replay.stop_reason + ")";
     return report;
   }
+
+  // Final disks.
+  if (!complete) {
+    report.disks = "not compared (the recording was interrupted)";
+  } else if (report.replay.disks.empty()) {
+    report.disks = "none";
+  } else {
+    for (const auto& d : report.replay.disks) {
+      if (!d.identical) {
+        report.disks = "disk " + d.name + " differs";
+        report.summary =
+            "FAIL: console identical, but disk data differs at the end from the "
+            "recording's (disk " +
+            d.name + "): " + d.detail;
+        return report;
+      }
+    }
+    report.disks = std::to_string(report.replay.disks.size()) + " identical";
+  }
+
   report.ok = true;
   report.summary =
       "OK: " + std::to_string(report.chain.chunks) + " chunks chained, console " +
@@ -379,7 +421,8 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
       (unreplayable > 0 ? " (the log ends with a serial write of " + std::to_string(unreplayable) +
                               " byte(s), which QEMU's replay reads past before writing)"
                         : "") +
-      ", replay " + std::to_string(report.replay.wall_seconds).substr(0, 5) + " s";
+      ", final disks " + report.disks + ", replay " +
+      std::to_string(report.replay.wall_seconds).substr(0, 5) + " s";
   return report;
 }
 

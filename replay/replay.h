@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "store/store.h"
@@ -40,6 +41,10 @@ struct ReplayOptions {
   // Keep the rebuilt files here instead of a temporary directory.
   // Default: empty (temporary, removed afterwards).
   std::string work_dir;
+  // After QEMU exits, compare each disk's guest-visible contents with the
+  // overlay the recording ended with (`qemu-img compare`). Verify sets it.
+  // Default: false.
+  bool compare_final_disks = false;
   // Optional progress callback, called about once a second: icount so far.
   std::function<void(uint64_t icount, uint64_t console_bytes)> on_progress;
 };
@@ -54,6 +59,13 @@ struct ReplayResult {
   bool stalled = false;
   uint64_t last_icount = 0;  // as QEMU last reported it
   double wall_seconds = 0;
+  // With ReplayOptions::compare_final_disks: one per disk, in spec order.
+  struct DiskCheck {
+    std::string name;
+    bool identical = false;
+    std::string detail;  // what differs, or why it could not be compared
+  };
+  std::vector<DiskCheck> disks;
 };
 
 // Writes the recording's rr log (header + verified chunks) to `path`.
@@ -81,12 +93,15 @@ struct VerifyReport {
   uint64_t expected_console = 0;  // bytes the stored log says the guest wrote
   uint64_t replayed_console = 0;
   std::optional<uint64_t> first_difference;  // offset of the first differing console byte
+  // Final disks: "N identical", "none", or "not compared (why)".
+  std::string disks;
   ReplayResult replay;
 };
 
 // Verifies a recording: the chunk chain is intact, and a headless replay
 // writes exactly the recorded console (for an interrupted recording: the
-// part of it covered by the stored log).
+// part of it covered by the stored log). For a complete recording it also
+// ends with the same guest-visible disk contents.
 StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& recording_id,
                                        ReplayOptions options);
 
