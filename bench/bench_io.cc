@@ -13,7 +13,7 @@
 #include "recorder/recorder.h"
 #include "recorder/vm_spec.h"
 #include "store/store.h"
-#include "switch/frame.h"
+#include "switch/exchange_timing.h"
 
 namespace blackbox::bench {
 
@@ -117,72 +117,18 @@ StatusOr<NetRun> RunNet(const IoBenchOptions& o, Variant v) {
                     "its console ends:\n" + Tail(console));
   }
 
-  // Frames between the client (10.0.0.2) and the server (10.0.0.1), as the
-  // switch read them. Each is stored once, with the port it came in on.
-  const IpAddr client_ip = IpAddr::Parse("10.0.0.2").value();
-  const IpAddr server_ip = IpAddr::Parse("10.0.0.1").value();
-  struct Conn {
-    int64_t syn_ns = -1, last_ns = -1;
-    bool answered = false;  // a frame other than the client's SYN was seen
-  };
-  std::map<uint16_t, std::vector<Conn>> conns;  // by client port; ports may be reused
-  std::map<std::pair<uint16_t, uint16_t>, int64_t> echo_sent;  // (id, seq) -> request time
-  std::vector<std::pair<int64_t, double>> pings;               // (request time, rtt ms)
-  RETURN_IF_ERROR(
-      store->ReadFrames(result.capture_id, FrameQuery{}, [&](const CapturedFrame& cf) -> Status {
-        const auto* b = reinterpret_cast<const uint8_t*>(cf.bytes.data());
-        auto f = ParseFrame({b, cf.bytes.size()});
-        if (!f.ok() || f->l3 != ParsedFrame::L3::kIpv4) return Status::Ok();
-        const bool from_client = f->ip.src == client_ip && f->ip.dst == server_ip;
-        const bool from_server = f->ip.src == server_ip && f->ip.dst == client_ip;
-        if (!from_client && !from_server) return Status::Ok();
-        if (f->l4 == ParsedFrame::L4::kTcp) {
-          const uint16_t port = from_client ? f->transport.src_port : f->transport.dst_port;
-          const uint16_t service = from_client ? f->transport.dst_port : f->transport.src_port;
-          if (service != 80) return Status::Ok();
-          auto& list = conns[port];
-          const uint8_t flags = f->transport.tcp_flags;
-          const bool syn = from_client && (flags & kTcpSyn) && !(flags & kTcpAck);
-          if (syn && (list.empty() || list.back().answered)) {
-            list.push_back({cf.wall_ns, cf.wall_ns, false});  // a new connection
-          } else if (!list.empty()) {
-            // A retransmitted SYN stays part of its connection's time.
-            list.back().last_ns = cf.wall_ns;
-            list.back().answered = list.back().answered || !syn;
-          }
-        } else if (f->l4 == ParsedFrame::L4::kIcmp && f->payload_length >= 4) {
-          const uint8_t* p = b + f->payload_offset;
-          const std::pair<uint16_t, uint16_t> key{static_cast<uint16_t>(p[0] << 8 | p[1]),
-                                                  static_cast<uint16_t>(p[2] << 8 | p[3])};
-          if (from_client && f->transport.icmp_type == 8) {
-            echo_sent.emplace(key, cf.wall_ns);
-          } else if (from_server && f->transport.icmp_type == 0) {
-            auto it = echo_sent.find(key);
-            if (it != echo_sent.end()) {
-              pings.push_back({it->second, (cf.wall_ns - it->second) / 1e6});
-              echo_sent.erase(it);
-            }
-          }
-        }
-        return Status::Ok();
-      }));
-  std::vector<Conn> all;
-  for (const auto& [port, list] : conns) all.insert(all.end(), list.begin(), list.end());
-  std::sort(all.begin(), all.end(),
-            [](const Conn& a, const Conn& b) { return a.syn_ns < b.syn_ns; });
-  // The last `count` connections are the exchanges (earlier ones are the
-  // client waiting for the server to come up).
-  if (all.size() < static_cast<size_t>(o.count)) {
-    return Internal(std::string(Name(v)) + ": " + std::to_string(all.size()) +
+  // The exchanges as the switch saw them; the last `count` connections are
+  // the loop's (earlier ones are the client waiting for the server to come up).
+  ASSIGN_OR_RETURN(ExchangeTimes t,
+                   TimeExchanges(*store, result.capture_id, "10.0.0.2", "10.0.0.1", 80));
+  if (t.exchange_ms.size() < static_cast<size_t>(o.count)) {
+    return Internal(std::string(Name(v)) + ": " + std::to_string(t.exchange_ms.size()) +
                     " HTTP connections on the switch, expected at least " +
                     std::to_string(o.count));
   }
-  for (size_t i = all.size() - o.count; i < all.size(); ++i) {
-    run.exchange_ms.push_back((all[i].last_ns - all[i].syn_ns) / 1e6);
-  }
-  std::sort(pings.begin(), pings.end());
-  for (const auto& [t, rtt] : pings) run.ping_ms.push_back(rtt);
-  run.pings_lost = static_cast<int>(echo_sent.size());
+  run.exchange_ms.assign(t.exchange_ms.end() - o.count, t.exchange_ms.end());
+  run.ping_ms = std::move(t.ping_ms);
+  run.pings_lost = t.pings_lost;
   return run;
 }
 
@@ -222,21 +168,6 @@ struct Figures {
   }
 };
 
-// Per-round ratios of `subject` to `base` (the same rounds).
-std::vector<double> Ratios(const std::vector<double>& subject, const std::vector<double>& base) {
-  std::vector<double> r;
-  for (size_t i = 0; i < subject.size() && i < base.size(); ++i) {
-    if (base[i] > 0) r.push_back(subject[i] / base[i]);
-  }
-  return r;
-}
-
-std::string RatioText(const std::vector<double>& r) {
-  if (r.empty()) return "-";
-  return F(Median(r), "%.2fx") + " [" + F(*std::min_element(r.begin(), r.end()), "%.2f") + "-" +
-         F(*std::max_element(r.begin(), r.end()), "%.2f") + "]";
-}
-
 void PrintLatencyTable(const char* what, const std::map<Variant, Figures>& fig,
                        nlohmann::json* out) {
   std::printf("\n  %s\n", what);
@@ -245,10 +176,11 @@ void PrintLatencyTable(const char* what, const std::map<Variant, Figures>& fig,
   const Figures& base = fig.at(Variant::kUnrecorded);
   for (Variant v : kVariants) {
     const Figures& f = fig.at(v);
-    const auto r50 = Ratios(f.p50, base.p50), r99 = Ratios(f.p99, base.p99);
+    const auto r50 = PairRatios(f.p50, base.p50), r99 = PairRatios(f.p99, base.p99);
     std::printf("  %-24s %10.1f %10.1f   %-24s %-24s\n", Name(v), Percentile(f.samples, 50),
-                Percentile(f.samples, 99), v == Variant::kUnrecorded ? "" : RatioText(r50).c_str(),
-                v == Variant::kUnrecorded ? "" : RatioText(r99).c_str());
+                Percentile(f.samples, 99),
+                v == Variant::kUnrecorded ? "" : PairRatioText(r50).c_str(),
+                v == Variant::kUnrecorded ? "" : PairRatioText(r99).c_str());
     nlohmann::json j = f.ToJson();
     if (v != Variant::kUnrecorded) {
       j["p50_ratio"] = {{"median", Median(r50)}, {"per_round", r50}};
@@ -316,10 +248,10 @@ StatusOr<nlohmann::json> RunIoBench(const IoBenchOptions& o) {
     const auto& base = disk[Variant::kUnrecorded];
     for (Variant v : kVariants) {
       const auto& s = disk[v];
-      const auto r = Ratios(s, base);
+      const auto r = PairRatios(s, base);
       std::printf("  %-24s %12.2f %12.1f   %-24s\n", Name(v), Median(s),
                   Median(s) * 1000 / o.records,
-                  v == Variant::kUnrecorded ? "" : RatioText(r).c_str());
+                  v == Variant::kUnrecorded ? "" : PairRatioText(r).c_str());
       dj[Key(v)] = {{"seconds", s}, {"median_s", Median(s)}};
       if (v != Variant::kUnrecorded)
         dj[Key(v)]["ratio"] = {{"median", Median(r)}, {"per_round", r}};

@@ -215,9 +215,11 @@ StatusOr<nlohmann::json> RunManifestBench(const ManifestBenchOptions& o) {
     std::printf(
         "\nmanifest benchmark: switch throughput, capture off, %d rules per VM; checking off "
         "(baseline) and on in alternate %.0f ms slices of one run; per core = frames per CPU "
-        "second of the switch thread; median of %d run(s)\n",
+        "second of the switch thread; %d run(s): per core, the median of the runs; ON/OFF, "
+        "the median [min-max] of the runs' ratios (each over its pairs of neighbouring "
+        "slices); cost = 1 - the median ON/OFF\n",
         n, o.slice_ms, o.runs);
-    std::printf("  %-36s %14s %14s %12s %12s %8s\n", "TRAFFIC", "OFF PER CORE", "ON PER CORE",
+    std::printf("  %-36s %14s %14s %-24s %8s %8s\n", "TRAFFIC", "OFF PER CORE", "ON PER CORE",
                 "ON/OFF", "COST", "PAIRS");
     struct Case {
       const char* name;
@@ -268,14 +270,14 @@ StatusOr<nlohmann::json> RunManifestBench(const ManifestBenchOptions& o) {
       }
       const double cost = 1.0 - Median(ratio);
       worst = std::max(worst, cost);
-      std::printf("  %-36s %13.2fM %13.2fM %11.3fx %11.1f%% %8zu\n", c.name, Median(off_core) / 1e6,
-                  Median(on_core) / 1e6, Median(ratio), cost * 100, pairs);
+      std::printf("  %-36s %13.2fM %13.2fM %-24s %7.1f%% %8zu\n", c.name, Median(off_core) / 1e6,
+                  Median(on_core) / 1e6, PairRatioText(ratio, "%.3f").c_str(), cost * 100, pairs);
       rows.push_back({{"traffic", c.name},
                       {"frame_bytes", c.size},
                       {"frames_per_flow", c.per_flow},
                       {"off_frames_per_core_s", off_core},
                       {"on_frames_per_core_s", on_core},
-                      {"ratio", ratio},
+                      {"ratio", PairRatioJson(ratio)},
                       {"slice_pairs", pairs},
                       {"cost", cost}});
     }

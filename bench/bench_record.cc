@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <boost/asio.hpp>
 #include <cstdio>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "bench/bench_util.h"
@@ -75,18 +77,26 @@ StatusOr<double> RunQemuAlone(const VmSpec& spec, RrMode mode, const RecordBench
   return wall;
 }
 
+// A recording through Blackbox; its data directory (and store) is kept until
+// it is verified.
 struct BlackboxRun {
-  double wall = 0, qemu_run = 0, cpu = 0, replay_wall = 0;
+  double wall = 0, qemu_run = 0, cpu = 0;
   uint64_t raw = 0, stored = 0;
-  bool verified = false;
+  std::optional<TempDir> dir;
+  std::string id;
 };
 
-StatusOr<BlackboxRun> RunBlackbox(const VmSpec& spec, const RecordBenchOptions& o, double seconds,
-                                  bool replay) {
-  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench"));
+StoreOptions StoreIn(const TempDir& dir) {
   StoreOptions so;
   so.path = dir.path() + "/store";
-  ASSIGN_OR_RETURN(auto store, Store::Open(so));
+  return so;
+}
+
+// The store is closed on return, so that none of its background work runs
+// into the runs that follow.
+StatusOr<BlackboxRun> RunBlackbox(const VmSpec& spec, const RecordBenchOptions& o, double seconds) {
+  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench"));
+  ASSIGN_OR_RETURN(auto store, Store::Open(StoreIn(dir)));
   RecorderOptions ro;
   ro.data_dir = dir.path();
   ro.qemu_binary = o.qemu_binary;
@@ -100,17 +110,29 @@ StatusOr<BlackboxRun> RunBlackbox(const VmSpec& spec, const RecordBenchOptions& 
   run.wall = (RealClock::Get().MonotonicNanos() - start) / 1e9;
   run.cpu = CpuSeconds() - cpu0;
   if (info.state != "complete") return Internal("recording ended " + info.state);
+  run.id = info.id;
   run.qemu_run = info.extra.value("qemu_run_seconds", 0.0);
   run.raw = info.extra["rr"].value("raw_bytes", uint64_t{0});
   run.stored = info.extra["rr"].value("stored_bytes", uint64_t{0});
-  if (replay) {
-    ReplayOptions rep;
-    ASSIGN_OR_RETURN(VerifyReport report, VerifyRecording(*store, info.id, rep));
-    run.replay_wall = report.replay.wall_seconds;
-    run.verified = report.ok;
-    if (!report.ok) std::fprintf(stderr, "bench: verify failed: %s\n", report.summary.c_str());
-  }
+  store.reset();
+  run.dir.emplace(std::move(dir));
   return run;
+}
+
+// Replays `run` headless and compares its console; returns the replay's
+// wall seconds, sets *verified.
+StatusOr<double> Verify(const BlackboxRun& run, bool* verified) {
+  ASSIGN_OR_RETURN(auto store, Store::Open(StoreIn(*run.dir)));
+  ASSIGN_OR_RETURN(VerifyReport report, VerifyRecording(*store, run.id, ReplayOptions{}));
+  *verified = report.ok;
+  if (!report.ok) std::fprintf(stderr, "bench: verify failed: %s\n", report.summary.c_str());
+  return report.replay.wall_seconds;
+}
+
+// v / 1e3 or / 1e6, for printing.
+std::vector<double> Scaled(std::vector<double> v, double by) {
+  for (double& x : v) x /= by;
+  return v;
 }
 
 }  // namespace
@@ -119,93 +141,147 @@ StatusOr<nlohmann::json> RunRecordBench(const RecordBenchOptions& o) {
   nlohmann::json out = {{"benchmark", "record"}, {"runs", o.runs}};
   if (o.cpu) {
     ASSIGN_OR_RETURN(VmSpec spec, Spec(o, "cpu"));
-    std::vector<double> plain, rr, bb, bb_qemu, bb_cpu, replay, paired;
-    uint64_t rr_bytes = 0, raw = 0, stored = 0;
+    std::vector<double> plain, rr, bb, bb_qemu, bb_cpu, replay, raw, stored, rr_bytes;
     bool all_verified = true;
+    enum Mode { kPlain, kRr, kBlackbox };
+    // QEMU rr runs between the other two, so that each ratio below is of
+    // two runs made back to back; every other round the order is reversed.
+    constexpr Mode kOrder[2][3] = {{kPlain, kRr, kBlackbox}, {kBlackbox, kRr, kPlain}};
     for (int i = 0; i < o.runs; ++i) {
-      std::fprintf(stderr, "bench: cpu workload, run %d/%d: plain TCG+icount...\n", i + 1, o.runs);
-      uint64_t ignored = 0;
-      ASSIGN_OR_RETURN(double p, RunQemuAlone(spec, RrMode::kNone, o, 0, &ignored));
-      plain.push_back(p);
-      std::fprintf(stderr, "bench: ... QEMU rr to a local file...\n");
-      ASSIGN_OR_RETURN(double r, RunQemuAlone(spec, RrMode::kRecord, o, 0, &rr_bytes));
-      rr.push_back(r);
-      std::fprintf(stderr, "bench: ... rr through Blackbox into the store, then verify...\n");
-      ASSIGN_OR_RETURN(BlackboxRun b, RunBlackbox(spec, o, 0, true));
-      bb.push_back(b.wall);
-      bb_qemu.push_back(b.qemu_run);
-      paired.push_back(b.qemu_run / r);
-      bb_cpu.push_back(b.cpu);
-      replay.push_back(b.replay_wall);
-      raw = b.raw;
-      stored = b.stored;
-      all_verified = all_verified && b.verified;
+      std::optional<BlackboxRun> b;
+      for (Mode m : kOrder[i % 2]) {
+        std::fprintf(stderr, "bench: cpu workload, round %d/%d: %s...\n", i + 1, o.runs,
+                     m == kPlain ? "plain TCG+icount"
+                     : m == kRr  ? "QEMU rr to a local file"
+                                 : "rr through Blackbox into the store");
+        if (m == kBlackbox) {
+          ASSIGN_OR_RETURN(BlackboxRun r, RunBlackbox(spec, o, 0));
+          b.emplace(std::move(r));
+          continue;
+        }
+        uint64_t bytes = 0;
+        ASSIGN_OR_RETURN(
+            double s, RunQemuAlone(spec, m == kRr ? RrMode::kRecord : RrMode::kNone, o, 0, &bytes));
+        if (m == kRr) {
+          rr.push_back(s);
+          rr_bytes.push_back(static_cast<double>(bytes));
+        } else {
+          plain.push_back(s);
+        }
+      }
+      // Verified after the round, so that the replay does not come between
+      // the runs of a pair.
+      std::fprintf(stderr, "bench: ... verify the Blackbox recording (headless replay)...\n");
+      bool verified = false;
+      ASSIGN_OR_RETURN(double rep, Verify(*b, &verified));
+      bb.push_back(b->wall);
+      bb_qemu.push_back(b->qemu_run);
+      bb_cpu.push_back(b->cpu);
+      raw.push_back(static_cast<double>(b->raw));
+      stored.push_back(static_cast<double>(b->stored));
+      replay.push_back(rep);
+      all_verified = all_verified && verified;
     }
-    double mp = Median(plain), mr = Median(rr), mb = Median(bb), mc = Median(bb_cpu),
-           mrep = Median(replay);
-    double mq = Median(bb_qemu), mpair = Median(paired);
-    double raw_mb = raw / 1e6;
-    nlohmann::json cpu = {{"plain_icount_s", mp},
-                          {"qemu_rr_file_s", mr},
-                          {"blackbox_s", mb},
-                          {"blackbox_qemu_run_s", mq},
-                          {"blackbox_vs_qemu_rr", mpair},
-                          {"blackbox_end_to_end_vs_qemu_rr", mb / mr},
-                          {"qemu_rr_vs_plain", mr / mp},
-                          {"raw_log_bytes", raw},
-                          {"qemu_rr_log_bytes", rr_bytes},
-                          {"stored_bytes", stored},
-                          {"compression", stored ? double(raw) / stored : 0.0},
-                          {"raw_bytes_per_s", raw / mb},
-                          {"stored_bytes_per_s", stored / mb},
-                          {"recorder_cpu_s", mc},
-                          {"recorder_cpu_s_per_raw_mb", raw_mb > 0 ? mc / raw_mb : 0},
-                          {"replay_s", mrep},
-                          {"replay_vs_record", mrep / mq},
-                          {"replay_verified", all_verified}};
-    out["cpu"] = cpu;
+    // Each ratio is per round: of two runs made back to back, or of two
+    // figures of one run.
+    const auto rr_vs_plain = PairRatios(rr, plain), bb_vs_rr = PairRatios(bb_qemu, rr),
+               cmd_vs_rr = PairRatios(bb, rr), replay_vs_record = PairRatios(replay, bb_qemu),
+               compression = PairRatios(raw, stored), raw_rate = PairRatios(raw, bb),
+               stored_rate = PairRatios(stored, bb),
+               cpu_per_mb = PairRatios(bb_cpu, Scaled(raw, 1e6));
+    out["cpu"] = {{"plain_icount_s", plain},
+                  {"qemu_rr_file_s", rr},
+                  {"blackbox_s", bb},
+                  {"blackbox_qemu_run_s", bb_qemu},
+                  {"replay_s", replay},
+                  {"recorder_cpu_s", bb_cpu},
+                  {"raw_log_bytes", raw},
+                  {"qemu_rr_log_bytes", rr_bytes},
+                  {"stored_bytes", stored},
+                  {"medians",
+                   {{"plain_icount_s", Median(plain)},
+                    {"qemu_rr_file_s", Median(rr)},
+                    {"blackbox_s", Median(bb)},
+                    {"blackbox_qemu_run_s", Median(bb_qemu)},
+                    {"replay_s", Median(replay)},
+                    {"recorder_cpu_s", Median(bb_cpu)},
+                    {"raw_log_bytes", Median(raw)},
+                    {"stored_bytes", Median(stored)}}},
+                  {"qemu_rr_vs_plain", PairRatioJson(rr_vs_plain)},
+                  {"blackbox_vs_qemu_rr", PairRatioJson(bb_vs_rr)},
+                  {"blackbox_end_to_end_vs_qemu_rr", PairRatioJson(cmd_vs_rr)},
+                  {"replay_vs_record", PairRatioJson(replay_vs_record)},
+                  {"compression", PairRatioJson(compression)},
+                  {"raw_bytes_per_s", PairRatioJson(raw_rate)},
+                  {"stored_bytes_per_s", PairRatioJson(stored_rate)},
+                  {"recorder_cpu_s_per_raw_mb", PairRatioJson(cpu_per_mb)},
+                  {"replay_verified", all_verified}};
     std::printf(
-        "\nrecord benchmark, CPU workload (guest boots, computes, powers off); median of %d "
-        "run(s)\n",
+        "\nrecord benchmark, CPU workload (guest boots, computes, powers off); %d round(s), each "
+        "running the\n  three modes back to back (plain, QEMU rr, Blackbox; reversed every other "
+        "round), then verifying\n  the Blackbox recording. Values: median of the rounds. Ratios "
+        "and rates: median [min-max]\n  of the per-round figures.\n",
         o.runs);
-    Row("plain TCG + icount (baseline)", F(mp) + " s");
-    Row("QEMU rr writing a local file", F(mr) + " s", F(mr / mp, "%.3fx plain"));
-    Row("rr through Blackbox: QEMU start to exit", F(mq) + " s",
-        F(mpair, "%.3fx QEMU rr, median of paired runs (target <= 1.02x)"));
-    Row("rr through Blackbox: whole command", F(mb) + " s",
-        F(mb / mr, "%.3fx QEMU rr (adds hashing inputs, overlays, finalising)"));
-    Row("raw log", F(raw_mb) + " MB", F(raw / mb / 1e6, "%.2f MB/s"));
-    Row("stored (zstd chunks)", F(stored / 1e3) + " KB", F(stored / mb / 1e3, "%.2f KB/s"));
-    Row("compression", F(stored ? double(raw) / stored : 0, "%.0fx"), "(target >= 100x)");
-    Row("recorder CPU", F(mc) + " s", F(raw_mb > 0 ? mc / raw_mb : 0, "%.3f s per raw MB"));
-    Row("replay (verify, byte-exact)", F(mrep) + " s",
-        F(mrep / mq, "%.2fx record time (target <= 1.0x)") + (all_verified ? "" : " NOT VERIFIED"));
+    Row("plain TCG + icount (baseline)", F(Median(plain)) + " s");
+    Row("QEMU rr writing a local file", F(Median(rr)) + " s",
+        PairRatioText(rr_vs_plain, "%.3f") + " plain");
+    Row("rr through Blackbox: QEMU start to exit", F(Median(bb_qemu)) + " s",
+        PairRatioText(bb_vs_rr, "%.3f") + " QEMU rr (target <= 1.02x)");
+    Row("rr through Blackbox: whole command", F(Median(bb)) + " s",
+        PairRatioText(cmd_vs_rr, "%.3f") + " QEMU rr (adds hashing inputs, overlays, finalising)");
+    Row("raw log", F(Median(raw) / 1e6) + " MB",
+        "rounds: " + Joined(Scaled(raw, 1e6)) + " MB; " +
+            MedianSpread(Scaled(raw_rate, 1e6), "%.2f", " MB/s") + " of the whole command");
+    Row("stored (zstd chunks)", F(Median(stored) / 1e3) + " KB",
+        "rounds: " + Joined(Scaled(stored, 1e3), "%.1f") + " KB; " +
+            MedianSpread(Scaled(stored_rate, 1e3), "%.2f", " KB/s"));
+    Row("compression (raw / stored, per round)", PairRatioText(compression, "%.0f"),
+        "(target >= 100x)");
+    Row("recorder CPU", F(Median(bb_cpu)) + " s",
+        MedianSpread(cpu_per_mb, "%.3f", " s") + " per raw MB");
+    Row("replay (verify, byte-exact)", F(Median(replay)) + " s",
+        PairRatioText(replay_vs_record) + " record time (QEMU start to exit; target <= 1.0x)" +
+            (all_verified ? "" : " NOT VERIFIED"));
   }
   if (o.idle) {
     ASSIGN_OR_RETURN(VmSpec spec, Spec(o, "idle"));
-    std::vector<double> ratios;
-    uint64_t raw = 0, stored = 0;
-    double wall = 0, cpu_s = 0;
+    std::vector<double> raw, stored, wall, cpu_s;
     for (int i = 0; i < o.runs; ++i) {
       std::fprintf(stderr, "bench: idle workload, run %d/%d: %d s through Blackbox...\n", i + 1,
                    o.runs, o.idle_seconds);
-      ASSIGN_OR_RETURN(BlackboxRun b, RunBlackbox(spec, o, o.idle_seconds, false));
-      ratios.push_back(b.stored ? double(b.raw) / b.stored : 0);
-      raw = b.raw;
-      stored = b.stored;
-      wall = b.wall;
-      cpu_s = b.cpu;
+      ASSIGN_OR_RETURN(BlackboxRun b, RunBlackbox(spec, o, o.idle_seconds));
+      raw.push_back(static_cast<double>(b.raw));
+      stored.push_back(static_cast<double>(b.stored));
+      wall.push_back(b.wall);
+      cpu_s.push_back(b.cpu);
     }
-    out["idle"] = {{"seconds", o.idle_seconds},     {"raw_log_bytes", raw},
-                   {"stored_bytes", stored},        {"compression", Median(ratios)},
-                   {"raw_bytes_per_s", raw / wall}, {"stored_bytes_per_s", stored / wall},
-                   {"recorder_cpu_s", cpu_s}};
-    std::printf("\nrecord benchmark, idle guest recorded for %d s (boot included)\n",
-                o.idle_seconds);
-    Row("raw log", F(raw / 1e6) + " MB", F(raw / wall / 1e3, "%.2f KB/s"));
-    Row("stored", F(stored / 1e3) + " KB", F(stored / wall, "%.0f B/s"));
-    Row("compression", F(Median(ratios), "%.0fx"), "(target >= 100x)");
-    Row("recorder CPU", F(cpu_s) + " s");
+    const auto compression = PairRatios(raw, stored), raw_rate = PairRatios(raw, wall),
+               stored_rate = PairRatios(stored, wall);
+    out["idle"] = {{"seconds", o.idle_seconds},
+                   {"raw_log_bytes", raw},
+                   {"stored_bytes", stored},
+                   {"wall_s", wall},
+                   {"recorder_cpu_s", cpu_s},
+                   {"medians",
+                    {{"raw_log_bytes", Median(raw)},
+                     {"stored_bytes", Median(stored)},
+                     {"recorder_cpu_s", Median(cpu_s)}}},
+                   {"compression", PairRatioJson(compression)},
+                   {"raw_bytes_per_s", PairRatioJson(raw_rate)},
+                   {"stored_bytes_per_s", PairRatioJson(stored_rate)}};
+    std::printf(
+        "\nrecord benchmark, idle guest recorded for %d s (boot included); %d run(s). Values: "
+        "median of\n  the runs. Ratios and rates: median [min-max] of the per-run figures.\n",
+        o.idle_seconds, o.runs);
+    Row("raw log", F(Median(raw) / 1e6) + " MB",
+        "runs: " + Joined(Scaled(raw, 1e6)) + " MB; " +
+            MedianSpread(Scaled(raw_rate, 1e3), "%.1f", " KB/s"));
+    Row("stored", F(Median(stored) / 1e3) + " KB",
+        "runs: " + Joined(Scaled(stored, 1e3), "%.1f") + " KB; " +
+            MedianSpread(stored_rate, "%.0f", " B/s"));
+    Row("compression (raw / stored, per run)", PairRatioText(compression, "%.0f"),
+        "(target >= 100x)");
+    Row("recorder CPU", F(Median(cpu_s)) + " s", "runs: " + Joined(cpu_s) + " s");
   }
   return out;
 }

@@ -12,7 +12,10 @@ namespace blackbox::bench {
 struct RecordBenchOptions {
   std::string guest_dir;  // kernel + initrd from guest/build-guest.sh
   std::string qemu_binary = "qemu-system-x86_64";
-  int runs = 1;           // repetitions of each mode; medians are reported
+  // Rounds. CPU workload: each round runs plain, QEMU rr and Blackbox back
+  // to back (reversed every other round); values are medians of the rounds,
+  // ratios the median [min-max] of the per-round ratios. Idle: runs.
+  int runs = 1;
   int idle_seconds = 30;  // how long the idle guest is recorded
   bool cpu = true;
   bool idle = true;

@@ -189,22 +189,26 @@ StatusOr<SpeedRun> RecordAndReplay(const StandbyBenchOptions& o, const std::stri
   return run;
 }
 
-// Records the CPU workload into a pipe that a relay drains (the streamed,
-// flushed log of patch 0001); returns QEMU's wall seconds.
-StatusOr<double> RecordStreamed(const StandbyBenchOptions& o) {
+// Records the CPU workload with `qemu`, into a file, or, `streamed`, into a
+// pipe that a relay drains (the streamed, flushed log of patch 0001).
+// Returns QEMU's wall seconds.
+StatusOr<double> RecordCpu(const StandbyBenchOptions& o, const std::string& qemu, bool streamed) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-standby"));
-  const std::string fifo = dir.path() + "/log.fifo";
-  if (::mkfifo(fifo.c_str(), 0600) != 0) return Internal("mkfifo " + fifo);
-  LogRelay drain(fifo, "");
+  const std::string log = dir.path() + (streamed ? "/log.fifo" : "/log.rr");
+  if (streamed && ::mkfifo(log.c_str(), 0600) != 0) return Internal("mkfifo " + log);
+  std::optional<LogRelay> drain;
+  if (streamed) drain.emplace(log, "");
   GuestLine rec{{},
-                o.patched_qemu,
-                "rr=record,rrfile=" + fifo,
+                qemu,
+                "rr=record,rrfile=" + log,
                 "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds),
                 dir.path() + "/record.serial",
                 {}};
   ASSIGN_OR_RETURN(double s, RunQemu(Argv(o, rec), dir.path() + "/record.out", 0, 900));
-  drain.Join();
-  if (!drain.ok()) return Internal("the streamed log did not reach its end");
+  if (drain) {
+    drain->Join();
+    if (!drain->ok()) return Internal("the streamed log did not reach its end");
+  }
   return s;
 }
 
@@ -213,6 +217,7 @@ StatusOr<double> RecordStreamed(const StandbyBenchOptions& o) {
 // it got every 20 ms.
 struct FollowRun {
   std::vector<double> stream_lag_ms, replay_lag_ms;
+  double slowest_qmp_ms = 0;  // the follower's slowest answer to the sampler
   double follower_after_primary_s = 0;
   bool byte_exact = false;
   // go-live: end of stream to the go-live point (the backlog the follower
@@ -270,6 +275,9 @@ class Sampler {
   // After Stop().
   const std::vector<double>& stream_lag_ms() const { return stream_; }
   const std::vector<double>& replay_lag_ms() const { return replay_; }
+  // The longest the follower took to answer a sample's query (the lag
+  // trace's qmp_ms), while it followed.
+  double slowest_answer_ms() const { return slowest_ms_; }
   // The follower's last answer (null before the first).
   nlohmann::json last() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -305,6 +313,7 @@ class Sampler {
       const double lag = oldest < 0 ? 0 : (now - oldest) / 1e6;
       stream_.push_back(lag);
       replay_.push_back(consumed >= published ? 0 : lag);
+      slowest_ms_ = std::max(slowest_ms_, (now - asked) / 1e6);
       if (trace_) {
         std::fprintf(trace_, "%s,%.3f,%.3f,%.3f,%llu,%llu,%llu,%llu,%.3f,%.3f,%d\n", label_.c_str(),
                      now / 1e6, (now - start_ns_) / 1e6, (now - asked) / 1e6,
@@ -330,6 +339,7 @@ class Sampler {
   const int64_t start_ns_;
   std::atomic<bool> stop_{false};
   std::vector<double> stream_, replay_;
+  double slowest_ms_ = 0;
   mutable std::mutex mu_;
   nlohmann::json last_;
   std::thread thread_;
@@ -458,8 +468,9 @@ Status KeepLogs(const std::string& dir, std::string label, const LogRelay& relay
 }
 
 // A primary recording into a pipe, the relay, and a follower replaying the
-// other end (__org.blackbox_follow=on). In the kill modes the follower
-// replays what it got, goes live and must carry on where the primary was.
+// other end (__org.blackbox_follow=on, __org.blackbox_live_at_end=on). In
+// the kill modes the follower replays what it got, goes live and must carry
+// on where the primary was.
 // pinned: the primary's QEMU on CPU 0 and the follower's on CPU 1 (as on two
 // hosts, as far as one machine can); else both wherever the kernel puts them.
 // governed: a LagGovernor holds the primary (QMP stop, or SIGSTOP with
@@ -479,8 +490,13 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
       idle ? "bb.role=counter"
            : "bb.role=cpu bb.poweroff=1 bb.rounds=" + std::to_string(o.cpu_rounds);
   GuestLine fol{
-      {},   o.patched_qemu,         "rr=replay,rrfile=" + fol_fifo + ",__org.blackbox_follow=on",
-      role, d + "/follower.serial", Qmp(d + "/qmp.sock")};
+      {},
+      o.patched_qemu,
+      // The bench decides that the end of the stream means the primary died.
+      "rr=replay,rrfile=" + fol_fifo + ",__org.blackbox_follow=on,__org.blackbox_live_at_end=on",
+      role,
+      d + "/follower.serial",
+      Qmp(d + "/qmp.sock")};
   GuestLine pri{{},   o.patched_qemu,        "rr=record,rrfile=" + rec_fifo,
                 role, d + "/primary.serial", {}};
   const bool by_qmp = o.hold_by == "qmp";
@@ -629,6 +645,7 @@ StatusOr<FollowRun> Follow(const StandbyBenchOptions& o, FollowMode mode, bool p
   if (!o.keep_logs.empty()) RETURN_IF_ERROR(KeepLogs(o.keep_logs, label, relay, primary_start, d));
   run.stream_lag_ms = sampler.stream_lag_ms();
   run.replay_lag_ms = sampler.replay_lag_ms();
+  run.slowest_qmp_ms = sampler.slowest_answer_ms();
   return run;
 }
 
@@ -688,12 +705,67 @@ struct GoLive {
   }
 };
 
-// The follow figures of one placement, with or without the governor: runs
-// every follow mode o.runs times, prints the tables and returns them as
-// JSON. free_primary_s: the CPU workload's primary run time of the free
-// (ungoverned) runs, set by those and the baseline of the governed ones.
-StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned, bool governed,
-                                       std::FILE* trace, double& free_primary_s) {
+// The follow figures of one placement and governor setting, over its runs.
+struct FollowConfig {
+  bool governed = false;
+  Lags busy, idle;
+  GoLive busy_live, idle_live, probed_live;
+  // CPU workload followed to its end, one entry per run
+  std::vector<double> finish, primary_s;
+  std::vector<double> held_share;  // every run
+  uint64_t holds = 0, forced = 0;
+  double slowest_qmp_ms = 0;
+  bool exact = true;
+  std::string full_result;  // BB-CPU-RESULT of a CPU run followed to its end
+};
+
+// What a follow run does, in FollowMode's order.
+const char* const kFollowSteps[] = {
+    "follow the CPU workload to its end", "follow the counter guest, kill the primary, go live",
+    "follow the counter guest, kill the primary, go live (ARP requests sent to it)",
+    "follow the CPU workload, kill the primary mid-way, go live"};
+
+// One follow run of `mode`, added to c's figures.
+Status FollowOnce(const StandbyBenchOptions& o, FollowMode mode, bool pinned, FollowConfig& c,
+                  std::FILE* trace, int run) {
+  std::fprintf(stderr, "bench: %s%s: %s, run %d/%d...\n", pinned ? "pinned" : "shared",
+               c.governed ? ", governed" : "", kFollowSteps[static_cast<int>(mode)], run + 1,
+               o.runs);
+  ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned, c.governed, trace));
+  c.holds += r.holds;
+  c.forced += r.forced;
+  c.held_share.push_back(r.primary_s > 0 ? r.held_s / r.primary_s : 0);
+  c.slowest_qmp_ms = std::max(c.slowest_qmp_ms, r.slowest_qmp_ms);
+  switch (mode) {
+    case FollowMode::kToEnd:
+      c.busy.Add(r);
+      c.finish.push_back(r.follower_after_primary_s);
+      c.primary_s.push_back(r.primary_s);
+      c.exact = c.exact && r.byte_exact;
+      c.full_result = CpuResult(r.final_console);
+      break;
+    case FollowMode::kKillBusy:
+      c.busy.Add(r);
+      // Live, the standby finishes the computation with the primary's result.
+      c.busy_live.Add(r, r.went_on_live && !c.full_result.empty() &&
+                             CpuResult(r.final_console) == c.full_result);
+      break;
+    case FollowMode::kKillIdle:
+    case FollowMode::kKillIdleProbed:
+      c.idle.Add(r);
+      (mode == FollowMode::kKillIdleProbed ? c.probed_live : c.idle_live).Add(r, r.went_on_live);
+      break;
+  }
+  return Status::Ok();
+}
+
+// Prints c's tables and returns them as JSON. vs_free: per-pair ratios of
+// the governed primary's run time to the free one's (governed c only; empty
+// when the free runs were not made). has_governed: a free c is the baseline
+// of governed runs.
+nlohmann::json PrintFollow(const StandbyBenchOptions& o, bool pinned, const FollowConfig& c,
+                           const std::vector<double>& vs_free, bool has_governed) {
+  const bool governed = c.governed;
   const std::string where =
       std::string(pinned ? "pinned" : "shared") + (governed ? ", governed" : "");
   const std::string how =
@@ -702,54 +774,11 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
       (governed ? "; primary held (" + std::string(o.hold_by == "qmp" ? "QMP stop" : "SIGSTOP") +
                       ") while the follower is > " + std::to_string(o.hold_ms) + " ms behind"
                 : "; primary never held");
-  Lags busy, idle;
-  GoLive busy_live, idle_live, probed_live;
-  std::vector<double> finish, primary_s, held_share;
-  uint64_t holds = 0, forced = 0;
-  auto add_held = [&](const FollowRun& r) {
-    holds += r.holds;
-    forced += r.forced;
-    held_share.push_back(r.primary_s > 0 ? r.held_s / r.primary_s : 0);
-  };
-  bool exact = true;
-  std::string full_result;  // BB-CPU-RESULT of a CPU run followed to its end
-  for (int i = 0; i < o.runs; ++i) {
-    std::fprintf(stderr, "bench: %s: follow the CPU workload to its end, run %d/%d...\n",
-                 where.c_str(), i + 1, o.runs);
-    ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kToEnd, pinned, governed, trace));
-    busy.Add(r);
-    add_held(r);
-    finish.push_back(r.follower_after_primary_s);
-    primary_s.push_back(r.primary_s);
-    exact = exact && r.byte_exact;
-    full_result = CpuResult(r.final_console);
-  }
-  for (int i = 0; i < o.runs; ++i) {
-    std::fprintf(stderr,
-                 "bench: %s: follow the CPU workload, kill the primary mid-way, go live, "
-                 "run %d/%d...\n",
-                 where.c_str(), i + 1, o.runs);
-    ASSIGN_OR_RETURN(FollowRun r, Follow(o, FollowMode::kKillBusy, pinned, governed, trace));
-    busy.Add(r);
-    add_held(r);
-    // Live, the standby finishes the computation with the primary's result.
-    busy_live.Add(
-        r, r.went_on_live && !full_result.empty() && CpuResult(r.final_console) == full_result);
-  }
-  for (FollowMode mode : {FollowMode::kKillIdle, FollowMode::kKillIdleProbed}) {
-    const bool probed = mode == FollowMode::kKillIdleProbed;
-    for (int i = 0; i < o.runs; ++i) {
-      std::fprintf(stderr,
-                   "bench: %s: follow the counter guest for %d s, kill the primary, go "
-                   "live%s, run %d/%d...\n",
-                   where.c_str(), o.follow_seconds, probed ? " (ARP requests sent to it)" : "",
-                   i + 1, o.runs);
-      ASSIGN_OR_RETURN(FollowRun r, Follow(o, mode, pinned, governed, trace));
-      idle.Add(r);
-      add_held(r);
-      (probed ? probed_live : idle_live).Add(r, r.went_on_live);
-    }
-  }
+  const Lags& busy = c.busy;
+  const Lags& idle = c.idle;
+  const GoLive& busy_live = c.busy_live;
+  const GoLive& idle_live = c.idle_live;
+  const GoLive& probed_live = c.probed_live;
   std::printf(
       "\nstandby benchmark (%s: %s): a follower replaying the primary's log as it "
       "is written; lag = age of the oldest byte it has not replayed; replayable = the "
@@ -769,19 +798,20 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
   Row("replayable lag target < 100 ms", "",
       "median " + Yes(median < 100) + ", max " + Yes(worst < 100) + " (worst " + F(worst, "%.0f") +
           " ms)");
-  Row("cpu followed to its end: done after primary", F(Median(finish), "%.3f") + " s",
-      std::string("console byte-exact: ") + (exact ? "yes" : "NO"));
-  const double run_s = Median(primary_s);
-  if (!governed) free_primary_s = run_s;
+  Row("slowest QMP answer of the follower", F(c.slowest_qmp_ms, "%.1f") + " ms",
+      "all samples of all runs (the lag trace's qmp_ms)");
+  Row("cpu followed to its end: done after primary", F(Median(c.finish), "%.3f") + " s",
+      std::string("console byte-exact: ") + (c.exact ? "yes" : "NO"));
+  const double run_s = Median(c.primary_s);
   Row("cpu followed to its end: primary's run", F(run_s, "%.2f") + " s",
-      governed && free_primary_s > 0
-          ? F(run_s / free_primary_s, "%.3fx") + " the run never held (its cost)"
-          : std::string(governed ? "" : "(baseline of the governed run)"));
+      !vs_free.empty() ? PairRatioText(vs_free, "%.3f") + " the run never held, per pair (its cost)"
+      : has_governed   ? std::string("(baseline of the governed runs, paired per run)")
+                       : std::string());
   if (governed) {
-    Row("primary held back", F(100 * Median(held_share), "%.1f") + "% of its run",
-        "median over all runs; max " + F(100 * Max(held_share), "%.1f") + "%, " +
-            std::to_string(holds) + " holds in all, " + std::to_string(forced) + " ended by the " +
-            std::to_string(MaxHoldMs(o)) + " ms cap");
+    Row("primary held back", F(100 * Median(c.held_share), "%.1f") + "% of its run",
+        "median over all runs; max " + F(100 * Max(c.held_share), "%.1f") + "%, " +
+            std::to_string(c.holds) + " holds in all, " + std::to_string(c.forced) +
+            " ended by the " + std::to_string(MaxHoldMs(o)) + " ms cap");
   }
   std::printf(
       "\nstandby benchmark (%s): go live when the primary is killed (SIGKILL), "
@@ -817,19 +847,60 @@ StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned
   nlohmann::json fj = {
       {"cpu", busy.Json()},
       {"counter", idle.Json()},
+      {"slowest_qmp_answer_ms", c.slowest_qmp_ms},
       {"cpu_followed_to_end",
-       {{"done_after_primary_s", finish}, {"byte_exact", exact}, {"primary_s", primary_s}}},
+       {{"done_after_primary_s", c.finish}, {"byte_exact", c.exact}, {"primary_s", c.primary_s}}},
       {"go_live_busy", busy_live.Json()},
       {"go_live_idle", idle_live.Json()},
       {"go_live_idle_with_input", probed_live.Json()}};
   if (governed) {
     fj["governor"] = {
         {"hold_by", o.hold_by},        {"hold_ms", o.hold_ms}, {"release_ms", o.hold_ms / 2.0},
-        {"max_hold_ms", MaxHoldMs(o)}, {"holds", holds},       {"holds_ended_by_cap", forced},
-        {"held_share", held_share}};
-    if (free_primary_s > 0) fj["cpu_followed_to_end"]["primary_s_vs_free"] = run_s / free_primary_s;
+        {"max_hold_ms", MaxHoldMs(o)}, {"holds", c.holds},     {"holds_ended_by_cap", c.forced},
+        {"held_share", c.held_share}};
+    if (!vs_free.empty()) fj["cpu_followed_to_end"]["primary_s_vs_free"] = PairRatioJson(vs_free);
   }
   return fj;
+}
+
+// The follow figures of one placement: every follow mode o.runs times for
+// each governor setting in `governs` (false: free, true: governed). Within a
+// run, the settings of one mode run back to back, in an order that
+// alternates from run to run, so that the governed primary's run time is
+// compared with a free one made next to it. Prints the tables; returns
+// {"shared" or "pinned" (+ "_governed"): figures}.
+StatusOr<nlohmann::json> FollowFigures(const StandbyBenchOptions& o, bool pinned,
+                                       const std::vector<bool>& governs, std::FILE* trace) {
+  std::vector<FollowConfig> configs(governs.size());
+  for (size_t k = 0; k < governs.size(); ++k) configs[k].governed = governs[k];
+  for (int i = 0; i < o.runs; ++i) {
+    for (FollowMode mode : {FollowMode::kToEnd, FollowMode::kKillBusy, FollowMode::kKillIdle,
+                            FollowMode::kKillIdleProbed}) {
+      for (size_t k = 0; k < configs.size(); ++k) {
+        FollowConfig& c = configs[(static_cast<size_t>(i) + k) % configs.size()];
+        RETURN_IF_ERROR(FollowOnce(o, mode, pinned, c, trace, i));
+        if (trace) std::fflush(trace);
+      }
+    }
+  }
+  const FollowConfig* free_runs = nullptr;
+  bool has_governed = false;
+  for (const auto& c : configs) {
+    if (c.governed) {
+      has_governed = true;
+    } else {
+      free_runs = &c;
+    }
+  }
+  nlohmann::json out;
+  for (const auto& c : configs) {
+    const std::vector<double> vs_free = c.governed && free_runs
+                                            ? PairRatios(c.primary_s, free_runs->primary_s)
+                                            : std::vector<double>{};
+    out[std::string(pinned ? "pinned" : "shared") + (c.governed ? "_governed" : "")] =
+        PrintFollow(o, pinned, c, vs_free, has_governed);
+  }
+  return out;
 }
 
 }  // namespace
@@ -841,59 +912,80 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
                         {"stock_qemu", o.stock_qemu}};
   if (o.speed) {
     nlohmann::json speed;
-    std::vector<double> stock_cpu_record, streamed, overhead;
     std::printf(
-        "\nstandby benchmark: replay speed (record time / replay time; >= 1.0x keeps "
-        "up), median of %d run(s)\n",
+        "\nstandby benchmark: replay speed (record time / replay time of one run; >= 1.0x keeps "
+        "up); %d pair(s) per workload,\n  stock and Blackbox's QEMU back to back, the order "
+        "alternating. Record and replay s: median of the runs.\n  Speeds and Blackbox / stock: "
+        "median [min-max] of the per-run and per-pair ratios.\n",
         o.runs);
-    std::printf("  %-8s %-8s %10s %10s %10s  %s\n", "WORKLOAD", "QEMU", "RECORD S", "REPLAY S",
+    std::printf("  %-8s %-8s %10s %10s  %-22s %s\n", "WORKLOAD", "QEMU", "RECORD S", "REPLAY S",
                 "SPEED", "BYTE-EXACT");
     for (Workload w : {Workload::kCpu, Workload::kIdle, Workload::kNet}) {
-      nlohmann::json row;
-      for (bool patched : {false, true}) {
-        std::vector<double> rec, rep, ratio;
+      struct Side {
+        std::vector<double> rec, rep, speed;
         bool exact = true;
-        for (int i = 0; i < o.runs; ++i) {
-          std::fprintf(stderr, "bench: %s workload, %s QEMU, run %d/%d: record, replay...\n",
-                       Name(w), patched ? "Blackbox's" : "stock", i + 1, o.runs);
+      } side[2];  // stock, patched
+      for (int i = 0; i < o.runs; ++i) {
+        for (int k = 0; k < 2; ++k) {
+          const bool patched = (i + k) % 2 == 1;
+          std::fprintf(stderr, "bench: %s workload, pair %d/%d, %s QEMU: record, replay...\n",
+                       Name(w), i + 1, o.runs, patched ? "Blackbox's" : "stock");
           ASSIGN_OR_RETURN(SpeedRun r,
                            RecordAndReplay(o, patched ? o.patched_qemu : o.stock_qemu, w));
-          rec.push_back(r.record_s);
-          rep.push_back(r.replay_s);
-          ratio.push_back(r.record_s / r.replay_s);
-          exact = exact && r.byte_exact;
-          if (w == Workload::kCpu && !patched) stock_cpu_record.push_back(r.record_s);
-          if (w == Workload::kCpu && patched) {
-            std::fprintf(stderr, "bench: ... and recorded into a pipe (streamed log)...\n");
-            ASSIGN_OR_RETURN(double s, RecordStreamed(o));
-            streamed.push_back(s);
-            overhead.push_back(s / stock_cpu_record[static_cast<size_t>(i)]);
-          }
+          Side& sd = side[patched];
+          sd.rec.push_back(r.record_s);
+          sd.rep.push_back(r.replay_s);
+          sd.speed.push_back(r.record_s / r.replay_s);
+          sd.exact = sd.exact && r.byte_exact;
         }
-        const double speed_x = Median(ratio);
-        std::printf("  %-8s %-8s %10.2f %10.2f %9.2fx  %s\n", Name(w),
-                    patched ? "Blackbox" : "stock", Median(rec), Median(rep), speed_x,
-                    exact ? "yes" : "NO");
-        row[patched ? "patched" : "stock"] = {{"record_s", rec},
-                                              {"replay_s", rep},
-                                              {"record_median_s", Median(rec)},
-                                              {"replay_median_s", Median(rep)},
-                                              {"speed", speed_x},
-                                              {"byte_exact", exact}};
       }
-      row["speedup_vs_stock"] =
-          row["patched"]["speed"].get<double>() / row["stock"]["speed"].get<double>();
+      nlohmann::json row;
+      for (bool patched : {false, true}) {
+        const Side& sd = side[patched];
+        std::printf("  %-8s %-8s %10.2f %10.2f  %-22s %s\n", Name(w),
+                    patched ? "Blackbox" : "stock", Median(sd.rec), Median(sd.rep),
+                    PairRatioText(sd.speed).c_str(), sd.exact ? "yes" : "NO");
+        row[patched ? "patched" : "stock"] = {{"record_s", sd.rec},
+                                              {"replay_s", sd.rep},
+                                              {"record_median_s", Median(sd.rec)},
+                                              {"replay_median_s", Median(sd.rep)},
+                                              {"speed", PairRatioJson(sd.speed)},
+                                              {"byte_exact", sd.exact}};
+      }
+      const auto vs_stock = PairRatios(side[1].speed, side[0].speed);
+      std::printf("  %-8s Blackbox / stock speed, per pair: %s\n", Name(w),
+                  PairRatioText(vs_stock).c_str());
+      row["speedup_vs_stock"] = PairRatioJson(vs_stock);
       speed[Name(w)] = row;
     }
     out["replay_speed"] = speed;
+
+    // Record overhead: its own pairs, back to back, so that neither a replay
+    // nor another workload comes between baseline and subject.
+    std::vector<double> file, streamed;
+    for (int i = 0; i < o.runs; ++i) {
+      for (int k = 0; k < 2; ++k) {
+        const bool stream = (i + k) % 2 == 1;
+        std::fprintf(
+            stderr, "bench: record overhead, pair %d/%d: %s...\n", i + 1, o.runs,
+            stream ? "Blackbox's QEMU into a pipe (streamed log)" : "stock QEMU rr into a file");
+        ASSIGN_OR_RETURN(double t, RecordCpu(o, stream ? o.patched_qemu : o.stock_qemu, stream));
+        (stream ? streamed : file).push_back(t);
+      }
+    }
+    const auto overhead = PairRatios(streamed, file);
     const double ov = Median(overhead);
-    out["record_overhead"] = {{"stock_record_file_s", stock_cpu_record},
+    out["record_overhead"] = {{"stock_record_file_s", file},
                               {"streamed_record_pipe_s", streamed},
-                              {"ratio", ov}};
-    std::printf("\nstandby benchmark: record overhead, CPU workload, median of paired runs\n");
-    Row("stock QEMU rr to a file (baseline)", F(Median(stock_cpu_record)) + " s");
+                              {"ratio", PairRatioJson(overhead)}};
+    std::printf(
+        "\nstandby benchmark: record overhead, CPU workload; %d pair(s), back to back, the order "
+        "alternating.\n  Times: median of the runs. Ratio: median [min-max] of the per-pair "
+        "ratios.\n",
+        o.runs);
+    Row("stock QEMU rr to a file (baseline)", F(Median(file)) + " s");
     Row("Blackbox's QEMU, streamed log into a pipe", F(Median(streamed)) + " s",
-        F(ov, "%.3fx stock (target <= 1.05x: ") + Yes(ov <= 1.05) + ")");
+        PairRatioText(overhead, "%.3f") + " stock (target <= 1.05x: " + Yes(ov <= 1.05) + ")");
   }
   if (o.follow) {
     std::vector<bool> placements;  // pinned?
@@ -916,14 +1008,8 @@ StatusOr<nlohmann::json> RunStandbyBench(const StandbyBenchOptions& o) {
     }
     nlohmann::json follow_json;
     for (bool pinned : placements) {
-      double free_primary_s = 0;  // set by the free run, before the governed one
-      for (bool governed : governs) {
-        ASSIGN_OR_RETURN(nlohmann::json fj,
-                         FollowFigures(o, pinned, governed, trace.get(), free_primary_s));
-        if (trace) std::fflush(trace.get());
-        follow_json[std::string(pinned ? "pinned" : "shared") + (governed ? "_governed" : "")] =
-            std::move(fj);
-      }
+      ASSIGN_OR_RETURN(nlohmann::json fj, FollowFigures(o, pinned, governs, trace.get()));
+      follow_json.update(fj);
     }
     out["follow"] = follow_json;
   }

@@ -17,7 +17,11 @@ struct StandbyBenchOptions {
   std::string guest_dir;                          // kernel + initrd from guest/build-guest.sh
   std::string patched_qemu;                       // qemu-patches/build.sh's binary
   std::string stock_qemu = "qemu-system-x86_64";  // Debian's
-  int runs = 3;                                   // repetitions; medians are reported
+  // Runs of each figure; medians are reported. Every ratio of a subject to
+  // its baseline (Blackbox's QEMU to stock, streamed record to a file,
+  // governed primary to a free one) is the median [min-max] of per-pair
+  // ratios, each pair run back to back, the order alternating.
+  int runs = 3;
   int cpu_rounds = 10;      // CPU workload: rounds of the test guest's `cpu` role
   int idle_seconds = 30;    // idle workload: how long the idle guest is recorded (boot included)
   int net_mib = 8;          // network workload: size of the file fetched over HTTP

@@ -320,75 +320,123 @@ StatusOr<GuestRun> RunGuests(const SwitchBenchOptions& o, bool through_switch) {
 }  // namespace
 
 StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
-  nlohmann::json out = {{"benchmark", "switch"}};
+  nlohmann::json out = {{"benchmark", "switch"}, {"runs", o.runs}};
   if (o.load) {
-    nlohmann::json load = nlohmann::json::array();
+    // Per row (frame size, capture), one entry per round.
+    struct LoadRow {
+      std::vector<double> wall_pps, per_core, cpu_s, stored, shed, wait_ms;
+      nlohmann::json runs = nlohmann::json::array();
+    };
+    const size_t kSizes[] = {64, 1500};
+    LoadRow rows[2][2];  // [size][capture]
+    for (int i = 0; i < o.runs; ++i) {
+      for (size_t z = 0; z < 2; ++z) {
+        // Capture off and on back to back, the order alternating.
+        for (int k = 0; k < 2; ++k) {
+          const bool capture = (i + k) % 2 == 1;
+          const size_t size = kSizes[z];
+          std::fprintf(stderr, "bench: load, round %d/%d: %zu-byte frames, capture %s...\n", i + 1,
+                       o.runs, size, capture ? "on" : "off");
+          ASSIGN_OR_RETURN(LoadResult r, RunSwitchLoad(size, capture, o.load_seconds));
+          const double per_core = r.cpu_s > 0 ? r.delivered / r.cpu_s : 0;
+          const double wall_pps = r.wall_s > 0 ? r.delivered / r.wall_s : 0;
+          LoadRow& row = rows[z][capture];
+          row.wall_pps.push_back(wall_pps);
+          row.per_core.push_back(per_core);
+          row.cpu_s.push_back(r.cpu_s);
+          row.stored.push_back(static_cast<double>(r.stored_frames));
+          row.shed.push_back(static_cast<double>(r.shed));
+          row.wait_ms.push_back(r.wait_ms);
+          row.runs.push_back({{"sent", r.sent},
+                              {"delivered", r.delivered},
+                              {"queue_drops", r.queue_drops},
+                              {"wall_s", r.wall_s},
+                              {"cpu_s", r.cpu_s},
+                              {"frames_per_s", wall_pps},
+                              {"frames_per_s_per_core", per_core},
+                              {"stored_frames", r.stored_frames},
+                              {"shed_frames", r.shed},
+                              {"capture_wait_ms", r.wait_ms},
+                              {"flows", r.flows}});
+        }
+      }
+    }
     std::printf(
-        "\nswitch benchmark: load generator, %.0f s per row (stream protocol over unix "
-        "sockets, 256 UDP flows)\n",
-        o.load_seconds);
-    std::printf("  %-6s %-8s %12s %12s %12s %12s %10s %8s %8s\n", "FRAME", "CAPTURE", "FRAMES/S",
-                "PER CORE", "GBIT/S/CORE", "CPU S", "STORED", "SHED", "WAIT MS");
-    for (size_t size : {size_t{64}, size_t{1500}}) {
-      double base_per_core = 0;
+        "\nswitch benchmark: load generator, %.0f s per row (stream protocol over unix sockets, "
+        "256 UDP flows);\n  %d round(s), each running capture off and on back to back for each "
+        "frame size, the order\n  alternating. Values: median of the rounds. ON/OFF: median "
+        "[min-max] of the per-round ratios\n  of frames/s per core.\n",
+        o.load_seconds, o.runs);
+    std::printf("  %-6s %-8s %12s %12s %12s %8s %10s %8s %8s  %s\n", "FRAME", "CAPTURE", "FRAMES/S",
+                "PER CORE", "GBIT/S/CORE", "CPU S", "STORED", "SHED", "WAIT MS", "ON/OFF PER CORE");
+    nlohmann::json load = nlohmann::json::array();
+    for (size_t z = 0; z < 2; ++z) {
+      const size_t size = kSizes[z];
+      const auto vs_off = PairRatios(rows[z][1].per_core, rows[z][0].per_core);
       for (bool capture : {false, true}) {
-        std::fprintf(stderr, "bench: %zu-byte frames, capture %s...\n", size,
-                     capture ? "on" : "off");
-        ASSIGN_OR_RETURN(LoadResult r, RunSwitchLoad(size, capture, o.load_seconds));
-        double per_core = r.cpu_s > 0 ? r.delivered / r.cpu_s : 0;
-        double wall_pps = r.wall_s > 0 ? r.delivered / r.wall_s : 0;
-        double gbit = per_core * size * 8 / 1e9;
-        if (!capture) base_per_core = per_core;
-        std::printf("  %-6zu %-8s %12.0f %12.0f %12.2f %12.2f %10llu %8llu %8.0f\n", size,
-                    capture ? "on" : "off", wall_pps, per_core, gbit, r.cpu_s,
-                    static_cast<unsigned long long>(r.stored_frames),
-                    static_cast<unsigned long long>(r.shed), r.wait_ms);
-        load.push_back(
-            {{"frame_bytes", size},
-             {"capture", capture},
-             {"sent", r.sent},
-             {"delivered", r.delivered},
-             {"queue_drops", r.queue_drops},
-             {"wall_s", r.wall_s},
-             {"cpu_s", r.cpu_s},
-             {"frames_per_s", wall_pps},
-             {"frames_per_s_per_core", per_core},
-             {"gbit_per_s_per_core", gbit},
-             {"stored_frames", r.stored_frames},
-             {"shed_frames", r.shed},
-             {"capture_wait_ms", r.wait_ms},
-             {"flows", r.flows},
-             {"vs_capture_off", capture && base_per_core > 0 ? per_core / base_per_core : 1.0}});
+        const LoadRow& row = rows[z][capture];
+        const double per_core = Median(row.per_core);
+        const double gbit = per_core * size * 8 / 1e9;
+        std::printf("  %-6zu %-8s %12.0f %12.0f %12.2f %8.2f %10.0f %8.0f %8.0f  %s\n", size,
+                    capture ? "on" : "off", Median(row.wall_pps), per_core, gbit, Median(row.cpu_s),
+                    Median(row.stored), Median(row.shed), Median(row.wait_ms),
+                    capture ? PairRatioText(vs_off).c_str() : "");
+        nlohmann::json j = {
+            {"frame_bytes", size},
+            {"capture", capture},
+            {"frames_per_s", Median(row.wall_pps)},
+            {"frames_per_s_per_core", per_core},
+            {"gbit_per_s_per_core", gbit},
+            {"shed_frames_max", *std::max_element(row.shed.begin(), row.shed.end())},
+            {"runs", row.runs}};
+        if (capture) j["vs_capture_off"] = PairRatioJson(vs_off);
+        load.push_back(j);
       }
     }
     out["load"] = load;
   }
   if (o.guests) {
-    std::vector<double> direct, via;
-    uint64_t frames = 0;
+    std::vector<double> direct, via, frames;
     for (int i = 0; i < o.runs; ++i) {
-      std::fprintf(stderr, "bench: guests, run %d/%d: %d MiB over a direct link...\n", i + 1,
-                   o.runs, o.file_mib);
-      ASSIGN_OR_RETURN(GuestRun d, RunGuests(o, false));
-      direct.push_back(d.seconds);
-      std::fprintf(stderr, "bench: ... and through the switch with capture...\n");
-      ASSIGN_OR_RETURN(GuestRun s, RunGuests(o, true));
-      via.push_back(s.seconds);
-      frames = s.frames;
+      // The two ways back to back, the order alternating.
+      for (int k = 0; k < 2; ++k) {
+        const bool through_switch = (i + k) % 2 == 1;
+        std::fprintf(stderr, "bench: guests, pair %d/%d: %d MiB %s...\n", i + 1, o.runs, o.file_mib,
+                     through_switch ? "through the switch with capture" : "over a direct link");
+        ASSIGN_OR_RETURN(GuestRun r, RunGuests(o, through_switch));
+        if (through_switch) {
+          via.push_back(r.seconds);
+          frames.push_back(static_cast<double>(r.frames));
+        } else {
+          direct.push_back(r.seconds);
+        }
+      }
     }
-    double d = Median(direct), s = Median(via);
-    double mb = o.file_mib * 1048576.0 / 1e6;
+    // Throughput through the switch over the direct link's: direct time /
+    // switch time, per pair.
+    const auto ratio = PairRatios(direct, via);
+    const double d = Median(direct), s = Median(via);
+    const double mb = o.file_mib * 1048576.0 / 1e6;
     std::printf(
-        "\nswitch benchmark: %d MiB HTTP transfer between two test guests (TCG, no rr), "
-        "median of %d\n",
+        "\nswitch benchmark: %d MiB HTTP transfer between two test guests (TCG, no rr); %d "
+        "pair(s), back to back,\n  the order alternating. Times: median of the runs. Ratio: "
+        "median [min-max] of the per-pair ratios.\n",
         o.file_mib, o.runs);
-    Row("direct QEMU socket link (baseline)", F(d) + " s", F(mb / d, "%.1f") + " MB/s");
+    Row("direct QEMU socket link (baseline)", F(d) + " s",
+        F(mb / d, "%.1f") + " MB/s; runs: " + Joined(direct) + " s");
     Row("through Blackbox's switch, capture on", F(s) + " s",
-        F(mb / s, "%.1f") + " MB/s, " + std::to_string(frames) + " frames captured");
-    Row("switch throughput / direct link", F(d / s, "%.3fx"), "target >= 0.95x");
-    out["guests"] = {{"file_mib", o.file_mib}, {"runs", o.runs},           {"direct_s", direct},
-                     {"switch_s", via},        {"direct_median_s", d},     {"switch_median_s", s},
-                     {"ratio", d / s},         {"frames_captured", frames}};
+        F(mb / s, "%.1f") + " MB/s; runs: " + Joined(via) + " s; " + F(Median(frames), "%.0f") +
+            " frames captured (median)");
+    Row("switch throughput / direct link", PairRatioText(ratio, "%.3f"),
+        "direct time / switch time per pair (target >= 0.95x)");
+    out["guests"] = {{"file_mib", o.file_mib},
+                     {"runs", o.runs},
+                     {"direct_s", direct},
+                     {"switch_s", via},
+                     {"direct_median_s", d},
+                     {"switch_median_s", s},
+                     {"ratio", PairRatioJson(ratio)},
+                     {"frames_captured", frames}};
   }
   return out;
 }

@@ -5,11 +5,12 @@
 //    64-byte and 1500-byte frames from one switch port to another as fast as
 //    the switch takes them, with capture off (the baseline) and on (frames,
 //    flows and events into a real store). Reported: frames/s and Gbit/s per
-//    CPU core used by the switch (and its capture writer), and the wall rate.
+//    CPU core used by the switch (and its capture writer), the wall rate,
+//    and capture on / off per core, per round.
 // 2. Guests: two test guests (not rr-recorded) transfer a file over HTTP
 //    through the switch with capture on, and over a direct QEMU socket link
 //    (the baseline); the transfer time comes from the client's console
-//    markers. Reported: MB/s each way and the ratio.
+//    markers. Reported: MB/s each way and the ratio, per pair.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -24,8 +25,12 @@ struct SwitchBenchOptions {
   std::string guest_dir;  // kernel + initrd from guest/build-guest.sh
   std::string qemu_binary = "qemu-system-x86_64";
   double load_seconds = 3;  // per load-generator measurement
-  int runs = 1;             // guest transfer runs per mode; medians are reported
-  int file_mib = 32;        // size of the file the guests transfer
+  // Rounds: each runs every load row (capture off and on back to back) and
+  // both guest transfers (direct and through the switch back to back), the
+  // order alternating. Medians are reported; ratios are the median
+  // [min-max] of the per-round ratios.
+  int runs = 1;
+  int file_mib = 32;  // size of the file the guests transfer
   bool load = true;
   bool guests = true;
 };

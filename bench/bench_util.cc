@@ -51,6 +51,39 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
+std::string Joined(const std::vector<double>& v, const char* fmt) {
+  std::string s;
+  for (double x : v) s += (s.empty() ? "" : ", ") + F(x, fmt);
+  return s;
+}
+
+std::vector<double> PairRatios(const std::vector<double>& subject,
+                               const std::vector<double>& base) {
+  std::vector<double> r;
+  for (size_t i = 0; i < subject.size() && i < base.size(); ++i) {
+    if (base[i] > 0) r.push_back(subject[i] / base[i]);
+  }
+  return r;
+}
+
+std::string MedianSpread(const std::vector<double>& v, const char* fmt, const std::string& unit) {
+  if (v.empty()) return "-";
+  const std::string median = F(Median(v), fmt) + unit;
+  if (v.size() == 1) return median + " (1 run)";
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  return median + " [" + F(*lo, fmt) + "-" + F(*hi, fmt) + "]";
+}
+
+std::string PairRatioText(const std::vector<double>& ratios, const char* fmt) {
+  return MedianSpread(ratios, fmt, "x");
+}
+
+nlohmann::json PairRatioJson(const std::vector<double>& ratios) {
+  if (ratios.empty()) return nullptr;
+  const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
+  return {{"median", Median(ratios)}, {"min", *lo}, {"max", *hi}, {"per_pair", ratios}};
+}
+
 std::string GuestSpec(const std::string& guest_dir, const std::string& name,
                       const std::string& role, const std::string& ip, const std::string& mac,
                       const std::string& extra) {

@@ -633,7 +633,10 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_rec->add_option("--guest", bench_opts->guest_dir,
                         "test guest directory (default $BLACKBOX_GUEST_DIR)");
   bench_rec->add_option("--workload", *bench_workload, "cpu, idle or all")->capture_default_str();
-  bench_rec->add_option("--runs", bench_opts->runs, "runs per mode; medians are reported")
+  bench_rec
+      ->add_option("--runs", bench_opts->runs,
+                   "rounds, each running every mode back to back; medians, and ratios as "
+                   "median [min-max] of per-round ratios")
       ->capture_default_str();
   bench_rec
       ->add_option("--idle-seconds", bench_opts->idle_seconds, "how long to record the idle guest")
@@ -655,7 +658,10 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_sw->add_option("--part", *sw_part, "load, guests or all")->capture_default_str();
   bench_sw->add_option("--seconds", sw_opts->load_seconds, "load generator: seconds per row")
       ->capture_default_str();
-  bench_sw->add_option("--runs", sw_opts->runs, "guest transfers per mode; medians are reported")
+  bench_sw
+      ->add_option("--runs", sw_opts->runs,
+                   "rounds, each running baseline and subject back to back (load rows, guest "
+                   "transfers); medians, and ratios as median [min-max] of per-round ratios")
       ->capture_default_str();
   bench_sw->add_option("--mib", sw_opts->file_mib, "size of the file the guests transfer")
       ->capture_default_str();
@@ -676,7 +682,10 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       "Blackbox's QEMU patches against stock QEMU: record overhead of the streamed log, replay "
       "speed (cpu, idle, network), follow lag of a hot standby and its time to go live");
   bench_sb->add_option("--part", *sb_part, "speed, follow or all")->capture_default_str();
-  bench_sb->add_option("--runs", sb_opts->runs, "runs per figure; medians are reported")
+  bench_sb
+      ->add_option("--runs", sb_opts->runs,
+                   "runs per figure; medians, and ratios as median [min-max] of per-pair "
+                   "ratios (pairs run back to back)")
       ->capture_default_str();
   bench_sb->add_option("--cpu-rounds", sb_opts->cpu_rounds, "rounds of the CPU workload")
       ->capture_default_str();
@@ -773,7 +782,9 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       ->add_option("--slice-ms", mb_opts->slice_ms,
                    "load: checking on and off in turn, this many ms each")
       ->capture_default_str();
-  bench_mb->add_option("--runs", mb_opts->runs, "load runs per row; medians are reported")
+  bench_mb
+      ->add_option("--runs", mb_opts->runs,
+                   "load runs per row; medians, and on/off as median [min-max] of the runs")
       ->capture_default_str();
   bench_mb->add_option("--json", *mb_json, "also write the figures to this file");
   runners.push_back([bench_mb, mb_opts, mb_part, mb_rules, mb_json]() {
