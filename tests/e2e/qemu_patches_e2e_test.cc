@@ -12,7 +12,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -181,6 +183,23 @@ size_t LogEventSize(const uint8_t* p, size_t avail) {
   return 0;
 }
 
+// Opens a FIFO for writing once `reader` has opened it for reading. A plain
+// open(O_WRONLY) would wait for ever if the reader (a QEMU) died at start-up
+// (a bad option, say): poll with O_NONBLOCK while the reader runs.
+UniqueFd OpenFifoForWriting(const std::string& path, ChildProcess& reader, seconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline && !reader.Poll()) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      return UniqueFd(fd);
+    }
+    if (errno != ENXIO) break;  // ENXIO: no reader yet
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return UniqueFd();
+}
+
 class QemuPatchesTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -262,6 +281,30 @@ class QemuPatchesTest : public ::testing::Test {
     auto log = ReadFileToString(log_path, size_t{512} << 20);
     EXPECT_TRUE(log.ok());
     return log.ok() ? *log : "";
+  }
+
+  // Starts a counter-guest follower (QMP on qmp.sock) of follow.fifo with
+  // `follow_options` after rr=replay,rrfile=..., writes `log` into the FIFO
+  // and closes it (the end of the stream). Fails the test if the follower
+  // does not start or take the bytes.
+  std::optional<ChildProcess> FollowBytes(const std::string& follow_options, std::string_view log) {
+    const std::string fifo = Path("follow.fifo");
+    EXPECT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    std::vector<std::string> args =
+        GuestArgs(patched_, "rr=replay,rrfile=" + fifo + "," + follow_options,
+                  Path("follow.serial"), "bb.role=counter");
+    for (auto& a : QmpArgs(Path("qmp.sock"))) args.push_back(a);
+    auto follower = ChildProcess::Spawn(args, Path("follow.out"));
+    EXPECT_TRUE(follower.ok()) << follower.status().ToString();
+    if (!follower.ok()) return std::nullopt;
+    UniqueFd out = OpenFifoForWriting(fifo, *follower, seconds(60));
+    EXPECT_TRUE(out.valid()) << "the follower did not open its log\n"
+                             << TailOfFile(Path("follow.out"));
+    if (!out.valid()) return std::nullopt;
+    const Status written = WriteAll(out.get(), log, "follow");
+    EXPECT_TRUE(written.ok()) << written.ToString();
+    if (!written.ok()) return std::nullopt;
+    return std::move(follower).value();
   }
 
   void GoLiveOnce(int run);
@@ -625,30 +668,12 @@ TEST_F(QemuPatchesTest, FollowerGoesLiveWhenAskedOverQmp) {
   follower->Kill();
 }
 
-// Opens a FIFO for writing once `reader` has opened it for reading. A plain
-// open(O_WRONLY) would wait for ever if the reader (a QEMU) died at start-up
-// (a bad option, say): poll with O_NONBLOCK while the reader runs.
-UniqueFd OpenFifoForWriting(const std::string& path, ChildProcess& reader, seconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline && !reader.Poll()) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd >= 0) {
-      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-      return UniqueFd(fd);
-    }
-    if (errno != ENXIO) break;  // ENXIO: no reader yet
-    std::this_thread::sleep_for(milliseconds(10));
-  }
-  return UniqueFd();
-}
-
 // (c) A log cut in the middle of an event, followed without
 // __org.blackbox_live_at_end: the follower replays every complete event and
 // stops at the end of the last one (it does not go live on its own: the
 // primary might still run), says why, and keeps answering QMP. Asked out of
 // band, it goes live there and runs on.
 TEST_F(QemuPatchesTest, LogCutInsideAnEventStopsThereUntilAskedToGoLive) {
-  const std::string role = "bb.role=counter";
   const std::string log = RecordCounterLog(3);
   ASSERT_GT(log.size(), size_t{4096});
 
@@ -665,20 +690,8 @@ TEST_F(QemuPatchesTest, LogCutInsideAnEventStopsThereUntilAskedToGoLive) {
   ASSERT_GT(event_size, 0u);
   const size_t cut = event_start + event_size / 2;
 
-  const std::string fifo = Path("follow.fifo");
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  std::vector<std::string> args =
-      GuestArgs(patched_, "rr=replay,rrfile=" + fifo + ",__org.blackbox_follow=on",
-                Path("follow.serial"), role);
-  for (auto& a : QmpArgs(Path("qmp.sock"))) args.push_back(a);
-  auto follower = ChildProcess::Spawn(args, Path("follow.out"));
-  ASSERT_TRUE(follower.ok());
-  {
-    UniqueFd out = OpenFifoForWriting(fifo, *follower, seconds(60));
-    ASSERT_TRUE(out.valid()) << "the follower did not open its log\n"
-                             << TailOfFile(Path("follow.out"));
-    ASSERT_TRUE(WriteAll(out.get(), std::string_view(log.data(), cut), "follow").ok());
-  }
+  auto follower = FollowBytes("__org.blackbox_follow=on", std::string_view(log.data(), cut));
+  ASSERT_TRUE(follower.has_value());
   auto qmp = ConnectQmp(Path("qmp.sock"), seconds(30), /*out_of_band=*/true);
   ASSERT_TRUE(qmp.has_value()) << TailOfFile(Path("follow.out"));
   auto stopped = WaitForStopped(*qmp, seconds(240));
@@ -718,7 +731,6 @@ TEST_F(QemuPatchesTest, LogCutInsideAnEventStopsThereUntilAskedToGoLive) {
 // about whether the primary is gone, so it must not become a second live
 // copy. The end of the stream that follows changes nothing.
 TEST_F(QemuPatchesTest, MalformedFollowedLogStopsAndReportsInsteadOfGoingLive) {
-  const std::string role = "bb.role=counter";
   const std::string log = RecordCounterLog(2);
   ASSERT_GT(log.size(), size_t{4096});
   // An event boundary near the middle, then a byte no event starts with.
@@ -733,21 +745,8 @@ TEST_F(QemuPatchesTest, MalformedFollowedLogStopsAndReportsInsteadOfGoingLive) {
   // in the pipe's buffer, or this writer would wait for ever.
   const std::string garbled = log.substr(0, at) + std::string(1, '\xee') + log.substr(at, 4096);
 
-  const std::string fifo = Path("follow.fifo");
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  std::vector<std::string> args = GuestArgs(
-      patched_,
-      "rr=replay,rrfile=" + fifo + ",__org.blackbox_follow=on,__org.blackbox_live_at_end=on",
-      Path("follow.serial"), role);
-  for (auto& a : QmpArgs(Path("qmp.sock"))) args.push_back(a);
-  auto follower = ChildProcess::Spawn(args, Path("follow.out"));
-  ASSERT_TRUE(follower.ok());
-  {
-    UniqueFd out = OpenFifoForWriting(fifo, *follower, seconds(60));
-    ASSERT_TRUE(out.valid()) << "the follower did not open its log\n"
-                             << TailOfFile(Path("follow.out"));
-    ASSERT_TRUE(WriteAll(out.get(), garbled, "follow").ok());
-  }
+  auto follower = FollowBytes("__org.blackbox_follow=on,__org.blackbox_live_at_end=on", garbled);
+  ASSERT_TRUE(follower.has_value());
   auto qmp = ConnectQmp(Path("qmp.sock"), seconds(30), /*out_of_band=*/true);
   ASSERT_TRUE(qmp.has_value()) << TailOfFile(Path("follow.out"));
   auto stopped = WaitForStopped(*qmp, seconds(240));
