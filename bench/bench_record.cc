@@ -245,7 +245,8 @@ StatusOr<nlohmann::json> RunRecordBench(const RecordBenchOptions& o) {
   }
   if (o.idle) {
     ASSIGN_OR_RETURN(VmSpec spec, Spec(o, "idle"));
-    std::vector<double> raw, stored, wall, cpu_s;
+    std::vector<double> raw, stored, wall, cpu_s, qemu_run, replay;
+    bool all_verified = true;
     for (int i = 0; i < o.runs; ++i) {
       std::fprintf(stderr, "bench: idle workload, run %d/%d: %d s through Blackbox...\n", i + 1,
                    o.runs, o.idle_seconds);
@@ -254,18 +255,31 @@ StatusOr<nlohmann::json> RunRecordBench(const RecordBenchOptions& o) {
       stored.push_back(static_cast<double>(b.stored));
       wall.push_back(b.wall);
       cpu_s.push_back(b.cpu);
+      qemu_run.push_back(b.qemu_run);
+      std::fprintf(stderr, "bench: ... verify it (headless replay)...\n");
+      bool verified = false;
+      ASSIGN_OR_RETURN(double rep, Verify(b, &verified));
+      replay.push_back(rep);
+      all_verified = all_verified && verified;
     }
     const auto compression = PairRatios(raw, stored), raw_rate = PairRatios(raw, wall),
-               stored_rate = PairRatios(stored, wall);
+               stored_rate = PairRatios(stored, wall),
+               replay_vs_record = PairRatios(replay, qemu_run);
     out["idle"] = {{"seconds", o.idle_seconds},
                    {"raw_log_bytes", raw},
                    {"stored_bytes", stored},
                    {"wall_s", wall},
                    {"recorder_cpu_s", cpu_s},
+                   {"blackbox_qemu_run_s", qemu_run},
+                   {"replay_s", replay},
                    {"medians",
                     {{"raw_log_bytes", Median(raw)},
                      {"stored_bytes", Median(stored)},
-                     {"recorder_cpu_s", Median(cpu_s)}}},
+                     {"recorder_cpu_s", Median(cpu_s)},
+                     {"blackbox_qemu_run_s", Median(qemu_run)},
+                     {"replay_s", Median(replay)}}},
+                   {"replay_vs_record", PairRatioJson(replay_vs_record)},
+                   {"replay_verified", all_verified},
                    {"compression", PairRatioJson(compression)},
                    {"raw_bytes_per_s", PairRatioJson(raw_rate)},
                    {"stored_bytes_per_s", PairRatioJson(stored_rate)}};
@@ -282,6 +296,9 @@ StatusOr<nlohmann::json> RunRecordBench(const RecordBenchOptions& o) {
     Row("compression (raw / stored, per run)", PairRatioText(compression, "%.0f"),
         "(target >= 100x)");
     Row("recorder CPU", F(Median(cpu_s)) + " s", "runs: " + Joined(cpu_s) + " s");
+    Row("replay (verify, byte-exact)", F(Median(replay)) + " s",
+        PairRatioText(replay_vs_record) + " record time (QEMU start to exit; target <= 1.0x)" +
+            (all_verified ? "" : " NOT VERIFIED"));
   }
   return out;
 }

@@ -19,6 +19,11 @@
 
 namespace blackbox {
 
+// A QMP command only Blackbox's QEMU has (qemu-patches/): a recorder or
+// replayer that sees it knows the series' behaviour applies, e.g. that the
+// vCPUs stop at a logged shutdown, so the guest's final RAM is comparable.
+inline constexpr char kBlackboxQemuCommand[] = "__org.blackbox_replay-go-live";
+
 // $BLACKBOX_QEMU if set, else the patched QEMU of this build
 // (BUILD/qemu/qemu-system-x86_64, made by qemu-patches/build.sh).
 std::string DefaultQemuBinary();

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "common/files.h"
 #include "common/hash.h"
@@ -147,6 +148,11 @@ class Session {
   int64_t qemu_run_ns_ = 0;  // QEMU start to exit
   nlohmann::json snapshots_ = nlohmann::json::array();
   QemuIdentity qemu_id_;  // the QEMU that records, stored with the recording
+  // The guest's RAM, hashed when the recording ends (verify compares it).
+  std::optional<GuestRamFile> ram_file_;
+  // The QEMU stops its vCPUs at a logged shutdown (qemu-patches), so the RAM
+  // a replay ends with is comparable. Learned from its QMP commands.
+  bool ram_comparable_ = false;
   Status error_;
   bool pause_requested_ = false;  // a STOP Blackbox asked for is not a deviation
   std::vector<std::unique_ptr<asio::steady_timer>> retry_timers_;
@@ -211,6 +217,17 @@ Status Session::Prepare() {
   paths.nic_sockets = options_.nic_sockets;
   paths.nic_listen = options_.nic_listen;
   paths.sandbox = options_.sandbox;
+  if (options_.rr) {
+    auto ram = GuestRamFile::Create(spec_.name, spec_.memory_bytes);
+    if (ram.ok()) {
+      ram_file_.emplace(std::move(*ram));
+      paths.ram_file = ram_file_->path();
+    } else {
+      // Recorded all the same; verify will say the RAM was not compared.
+      spdlog::warn("{}: the guest's final RAM will not be hashed: {}", info_.id,
+                   ram.status().message());
+    }
+  }
   qemu_args_ =
       BuildQemuArgs(spec_, options_.rr ? RrMode::kRecord : RrMode::kNone, paths, qemu_id_.resolved);
   if (options_.extra.is_object()) {
@@ -332,6 +349,14 @@ void Session::OnQmpReady() {
       info_.extra["devices"] = DescribeDevices(*r);
       store_->PutRecording(info_).IgnoreError();
     });
+    if (ram_file_) {
+      qmp->Execute("query-commands", nullptr, [this](StatusOr<nlohmann::json> r) {
+        if (!r.ok() || !r->is_array()) return;
+        for (const auto& c : *r) {
+          if (c.value("name", "") == kBlackboxQemuCommand) ram_comparable_ = true;
+        }
+      });
+    }
   }
   if (options_.control) {
     options_.control->Attach(
@@ -689,6 +714,16 @@ Status Session::Finalize() {
   if (auto digest = Sha256File(state_image_); digest.ok()) {
     info_.extra["state_image_sha256_end"] = ToHex(*digest);
   }
+  if (ram_file_ && ram_comparable_ && complete) {
+    auto digest = ram_file_->Sha256Hex();
+    if (digest.ok()) {
+      info_.extra["final_ram"] = {{"sha256", *digest}, {"bytes", spec_.memory_bytes}};
+    } else {
+      spdlog::warn("{}: the final RAM could not be hashed: {}", info_.id,
+                   digest.status().message());
+    }
+  }
+  ram_file_.reset();
   if (!error_.ok()) info_.extra["recorder_error"] = error_.message();
   Event({{"kind", "recorder"},
          {"what", "finished"},

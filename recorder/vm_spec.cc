@@ -1,6 +1,7 @@
 #include "recorder/vm_spec.h"
 
 #include <arpa/inet.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -10,6 +11,7 @@
 #include <set>
 
 #include "common/files.h"
+#include "common/hash.h"
 #include "common/process.h"
 
 namespace blackbox {
@@ -325,12 +327,56 @@ Status CreateStateImage(const std::string& path) {
   return Status::Ok();
 }
 
+StatusOr<GuestRamFile> GuestRamFile::Create(const std::string& vm_name, uint64_t bytes) {
+  // A guest touching RAM that its file system has no room for gets SIGBUS:
+  // the file goes only where the whole of it fits now.
+  const char* tmp = std::getenv("TMPDIR");
+  std::string problem;
+  for (std::string dir : {std::string("/dev/shm"), std::string(tmp && *tmp ? tmp : "/tmp")}) {
+    struct statvfs fs;
+    if (::access(dir.c_str(), W_OK) != 0 || ::statvfs(dir.c_str(), &fs) != 0) continue;
+    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    if (free_bytes < bytes + (64ull << 20)) {
+      problem += (problem.empty() ? "" : ", ") + dir + " has " +
+                 std::to_string(free_bytes >> 20) + " MiB free";
+      continue;
+    }
+    std::string path = dir + "/blackbox-ram-" + vm_name + "-XXXXXX";
+    int fd = ::mkstemp(path.data());
+    if (fd < 0) return ErrnoError("cannot create a RAM file in " + dir, errno);
+    ::close(fd);
+    return GuestRamFile(std::move(path));
+  }
+  return ResourceExhausted("no room for a " + std::to_string(bytes >> 20) + " MiB RAM file (" +
+                           (problem.empty() ? "no writable /dev/shm or temporary directory"
+                                            : problem) +
+                           ")");
+}
+
+GuestRamFile::~GuestRamFile() {
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+StatusOr<std::string> GuestRamFile::Sha256Hex() const {
+  ASSIGN_OR_RETURN(Sha256Digest digest, Sha256File(path_));
+  return ToHex(digest);
+}
+
 std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const QemuRunPaths& paths,
                                        const std::string& qemu_binary) {
   std::vector<std::string> a = {qemu_binary};
   auto add = [&](std::initializer_list<std::string> items) { a.insert(a.end(), items); };
   add({"-name", spec.name + ",debug-threads=on"});
-  add({"-machine", spec.machine});
+  if (paths.ram_file.empty()) {
+    add({"-machine", spec.machine});
+  } else {
+    // pc.ram: the name QEMU gives the RAM block it allocates itself, so a
+    // snapshot taken with either kind of memory loads into the other.
+    add({"-object", "memory-backend-file,id=pc.ram,size=" +
+                        std::to_string(spec.memory_bytes >> 20) + "M,mem-path=" + paths.ram_file +
+                        ",share=on"});
+    add({"-machine", spec.machine + ",memory-backend=pc.ram"});
+  }
   add({"-accel", "tcg"});
   std::string icount = "shift=auto";
   if (mode != RrMode::kNone) {

@@ -96,9 +96,33 @@ struct QemuRunPaths {
   // link to another VM's NIC without Blackbox's switch (the switch benchmark's
   // baseline). Default: none.
   std::vector<bool> nic_listen;
+  // The guest's RAM lives in this file (memory-backend-file, share=on), so
+  // its contents can be hashed after QEMU exits. Empty: anonymous memory.
+  // Either way the RAM block is named pc.ram, so snapshots load both ways.
+  std::string ram_file;
   int gdb_port = 0;           // >0: -gdb tcp:127.0.0.1:PORT
   bool start_paused = false;  // -S
   bool sandbox = true;        // -sandbox on with every restriction
+};
+
+// A file that holds a guest's RAM (QemuRunPaths::ram_file): in /dev/shm,
+// else in $TMPDIR or /tmp, wherever `bytes` (and 64 MiB more) are free now.
+// ResourceExhausted, naming what is free, when neither has room. Removed
+// when destroyed.
+class GuestRamFile {
+ public:
+  static StatusOr<GuestRamFile> Create(const std::string& vm_name, uint64_t bytes);
+  GuestRamFile(GuestRamFile&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+  GuestRamFile& operator=(GuestRamFile&&) = delete;
+  GuestRamFile(const GuestRamFile&) = delete;
+  ~GuestRamFile();
+  const std::string& path() const { return path_; }
+  // SHA-256 of the contents, hex; once QEMU has exited, the guest's final RAM.
+  StatusOr<std::string> Sha256Hex() const;
+
+ private:
+  explicit GuestRamFile(std::string path) : path_(std::move(path)) {}
+  std::string path_;
 };
 
 // Builds argv (argv[0] is the QEMU binary) for the spec in the given mode.

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -149,6 +150,30 @@ TEST(VmSpecTest, PvpanicAddsTheDeviceAndLeavesThePanicToBlackbox) {
     ASSERT_NE(action, args.end());
     EXPECT_EQ(*(action - 1), "-action");
   }
+}
+
+TEST(VmSpecTest, RamFileBacksThePcRamBlockWithSharedMemory) {
+  auto spec = ParseVmSpec("name: a\nkernel: /k\nmemory: 128M\nmachine: q35\n", "/d");
+  ASSERT_TRUE(spec.ok());
+  QemuRunPaths p;
+  EXPECT_TRUE(Contains(BuildQemuArgs(*spec, RrMode::kRecord, p), "q35"));
+  p.ram_file = "/dev/shm/r";
+  auto args = BuildQemuArgs(*spec, RrMode::kRecord, p);
+  EXPECT_TRUE(Contains(args, "memory-backend-file,id=pc.ram,size=128M,mem-path=/dev/shm/r,share=on"));
+  EXPECT_TRUE(Contains(args, "q35,memory-backend=pc.ram"));
+  EXPECT_FALSE(Contains(args, "q35"));
+
+  auto huge = GuestRamFile::Create("a", 1ull << 50);
+  EXPECT_EQ(huge.status().code(), StatusCode::kResourceExhausted) << huge.status().ToString();
+  auto ram = GuestRamFile::Create("a", 128ull << 20);
+  ASSERT_TRUE(ram.ok()) << ram.status().ToString();
+  const std::string path = ram->path();
+  EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+  auto empty = ram->Sha256Hex();
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  { GuestRamFile moved = std::move(*ram); }
+  EXPECT_NE(::access(path.c_str(), F_OK), 0);  // removed with its owner
 }
 
 TEST(VmSpecTest, ParseSize) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <cstdio>
+#include <optional>
 
 #include "common/clock.h"
 #include "common/files.h"
@@ -167,6 +168,12 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
       if (!reverted.ok()) return reverted.status().WithContext("reverting " + disk + " to 'init'");
     }
   }
+  std::optional<GuestRamFile> ram_file;
+  if (options.hash_final_ram) {
+    ASSIGN_OR_RETURN(GuestRamFile ram, GuestRamFile::Create(spec.name, spec.memory_bytes));
+    ram_file.emplace(std::move(ram));
+    paths.ram_file = ram_file->path();
+  }
   paths.state_image = work + "/state.qcow2";
   RETURN_IF_ERROR(CopyFile(Str(info.extra, "state_image"), paths.state_image));
   // Network input comes from the log in replay; the NIC still needs a peer
@@ -285,6 +292,15 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
     }
   }
 
+  if (ram_file) {
+    if (!exited) {
+      result.final_ram_problem = "QEMU did not exit";
+    } else if (auto digest = ram_file->Sha256Hex(); digest.ok()) {
+      result.final_ram_sha256 = *digest;
+    } else {
+      result.final_ram_problem = digest.status().message();
+    }
+  }
   result.wall_seconds = (clock.MonotonicNanos() - start) / 1e9;
   result.qemu_exit = ChildProcess::DescribeWaitStatus(result.qemu_wait_status);
   result.qemu_stderr_tail = TailOfFile(qemu_log, 3);
@@ -351,6 +367,9 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
   // replay ends at its last stored event, before where QEMU died.
   const bool complete = info.state == "complete";
   options.compare_final_disks = complete;
+  const nlohmann::json final_ram = info.extra.value("final_ram", nlohmann::json::object());
+  const std::string recorded_ram = complete ? Str(final_ram, "sha256") : "";
+  options.hash_final_ram = !recorded_ram.empty();
   ASSIGN_OR_RETURN(report.replay, ReplayRecording(store, recording_id, options));
   const std::string& replayed = report.replay.console;
   report.replayed_console = replayed.size();
@@ -411,6 +430,28 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
     report.disks = std::to_string(report.replay.disks.size()) + " identical";
   }
 
+  // Final RAM.
+  if (!complete) {
+    report.ram = "not compared (the recording was interrupted)";
+  } else if (recorded_ram.empty()) {
+    report.ram = "not compared (not stored: recorded by a QEMU without Blackbox's patches)";
+  } else if (report.replay.final_ram_sha256.empty()) {
+    report.ram = "not compared (" + report.replay.final_ram_problem + ")";
+    report.summary = "FAIL: console identical, but the replay's final RAM could not be read: " +
+                     report.replay.final_ram_problem;
+    return report;
+  } else if (report.replay.final_ram_sha256 != recorded_ram) {
+    report.ram = "differs";
+    report.summary = "FAIL: console identical, but the guest's RAM differs at the end from the "
+                     "recording's (sha256 " +
+                     report.replay.final_ram_sha256.substr(0, 16) + "..., recorded " +
+                     recorded_ram.substr(0, 16) + "...)";
+    return report;
+  } else {
+    report.ram = "identical (" + std::to_string(final_ram.value("bytes", uint64_t{0}) >> 20) +
+                 " MiB)";
+  }
+
   report.ok = true;
   report.summary =
       "OK: " + std::to_string(report.chain.chunks) + " chunks chained, console " +
@@ -421,7 +462,7 @@ StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& re
       (unreplayable > 0 ? " (the log ends with a serial write of " + std::to_string(unreplayable) +
                               " byte(s), which QEMU's replay reads past before writing)"
                         : "") +
-      ", final disks " + report.disks + ", replay " +
+      ", final disks " + report.disks + ", final RAM " + report.ram + ", replay " +
       std::to_string(report.replay.wall_seconds).substr(0, 5) + " s";
   return report;
 }

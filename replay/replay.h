@@ -45,6 +45,10 @@ struct ReplayOptions {
   // overlay the recording ended with (`qemu-img compare`). Verify sets it.
   // Default: false.
   bool compare_final_disks = false;
+  // Keep the guest's RAM in a file and hash it after QEMU exits
+  // (ReplayResult::final_ram_sha256). Verify sets it when the recording
+  // stored its final RAM hash. Default: false.
+  bool hash_final_ram = false;
   // Optional progress callback, called about once a second: icount so far.
   std::function<void(uint64_t icount, uint64_t console_bytes)> on_progress;
 };
@@ -66,6 +70,10 @@ struct ReplayResult {
     std::string detail;  // what differs, or why it could not be compared
   };
   std::vector<DiskCheck> disks;
+  // With ReplayOptions::hash_final_ram, once QEMU has exited: hex SHA-256 of
+  // the guest's RAM, or empty with final_ram_problem saying why.
+  std::string final_ram_sha256;
+  std::string final_ram_problem;
 };
 
 // Writes the recording's rr log (header + verified chunks) to `path`.
@@ -95,13 +103,16 @@ struct VerifyReport {
   std::optional<uint64_t> first_difference;  // offset of the first differing console byte
   // Final disks: "N identical", "none", or "not compared (why)".
   std::string disks;
+  // Final RAM: "identical (N MiB)" or "not compared (why)".
+  std::string ram;
   ReplayResult replay;
 };
 
 // Verifies a recording: the chunk chain is intact, and a headless replay
 // writes exactly the recorded console (for an interrupted recording: the
 // part of it covered by the stored log). For a complete recording it also
-// ends with the same guest-visible disk contents.
+// ends with the same guest-visible disk contents and, where the recording
+// stored one, the same RAM hash.
 StatusOr<VerifyReport> VerifyRecording(const Store& store, const std::string& recording_id,
                                        ReplayOptions options);
 

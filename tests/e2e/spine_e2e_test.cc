@@ -12,6 +12,7 @@
 
 #include "common/hash.h"
 #include "recorder/rr_log.h"
+#include "store/store.h"
 #include "tests/e2e/e2e_util.h"
 
 namespace blackbox::e2e {
@@ -67,6 +68,27 @@ TEST_F(SpineTest, CpuWorkloadReplaysByteExactAndExportsAReplayableLog) {
             std::string::npos)
       << verify.output;
   EXPECT_NE(verify.output.find("final disks none"), std::string::npos) << verify.output;
+  EXPECT_NE(verify.output.find("final RAM identical (256 MiB)"), std::string::npos)
+      << verify.output;
+  ASSERT_TRUE(rec.contains("final_ram")) << rec.dump();
+
+  // A replay that ends with other RAM fails: the stored hash is changed.
+  {
+    StoreOptions so;
+    so.path = data() + "/store";
+    auto store = Store::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    auto info = (*store)->GetRecording(id);
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+    std::string hash = info->extra["final_ram"]["sha256"];
+    hash[0] = hash[0] == '0' ? '1' : '0';
+    info->extra["final_ram"]["sha256"] = hash;
+    ASSERT_TRUE((*store)->PutRecording(*info).ok());
+  }
+  CommandResult bad = Blackbox({"verify", "-q", id});
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find("the guest's RAM differs at the end"), std::string::npos)
+      << bad.output;
 
   std::string exported = data() + "/exported.rr";
   CommandResult exp = Blackbox({"export", id, "--rr", exported});
@@ -298,8 +320,8 @@ TEST_F(SpineTest, BadInputGetsOneLineErrors) {
 // test workload is recorded and verified: unpinned (the kernel moves it and
 // QEMU's threads around), and pinned with Blackbox and its QEMU to the same
 // CPU (they take turns). Timing changes what each recording contains, never
-// whether its replay matches it: console and final disk contents are
-// identical every time (`verify`).
+// whether its replay matches it: console, final disk contents and final RAM
+// are identical every time (`verify`).
 class SpineLoadTest : public SpineTest {
  protected:
   void RecordAndVerifyUnderLoad(bool pinned) {
@@ -332,6 +354,7 @@ class SpineLoadTest : public SpineTest {
       EXPECT_EQ(verify.exit_code, 0) << verify.output;
       EXPECT_NE(verify.output.find("final disks " + std::string(run.disks)), std::string::npos)
           << verify.output;
+      EXPECT_NE(verify.output.find("final RAM identical"), std::string::npos) << verify.output;
     }
     ::sched_setaffinity(0, sizeof saved, &saved);
     busy->Kill();

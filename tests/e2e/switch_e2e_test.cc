@@ -115,10 +115,11 @@ TEST_F(SwitchTest, HttpGuestsThroughTheSwitchAreCapturedAndReplayable) {
   EXPECT_GT(biggest, 1u << 20) << "the 1 MiB download's flow";
 
   // Network input is in the rr log: both guests replay byte-exact without
-  // any peer on their NICs.
+  // any peer on their NICs, and end with the RAM they were recorded with.
   for (const std::string& id : {client, web}) {
     CommandResult verify = Blackbox({"verify", "-q", id}, seconds(400));
     EXPECT_EQ(verify.exit_code, 0) << verify.output;
+    EXPECT_NE(verify.output.find("final RAM identical"), std::string::npos) << verify.output;
   }
 }
 
@@ -251,6 +252,8 @@ TEST_F(SwitchTest, RecordedGuestsAnswerHttpPromptlyAndBothVerify) {
   for (const std::string& id : {web, client}) {
     CommandResult verify = Blackbox({"verify", "-q", id}, seconds(600));
     EXPECT_EQ(verify.exit_code, 0) << id << ": " << verify.output;
+    EXPECT_NE(verify.output.find("final RAM identical"), std::string::npos)
+        << id << ": " << verify.output;
   }
 }
 
