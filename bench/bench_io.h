@@ -15,6 +15,11 @@
 //   - disk: one guest (role disk-sync) makes `records` single-sector
 //     writes, each O_DIRECT and fsync'd; timed from its BB-SYNC-START to
 //     BB-SYNC-DONE console lines, by the wall time the recorder read them.
+//   - boot: a Debian 12 guest (bench/build-debian-guest.sh: systemd and
+//     nginx-light on an ext4 root on a virtio disk) boots until
+//     bb-ready.service, ordered after nginx.service, prints
+//     BB-SYSTEMD-READY; timed from the first console byte (the kernel's) to
+//     that line, by the wall time the recorder read them.
 // Ratios are per round (subject / unrecorded of the same round); the table
 // gives their median and range.
 #pragma once
@@ -33,8 +38,11 @@ struct IoBenchOptions {
   int runs = 3;              // rounds; each runs every variant once
   int count = 30;            // net: HTTP exchanges, and pings, per run
   int records = 200;         // disk: synchronous 512-byte writes per run
+  // boot: the directory bench/build-debian-guest.sh wrote (debian.raw).
+  std::string debian_dir;
   bool net = true;
   bool disk = true;
+  bool boot = false;  // only with --part boot or all (needs debian_dir)
 };
 
 StatusOr<nlohmann::json> RunIoBench(const IoBenchOptions& options);

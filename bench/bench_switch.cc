@@ -338,8 +338,13 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
           std::fprintf(stderr, "bench: load, round %d/%d: %zu-byte frames, capture %s...\n", i + 1,
                        o.runs, size, capture ? "on" : "off");
           ASSIGN_OR_RETURN(LoadResult r, RunSwitchLoad(size, capture, o.load_seconds));
-          const double per_core = r.cpu_s > 0 ? r.delivered / r.cpu_s : 0;
-          const double wall_pps = r.wall_s > 0 ? r.delivered / r.wall_s : 0;
+          if (r.delivered == 0 || r.cpu_s <= 0 || r.wall_s <= 0) {
+            return Internal("switch load round " + std::to_string(i + 1) + " (" +
+                            std::to_string(size) + "-byte frames, capture " +
+                            (capture ? "on" : "off") + ") delivered no measurable traffic");
+          }
+          const double per_core = r.delivered / r.cpu_s;
+          const double wall_pps = r.delivered / r.wall_s;
           LoadRow& row = rows[z][capture];
           row.wall_pps.push_back(wall_pps);
           row.per_core.push_back(per_core);
@@ -364,9 +369,9 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
     std::printf(
         "\nswitch benchmark: load generator, %.0f s per row (stream protocol over unix sockets, "
         "256 UDP flows);\n  %d round(s), each running capture off and on back to back for each "
-        "frame size, the order\n  alternating. Values: median of the rounds. ON/OFF: median "
-        "[min-max] of the per-round ratios\n  of frames/s per core.\n",
-        o.load_seconds, o.runs);
+        "frame size, the order\n  alternating. Values: %s; SHED: the most of any round. ON/OFF: "
+        "median [min-max] of the\n  per-round ratios of frames/s per core.\n",
+        o.load_seconds, o.runs, o.runs == 1 ? "one round (no median)" : "median of the rounds");
     std::printf("  %-6s %-8s %12s %12s %12s %8s %10s %8s %8s  %s\n", "FRAME", "CAPTURE", "FRAMES/S",
                 "PER CORE", "GBIT/S/CORE", "CPU S", "STORED", "SHED", "WAIT MS", "ON/OFF PER CORE");
     nlohmann::json load = nlohmann::json::array();
@@ -379,7 +384,8 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
         const double gbit = per_core * size * 8 / 1e9;
         std::printf("  %-6zu %-8s %12.0f %12.0f %12.2f %8.2f %10.0f %8.0f %8.0f  %s\n", size,
                     capture ? "on" : "off", Median(row.wall_pps), per_core, gbit, Median(row.cpu_s),
-                    Median(row.stored), Median(row.shed), Median(row.wait_ms),
+                    Median(row.stored), *std::max_element(row.shed.begin(), row.shed.end()),
+                    Median(row.wait_ms),
                     capture ? PairRatioText(vs_off).c_str() : "");
         nlohmann::json j = {
             {"frame_bytes", size},
@@ -388,6 +394,9 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
             {"frames_per_s_per_core", per_core},
             {"gbit_per_s_per_core", gbit},
             {"shed_frames_max", *std::max_element(row.shed.begin(), row.shed.end())},
+            {"cpu_s_median", Median(row.cpu_s)},
+            {"stored_frames_median", Median(row.stored)},
+            {"capture_wait_ms_median", Median(row.wait_ms)},
             {"runs", row.runs}};
         if (capture) j["vs_capture_off"] = PairRatioJson(vs_off);
         load.push_back(j);
@@ -419,9 +428,9 @@ StatusOr<nlohmann::json> RunSwitchBench(const SwitchBenchOptions& o) {
     const double mb = o.file_mib * 1048576.0 / 1e6;
     std::printf(
         "\nswitch benchmark: %d MiB HTTP transfer between two test guests (TCG, no rr); %d "
-        "pair(s), back to back,\n  the order alternating. Times: median of the runs. Ratio: "
+        "pair(s), back to back,\n  the order alternating. Times: %s. Ratio: "
         "median [min-max] of the per-pair ratios.\n",
-        o.file_mib, o.runs);
+        o.file_mib, o.runs, o.runs == 1 ? "one run each (no median)" : "median of the runs");
     Row("direct QEMU socket link (baseline)", F(d) + " s",
         F(mb / d, "%.1f") + " MB/s; runs: " + Joined(direct) + " s");
     Row("through Blackbox's switch, capture on", F(s) + " s",

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace blackbox::bench {
 
@@ -59,9 +60,20 @@ std::string Joined(const std::vector<double>& v, const char* fmt) {
 
 std::vector<double> PairRatios(const std::vector<double>& subject,
                                const std::vector<double>& base) {
+  // One ratio per pair, or the pairing is wrong: a caller bug, not data.
+  if (subject.size() != base.size()) {
+    std::fprintf(stderr, "bench: internal error: %zu subject runs against %zu baseline runs\n",
+                 subject.size(), base.size());
+    std::abort();
+  }
   std::vector<double> r;
-  for (size_t i = 0; i < subject.size() && i < base.size(); ++i) {
-    if (base[i] > 0) r.push_back(subject[i] / base[i]);
+  for (size_t i = 0; i < subject.size(); ++i) {
+    if (base[i] > 0) {
+      r.push_back(subject[i] / base[i]);
+    } else {
+      std::fprintf(stderr, "bench: pair %zu left out of a ratio: its baseline is %g\n", i + 1,
+                   base[i]);
+    }
   }
   return r;
 }
@@ -69,7 +81,7 @@ std::vector<double> PairRatios(const std::vector<double>& subject,
 std::string MedianSpread(const std::vector<double>& v, const char* fmt, const std::string& unit) {
   if (v.empty()) return "-";
   const std::string median = F(Median(v), fmt) + unit;
-  if (v.size() == 1) return median + " (1 run)";
+  if (v.size() == 1) return median + " (1 pair/run only)";
   const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
   return median + " [" + F(*lo, fmt) + "-" + F(*hi, fmt) + "]";
 }

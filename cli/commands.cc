@@ -432,11 +432,25 @@ int RunBenchSwitch(const bench::SwitchBenchOptions& o, const std::string& part,
 int RunBenchIo(const bench::IoBenchOptions& o, const std::string& part,
                const std::string& json_path) {
   bench::IoBenchOptions opts = o;
-  if (part != "net" && part != "disk" && part != "all") {
-    return Report(InvalidArgument("--part: '" + part + "' is not net, disk or all"));
+  if (part != "net" && part != "disk" && part != "boot" && part != "all") {
+    return Report(InvalidArgument("--part: '" + part + "' is not net, disk, boot or all"));
   }
-  opts.net = part != "disk";
-  opts.disk = part != "net";
+  opts.net = part == "net" || part == "all";
+  opts.disk = part == "disk" || part == "all";
+  opts.boot = part == "boot" || (part == "all" && !opts.debian_dir.empty());
+  if (opts.boot) {
+    if (opts.debian_dir.empty()) opts.debian_dir = "build/debian-guest";
+    if (::access((opts.debian_dir + "/debian.raw").c_str(), R_OK) != 0) {
+      return Report(FailedPrecondition(
+          "--debian: no " + opts.debian_dir +
+          "/debian.raw; build it with: sudo bench/build-debian-guest.sh " + opts.debian_dir));
+    }
+    char* abs = ::realpath(opts.debian_dir.c_str(), nullptr);
+    if (abs != nullptr) {
+      opts.debian_dir = abs;
+      std::free(abs);
+    }
+  }
   if (opts.runs < 1 || opts.runs > 20) return Report(InvalidArgument("--runs: 1..20"));
   if (opts.count < 1 || opts.count > 1000) return Report(InvalidArgument("--count: 1..1000"));
   if (opts.records < 1 || opts.records > 20000) {
@@ -745,7 +759,11 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       "io",
       "how promptly a recorded VM takes network and disk I/O: HTTP exchanges, pings and "
       "synchronous disk writes, unrecorded vs recorded by stock and by patched QEMU");
-  bench_io->add_option("--part", *io_part, "net, disk or all")->capture_default_str();
+  bench_io->add_option("--part", *io_part, "net, disk, boot or all (boot only with --debian)")
+      ->capture_default_str();
+  bench_io->add_option("--debian", io_opts->debian_dir,
+                       "boot: directory of debian.raw from bench/build-debian-guest.sh "
+                       "(default for --part boot: build/debian-guest)");
   bench_io->add_option("--runs", io_opts->runs, "rounds; each runs every variant once")
       ->capture_default_str();
   bench_io->add_option("--count", io_opts->count, "net: HTTP exchanges, and pings, per run")

@@ -234,9 +234,11 @@ fi
 # drop stale kernel packages from the cache
 find "$CACHE" -maxdepth 1 -name 'linux-image-*.deb' ! -name "$(basename "$DEB")" -delete
 
-# Modules to include, in load order: the BB_MODULES="..." line of init.sh.
+# Modules to include: the BB_MODULES="..." line of init.sh (load order).
 MODULES=$(sed -n 's/^BB_MODULES="\(.*\)"$/\1/p' "$INIT_SRC")
 [[ -n $MODULES ]] || die "no BB_MODULES=\"...\" line in $INIT_SRC"
+# and those of the switch-root role (its BB_ROOT_MODULES="..." line)
+MODULES="$MODULES $(sed -n 's/^BB_ROOT_MODULES="\(.*\)"$/\1/p' "$INIT_SRC")"
 
 log "extracting kernel and modules"
 KX=$WORK/kpkg

@@ -2,7 +2,7 @@
 # Blackbox test guest: /init of the initramfs (runs as PID 1 under busybox ash).
 #
 # The behaviour is selected on the kernel command line (see guest/README.md):
-#   bb.role=idle|cpu|disk-writer|disk-sync|counter|http-server|http-client|http-get|http-loop|prober|spoofer|panic
+#   bb.role=idle|cpu|disk-writer|disk-sync|counter|http-server|http-client|http-get|http-loop|prober|spoofer|panic|switch-root
 #   bb.rounds=N bb.records=N bb.count=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
 #   bb.path=/URL-PATH bb.port=N
 #   bb.wait=N bb.poweroff=1 bb.debug=1
@@ -14,6 +14,9 @@
 
 # Kernel modules, loaded in exactly this order. guest/build-guest.sh reads this
 # line to know which modules to put into the initramfs.
+# Loaded only by bb.role=switch-root, in this order: what mounting an ext4
+# root needs. guest/build-guest.sh reads this line too.
+BB_ROOT_MODULES="crc16 mbcache jbd2 crc32c_generic ext4"
 BB_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk e1000 pvpanic pvpanic-pci"
 
 # Work per cpu round (numbers generated and hashed) and the default number of
@@ -273,6 +276,24 @@ role_disk_sync() {
 	sum=$(dd if="$dev" bs=512 count="$RECORDS" 2>/dev/null | md5_of) || fatal "read back failed"
 	echo "BB-DISK-RESULT $sum"
 	done_
+}
+
+# Hands the machine to the system on the first virtio disk: mounts it and
+# runs its /sbin/init (systemd), as an initramfs does. The boot benchmark's
+# Debian guest (bench/build-debian-guest.sh).
+role_switch_root() {
+	for m in $BB_ROOT_MODULES; do
+		insmod "/lib/modules/$KVER/$m.ko" || fatal "insmod $m failed"
+	done
+	wait_for -b /dev/vda 10 || fatal "no /dev/vda"
+	mkdir -p /newroot
+	mount -t ext4 -o ro /dev/vda /newroot || fatal "cannot mount /dev/vda"
+	# (an absolute symlink into the new root: only its presence can be checked)
+	[ -L /newroot/sbin/init ] || [ -e /newroot/sbin/init ] || fatal "no /sbin/init on /dev/vda"
+	echo "BB-SWITCH-ROOT"
+	mount -o move /dev /newroot/dev
+	umount /proc /sys
+	exec switch_root /newroot /sbin/init
 }
 
 role_panic() {
@@ -538,6 +559,7 @@ http-loop) role_http_loop ;;
 prober) role_prober ;;
 spoofer) role_spoofer ;;
 panic) role_panic ;;
+switch-root) role_switch_root ;;
 '')
 	echo "BB-ERROR missing bb.role"
 	power_off
