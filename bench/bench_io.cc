@@ -12,6 +12,7 @@
 #include "recorder/lab.h"
 #include "recorder/recorder.h"
 #include "recorder/vm_spec.h"
+#include "replay/replay.h"
 #include "store/store.h"
 #include "switch/exchange_timing.h"
 
@@ -77,6 +78,10 @@ struct NetRun {
   std::vector<double> ping_ms;      // one per answered ping
   int pings_lost = 0;
   double seconds = 0;  // the lab's wall time
+  // Patched variant only: verify time / record time (QEMU start to exit) of
+  // each guest's recording, web then client; verified byte-exact or not.
+  std::vector<double> verify_vs_record;
+  bool verified = true;
 };
 
 StatusOr<NetRun> RunNet(const IoBenchOptions& o, Variant v) {
@@ -129,6 +134,21 @@ StatusOr<NetRun> RunNet(const IoBenchOptions& o, Variant v) {
   run.exchange_ms.assign(t.exchange_ms.end() - o.count, t.exchange_ms.end());
   run.ping_ms = std::move(t.ping_ms);
   run.pings_lost = t.pings_lost;
+  if (v == Variant::kPatched) {
+    for (const auto& r : result.recordings) {
+      std::fprintf(stderr, "bench io: ... verify %s (headless replay)\n", r.vm_name.c_str());
+      ReplayOptions ro;
+      ro.qemu_binary = o.patched_qemu;
+      ASSIGN_OR_RETURN(VerifyReport report, VerifyRecording(*store, r.id, ro));
+      ASSIGN_OR_RETURN(RecordingInfo info, store->GetRecording(r.id));
+      const double recorded = info.extra.value("qemu_run_seconds", 0.0);
+      if (!report.ok) {
+        std::fprintf(stderr, "bench io: verify failed: %s\n", report.summary.c_str());
+        run.verified = false;
+      }
+      if (recorded > 0) run.verify_vs_record.push_back(report.replay.wall_seconds / recorded);
+    }
+  }
   return run;
 }
 
@@ -247,6 +267,8 @@ StatusOr<nlohmann::json> RunIoBench(const IoBenchOptions& o) {
   std::map<Variant, Figures> http, ping;
   std::map<Variant, std::vector<double>> disk, boot;
   std::map<Variant, int> lost;
+  std::vector<double> lab_verify_ratio;
+  bool lab_verified = true;
   for (int round = 0; round < o.runs; ++round) {
     for (int i = 0; i < 3; ++i) {
       const Variant v = kVariants[(round + i) % 3];
@@ -262,6 +284,9 @@ StatusOr<nlohmann::json> RunIoBench(const IoBenchOptions& o) {
         p.p50.push_back(Percentile(r.ping_ms, 50));
         p.p99.push_back(Percentile(r.ping_ms, 99));
         lost[v] += r.pings_lost;
+        lab_verify_ratio.insert(lab_verify_ratio.end(), r.verify_vs_record.begin(),
+                                r.verify_vs_record.end());
+        lab_verified = lab_verified && r.verified;
       }
       if (o.disk) {
         std::fprintf(stderr, "bench io: round %d/%d, disk, %s\n", round + 1, o.runs, Name(v));
@@ -288,6 +313,13 @@ StatusOr<nlohmann::json> RunIoBench(const IoBenchOptions& o) {
     }
     out["http_exchange_ms"] = hj;
     out["ping_rtt_ms"] = pj;
+    std::printf(
+        "\n  HTTP lab recorded by the patched QEMU: verify (headless replay) time / record time "
+        "(QEMU start\n  to exit), per recording (web and client of every round): %s (target <= "
+        "1.0x)%s\n",
+        PairRatioText(lab_verify_ratio).c_str(), lab_verified ? "" : "; NOT ALL VERIFIED");
+    out["http_lab_verify_vs_record"] = PairRatioJson(lab_verify_ratio);
+    out["http_lab_verified"] = lab_verified;
   }
   if (o.disk) {
     std::printf("\n  %d synchronous 512-byte disk writes (O_DIRECT + fsync each)\n", o.records);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_determinism.h"
 #include "bench/bench_io.h"
 #include "bench/bench_manifest.h"
 #include "bench/bench_record.h"
@@ -391,6 +392,26 @@ int FinishBench(const StatusOr<nlohmann::json>& result, const std::string& json_
     if (Status s = WriteFileAtomic(json_path, result->dump(2) + "\n"); !s.ok()) return Report(s);
   }
   return kExitOk;
+}
+
+int RunBenchDeterminism(const bench::DeterminismBenchOptions& o, const std::string& json_path) {
+  bench::DeterminismBenchOptions opts = o;
+  if (opts.runs < 1 || opts.runs > 100) return Report(InvalidArgument("--runs: 1..100"));
+  for (const auto& w : opts.workloads) {
+    if (w != "cpu" && w != "disk-writer" && w != "idle" && w != "http") {
+      return Report(
+          InvalidArgument("--workload: '" + w + "' is not cpu, disk-writer, idle or http"));
+    }
+  }
+  for (const auto& l : opts.loads) {
+    if (l != "none" && l != "busy" && l != "pinned") {
+      return Report(InvalidArgument("--load: '" + l + "' is not none, busy or pinned"));
+    }
+  }
+  auto dir = BenchGuestDir(opts.guest_dir);
+  if (!dir.ok()) return Report(dir.status());
+  opts.guest_dir = *dir;
+  return FinishBench(bench::RunDeterminismBench(opts), json_path);
 }
 
 int RunBenchRecord(const bench::RecordBenchOptions& o, const std::string& workload,
@@ -780,6 +801,27 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_io->add_option("--json", *io_json, "also write the figures to this file");
   runners.push_back([bench_io, io_opts, io_part, io_json]() {
     return bench_io->parsed() ? RunBenchIo(*io_opts, *io_part, *io_json) : -1;
+  });
+
+  auto det_opts = std::make_shared<bench::DeterminismBenchOptions>();
+  auto det_json = std::make_shared<std::string>();
+  auto* bench_det = bench_cmd->add_subcommand(
+      "determinism",
+      "record and verify every test workload many times under host load (none, a busy process, "
+      "pinned to its CPU): how often console, final disks and final RAM replay identically");
+  bench_det->add_option("--runs", det_opts->runs, "runs per workload and load")
+      ->capture_default_str();
+  bench_det->add_option("--workload", det_opts->workloads, "cpu, disk-writer, idle, http (default: all)")
+      ->delimiter(',');
+  bench_det->add_option("--load", det_opts->loads, "none, busy, pinned (default: all)")
+      ->delimiter(',');
+  bench_det->add_option("--guest", det_opts->guest_dir,
+                        "test guest directory (default $BLACKBOX_GUEST_DIR)");
+  bench_det->add_option("--qemu", det_opts->qemu_binary,
+                        "QEMU (default: $BLACKBOX_QEMU or the build's patched one)");
+  bench_det->add_option("--json", *det_json, "also write the figures to this file");
+  runners.push_back([bench_det, det_opts, det_json]() {
+    return bench_det->parsed() ? RunBenchDeterminism(*det_opts, *det_json) : -1;
   });
 
   auto mb_opts = std::make_shared<bench::ManifestBenchOptions>();
