@@ -152,51 +152,46 @@ StatusOr<NetRun> RunNet(const IoBenchOptions& o, Variant v) {
   return run;
 }
 
-StatusOr<double> RunDisk(const IoBenchOptions& o, Variant v) {
+// Records one guest (spec_text) in variant v into a fresh store and returns
+// the seconds between the console markers `from` and `to` ("" for `from`:
+// the first console byte). `what` names the guest in an error.
+StatusOr<double> TimeBetweenMarkers(const IoBenchOptions& o, Variant v,
+                                    const std::string& spec_text, const std::string& what,
+                                    const std::string& from, const std::string& to) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-io"));
   StoreOptions so;
   so.path = dir.path() + "/store";
   ASSIGN_OR_RETURN(auto store, Store::Open(so));
+  ASSIGN_OR_RETURN(VmSpec spec, ParseVmSpec(spec_text, o.guest_dir));
+  ASSIGN_OR_RETURN(RecordingInfo info, RecordVm(store.get(), spec, BaseRecorder(o, v, dir.path())));
+  ASSIGN_OR_RETURN(std::vector<ConsolePiece> pieces, store->ReadConsole(info.id));
+  const int64_t start = from.empty() ? (pieces.empty() ? -1 : pieces.front().wall_ns)
+                                     : MarkerWallNs(pieces, from);
+  const int64_t done = MarkerWallNs(pieces, to);
+  if (start < 0 || done < 0) {
+    return Internal(std::string(Name(v)) + ": the " + what + " did not print " + to +
+                    "; its console ends:\n" + Tail(ConsoleOf(*store, info.id)));
+  }
+  return (done - start) / 1e9;
+}
+
+StatusOr<double> RunDisk(const IoBenchOptions& o, Variant v) {
   const std::string spec_text =
       "name: disk-sync\nkernel: " + o.guest_dir + "/vmlinuz\ninitrd: " + o.guest_dir +
       "/initrd.img\nappend: console=ttyS0 quiet panic=-1 "
       "bb.role=disk-sync bb.poweroff=1 bb.records=" +
       std::to_string(o.records) + "\nmemory: 256M\ndisks:\n  - name: data\n    size: 16M\n";
-  ASSIGN_OR_RETURN(VmSpec spec, ParseVmSpec(spec_text, o.guest_dir));
-  ASSIGN_OR_RETURN(RecordingInfo info, RecordVm(store.get(), spec, BaseRecorder(o, v, dir.path())));
-  ASSIGN_OR_RETURN(std::vector<ConsolePiece> pieces, store->ReadConsole(info.id));
-  const int64_t start = MarkerWallNs(pieces, "BB-SYNC-START");
-  const int64_t done = MarkerWallNs(pieces, "BB-SYNC-DONE");
-  if (start < 0 || done < 0) {
-    return Internal(std::string(Name(v)) +
-                    ": the disk-sync guest did not finish; its console "
-                    "ends:\n" +
-                    Tail(ConsoleOf(*store, info.id)));
-  }
-  return (done - start) / 1e9;
+  return TimeBetweenMarkers(o, v, spec_text, "disk-sync guest", "BB-SYNC-START", "BB-SYNC-DONE");
 }
 
 // Seconds from the first console byte to BB-SYSTEMD-READY.
 StatusOr<double> RunBoot(const IoBenchOptions& o, Variant v) {
-  ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-io"));
-  StoreOptions so;
-  so.path = dir.path() + "/store";
-  ASSIGN_OR_RETURN(auto store, Store::Open(so));
   const std::string spec_text =
       "name: debian\nkernel: " + o.guest_dir + "/vmlinuz\ninitrd: " + o.guest_dir +
       "/initrd.img\nappend: console=ttyS0 panic=-1 bb.role=switch-root fsck.mode=skip "
       "systemd.show_status=0\nmemory: 512M\ndisks:\n  - name: root\n    base: " +
       o.debian_dir + "/debian.raw\n    format: raw\n";
-  ASSIGN_OR_RETURN(VmSpec spec, ParseVmSpec(spec_text, o.guest_dir));
-  ASSIGN_OR_RETURN(RecordingInfo info, RecordVm(store.get(), spec, BaseRecorder(o, v, dir.path())));
-  ASSIGN_OR_RETURN(std::vector<ConsolePiece> pieces, store->ReadConsole(info.id));
-  const int64_t ready = MarkerWallNs(pieces, "BB-SYSTEMD-READY");
-  if (pieces.empty() || ready < 0) {
-    return Internal(std::string(Name(v)) +
-                    ": the Debian guest did not report BB-SYSTEMD-READY; its console ends:\n" +
-                    Tail(ConsoleOf(*store, info.id)));
-  }
-  return (ready - pieces.front().wall_ns) / 1e9;
+  return TimeBetweenMarkers(o, v, spec_text, "Debian guest", "", "BB-SYSTEMD-READY");
 }
 
 // Prints one row per variant of per-run seconds, with the per-round ratio to
