@@ -15,9 +15,11 @@ from anywhere but the configured Debian apt archive):
   OUTDIR/vmlinuz     kernel from the package linux-image-amd64 depends on
                      (fetched with 'apt-get download', never installed)
   OUTDIR/initrd.img  gzip'd newc cpio: busybox-static, virtio modules,
-                     guest/init.sh as /init
-  OUTDIR/STAMP       cache key (hash of this script, init.sh, the kernel
-                     package version and the busybox-static version)
+                     guest/init.sh as /init, guest/cx-flags.c compiled
+                     (static, no libc) as /bin/bb-cx-flags
+  OUTDIR/STAMP       cache key (hash of this script, init.sh, cx-flags.c,
+                     the C compiler's version, the kernel package version
+                     and the busybox-static version)
   OUTDIR/INFO        human-readable build details (kernel version, hashes)
 
 If OUTDIR/STAMP matches the current key the script prints "guest: cached"
@@ -79,6 +81,7 @@ umask 022
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF=$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")
 INIT_SRC=$SCRIPT_DIR/init.sh
+CX_SRC=$SCRIPT_DIR/cx-flags.c
 [[ -f $INIT_SRC ]] || die "init script not found: $INIT_SRC"
 
 IS_ROOT=0
@@ -113,6 +116,9 @@ ensure_host_pkg() { # PACKAGE
 
 ensure_host_pkg busybox-static
 ensure_host_pkg cpio
+CC=${CC:-cc}
+command -v "$CC" >/dev/null 2>&1 || die "no C compiler '$CC' (build-essential) for guest/cx-flags.c"
+CC_VER=$("$CC" --version | head -n1)
 
 # busybox binary shipped by busybox-static (/bin/busybox on bookworm)
 BUSYBOX=$(dpkg -L busybox-static | grep -E '/bin/busybox$' | head -n1) || true
@@ -167,6 +173,8 @@ KEY=$({
 	echo "blackbox-guest-key v1"
 	sha256sum <"$SELF"
 	sha256sum <"$INIT_SRC"
+	sha256sum <"$CX_SRC"
+	echo "cc $CC_VER"
 	echo "kernel $KPKG $KPKG_VER"
 	echo "busybox-static $BUSYBOX_VER"
 } | sha256sum | cut -d' ' -f1)
@@ -273,6 +281,11 @@ chmod 0700 "$ROOT/root"
 
 install -m 0755 "$BUSYBOX" "$ROOT/bin/busybox"
 install -m 0755 "$INIT_SRC" "$ROOT/init"
+# bb.role=cx-flags runs it: EFLAGS after cmpxchg16b/8b (qemu-patches 0008)
+"$CC" -O2 -static -nostdlib -ffreestanding -fno-pie -no-pie -fno-stack-protector \
+	-Wl,--build-id=none -o "$ROOT/bin/bb-cx-flags" "$CX_SRC" ||
+	die "cannot compile $CX_SRC"
+chmod 0755 "$ROOT/bin/bb-cx-flags"
 
 # busybox applet symlinks (equivalent of 'busybox --install -s')
 "$BUSYBOX" --list-full | sort | while read -r applet; do

@@ -2,7 +2,7 @@
 # Blackbox test guest: /init of the initramfs (runs as PID 1 under busybox ash).
 #
 # The behaviour is selected on the kernel command line (see guest/README.md):
-#   bb.role=idle|cpu|disk-writer|disk-sync|counter|http-server|http-client|http-get|http-loop|prober|spoofer|panic|switch-root
+#   bb.role=idle|cpu|disk-writer|disk-sync|counter|http-server|http-client|http-get|http-loop|prober|spoofer|panic|cx-flags|switch-root
 #   bb.rounds=N bb.records=N bb.count=N bb.bigsize=MiB bb.ip=A.B.C.D/NN bb.peer=A.B.C.D
 #   bb.path=/URL-PATH bb.port=N
 #   bb.wait=N bb.poweroff=1 bb.debug=1
@@ -296,6 +296,14 @@ role_switch_root() {
 	exec switch_root /newroot /sbin/init
 }
 
+# EFLAGS after cmpxchg16b/cmpxchg8b (qemu-patches 0008): prints
+# BB-CX-FLAGS-OK or BB-CX-FLAGS-BAD ..., then powers off.
+role_cx_flags() {
+	echo "BB-READY"
+	/bin/bb-cx-flags
+	power_off
+}
+
 role_panic() {
 	echo "BB-READY"
 	echo "BB-PANIC-NOW"
@@ -559,6 +567,7 @@ http-loop) role_http_loop ;;
 prober) role_prober ;;
 spoofer) role_spoofer ;;
 panic) role_panic ;;
+cx-flags) role_cx_flags ;;
 switch-root) role_switch_root ;;
 '')
 	echo "BB-ERROR missing bb.role"
