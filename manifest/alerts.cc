@@ -236,6 +236,7 @@ void AlertWriter::Respond(const Item& item, const std::string& alert_id) {
                                     {kRespPause, "pause"},
                                     {kRespPowerOff, "poweroff"}};
   const VmInfo vm = Vm(item.vm);
+  std::deque<VmStep> vm_steps;
   for (const Step& s : kSteps) {
     if (!(acts & s.bit)) continue;
     if (!item.enforced) {
@@ -259,14 +260,26 @@ void AlertWriter::Respond(const Item& item, const std::string& alert_id) {
       ResponseEvent(item.vm, alert_id, s.name, "failed: no control of this VM", nullptr);
       continue;
     }
-    const std::string name = item.vm;
-    const char* act = s.name;
-    vm.control->Request(
-        a, "alert " + alert_id, [this, name, alert_id, act](Status outcome, nlohmann::json detail) {
-          ResponseEvent(name, alert_id, act, outcome.ok() ? "done" : "failed: " + outcome.message(),
-                        detail);
-        });
+    vm_steps.push_back({a, s.name});
   }
+  RunVmSteps(vm.control, item.vm, alert_id, std::move(vm_steps));
+}
+
+// The VM-level steps run one after another, each once the previous one's
+// outcome is in: a snapshot must be taken before a pause (QEMU cannot take
+// one while a paused VM has replay events queued), a power-off comes last.
+void AlertWriter::RunVmSteps(std::shared_ptr<VmControl> control, const std::string& vm,
+                             const std::string& alert_id, std::deque<VmStep> steps) {
+  if (steps.empty()) return;
+  const VmStep step = steps.front();
+  steps.pop_front();
+  control->Request(step.action, "alert " + alert_id,
+                   [this, control, vm, alert_id, step, rest = std::move(steps)](
+                       Status outcome, nlohmann::json detail) mutable {
+                     ResponseEvent(vm, alert_id, step.name,
+                                   outcome.ok() ? "done" : "failed: " + outcome.message(), detail);
+                     RunVmSteps(control, vm, alert_id, std::move(rest));
+                   });
 }
 
 Status AlertWriter::Close() {

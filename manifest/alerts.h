@@ -129,6 +129,12 @@ class AlertWriter {
   void Run();
   void Store1(Item& item);
   void Respond(const Item& item, const std::string& alert_id);
+  struct VmStep {
+    VmControl::Action action;
+    const char* name;
+  };
+  void RunVmSteps(std::shared_ptr<VmControl> control, const std::string& vm,
+                  const std::string& alert_id, std::deque<VmStep> steps);
   void ResponseEvent(const std::string& vm, const std::string& alert_id, const char* action,
                      const std::string& outcome, const nlohmann::json& detail);
   int64_t WallNow() const;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <mutex>
+
 #include "common/files.h"
 #include "manifest/alerts.h"
 #include "switch/frame_builder.h"
@@ -480,6 +482,43 @@ TEST_F(AlertWriterTest, StoresTheAlertWithEvidenceAndCarriesOutResponses) {
   EXPECT_EQ(resp[1].body["outcome"], "done");
   EXPECT_EQ(resp[1].body["detail"]["status"], "paused");
   EXPECT_EQ(resp[1].body["alert"], alerts[0].id);
+}
+
+// The VM-level responses run one after another: QEMU cannot take a snapshot
+// of a VM that is already paused with replay events queued, so the pause
+// waits for the snapshot's outcome, and the power-off comes last.
+TEST_F(AlertWriterTest, VmResponsesRunInOrderEachAfterThePreviousOutcome) {
+  auto control = std::make_shared<VmControl>();
+  std::mutex mu;
+  std::vector<std::pair<std::string, VmControl::Done>> asked;
+  control->Attach([&](VmControl::Action a, const std::string&, VmControl::Done done) {
+    std::lock_guard lock(mu);
+    asked.emplace_back(VmControl::ActionName(a), std::move(done));
+  });
+  AlertWriter w(store_.get(), 0);
+  w.SetVm("a", {"a-1", "", "", "", {}, control});
+  w.OnViolation(Violation(kRespAlert | kRespPowerOff | kRespPause | kRespSnapshot, true));
+  ASSERT_TRUE(w.Close().ok());  // the violation has been handled
+  auto next = [&]() {
+    std::lock_guard lock(mu);
+    return asked;
+  };
+  ASSERT_EQ(next().size(), 1u);
+  EXPECT_EQ(next()[0].first, "snapshot");
+  next()[0].second(Unavailable("not now"), nullptr);
+  ASSERT_EQ(next().size(), 2u);
+  EXPECT_EQ(next()[1].first, "pause");
+  next()[1].second(Status::Ok(), {{"status", "paused"}});
+  ASSERT_EQ(next().size(), 3u);
+  EXPECT_EQ(next()[2].first, "poweroff");
+  next()[2].second(Status::Ok(), nullptr);
+  auto resp = ResponseEvents();
+  ASSERT_EQ(resp.size(), 3u);
+  EXPECT_EQ(resp[0].body["action"], "snapshot");
+  EXPECT_EQ(resp[0].body["outcome"], "failed: not now");
+  EXPECT_EQ(resp[1].body["action"], "pause");
+  EXPECT_EQ(resp[1].body["outcome"], "done");
+  EXPECT_EQ(resp[2].body["action"], "poweroff");
 }
 
 TEST_F(AlertWriterTest, ObserveModeAndMissingControlAreRecordedAsSuch) {
