@@ -16,7 +16,8 @@
 namespace blackbox {
 
 StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
-                                           const std::string& output_path) {
+                                           const std::string& output_path,
+                                      const std::vector<int>& inherit_fds) {
   if (argv.empty()) return InvalidArgument("empty command");
   std::vector<char*> cargv;
   for (const auto& s : argv) cargv.push_back(const_cast<char*>(s.c_str()));
@@ -53,6 +54,10 @@ StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
     if (out.valid()) {
       ::dup2(out.get(), 1);
       ::dup2(out.get(), 2);
+    }
+    for (int fd : inherit_fds) {
+      int flags = ::fcntl(fd, F_GETFD);
+      if (flags >= 0) ::fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
     }
     ::execvp(cargv[0], cargv.data());
     int e = errno;

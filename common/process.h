@@ -18,9 +18,12 @@ namespace blackbox {
 class ChildProcess {
  public:
   // Starts argv[0] (looked up in PATH) with stdout+stderr appended to
-  // `output_path` (or inherited when empty).
+  // `output_path` (or inherited when empty). The child inherits
+  // `inherit_fds` under the same numbers (even if they are close-on-exec
+  // here) and no other descriptor opened with O_CLOEXEC.
   static StatusOr<ChildProcess> Spawn(const std::vector<std::string>& argv,
-                                      const std::string& output_path);
+                                      const std::string& output_path,
+                                      const std::vector<int>& inherit_fds = {});
   ChildProcess(ChildProcess&& o) noexcept;
   ChildProcess& operator=(ChildProcess&& o) noexcept;
   // Kills (SIGKILL) and reaps a child still running.

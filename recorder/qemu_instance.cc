@@ -55,9 +55,10 @@ void QemuInstance::ArmSignals() {
 }
 
 Status QemuInstance::Start(const std::vector<std::string>& argv, const std::string& output_path,
-                           std::chrono::seconds connect_timeout) {
+                           std::chrono::seconds connect_timeout,
+                           const std::vector<int>& inherit_fds) {
   ArmSignals();
-  ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, output_path));
+  ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, output_path, inherit_fds));
   child_.emplace(std::move(child));
 
   if (cb_.poll_serial) ArmSerialTimer();

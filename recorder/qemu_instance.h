@@ -51,8 +51,10 @@ class QemuInstance {
   // Starts QEMU with `argv`; its stdout/stderr go to `output_path`.
   // QEMU must connect to qmp_socket() within
   // `connect_timeout` or on_error gets DeadlineExceeded.
+  // `inherit_fds` are passed on to QEMU (ChildProcess::Spawn).
   Status Start(const std::vector<std::string>& argv, const std::string& output_path,
-               std::chrono::seconds connect_timeout = std::chrono::seconds(60));
+               std::chrono::seconds connect_timeout = std::chrono::seconds(60),
+               const std::vector<int>& inherit_fds = {});
 
   bool qmp_ready() const { return qmp_ready_; }
   bool exited() const { return exited_; }

@@ -453,7 +453,9 @@ void Session::CheckQmpEvent(const nlohmann::json& ev) {
 
 Status Session::StartQemu() {
   spdlog::debug("qemu: {}", ShellJoin(qemu_args_));
-  RETURN_IF_ERROR(qemu_->Start(qemu_args_, qemu_log_path_));
+  std::vector<int> inherit;
+  if (ram_file_) inherit.push_back(ram_file_->fd());
+  RETURN_IF_ERROR(qemu_->Start(qemu_args_, qemu_log_path_, std::chrono::seconds(60), inherit));
   start_mono_ = clock_->MonotonicNanos();
   Event({{"kind", "recorder"}, {"what", "qemu-started"}, {"pid", qemu_->pid()}});
   return Status::Ok();

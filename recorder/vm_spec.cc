@@ -1,7 +1,7 @@
 #include "recorder/vm_spec.h"
 
 #include <arpa/inet.h>
-#include <sys/statvfs.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -328,38 +328,31 @@ Status CreateStateImage(const std::string& path) {
 }
 
 StatusOr<GuestRamFile> GuestRamFile::Create(const std::string& vm_name, uint64_t bytes) {
-  // A guest touching RAM that its file system has no room for gets SIGBUS:
-  // the file goes only where the whole of it fits now.
-  const char* tmp = std::getenv("TMPDIR");
-  std::string problem;
-  for (std::string dir : {std::string("/dev/shm"), std::string(tmp && *tmp ? tmp : "/tmp")}) {
-    struct statvfs fs;
-    if (::access(dir.c_str(), W_OK) != 0 || ::statvfs(dir.c_str(), &fs) != 0) continue;
-    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
-    if (free_bytes < bytes + (64ull << 20)) {
-      problem += (problem.empty() ? "" : ", ") + dir + " has " +
-                 std::to_string(free_bytes >> 20) + " MiB free";
-      continue;
-    }
-    std::string path = dir + "/blackbox-ram-" + vm_name + "-XXXXXX";
-    int fd = ::mkstemp(path.data());
-    if (fd < 0) return ErrnoError("cannot create a RAM file in " + dir, errno);
-    ::close(fd);
-    return GuestRamFile(std::move(path));
+  UniqueFd fd(::memfd_create(("blackbox-ram-" + vm_name).c_str(), MFD_CLOEXEC));
+  if (!fd.valid()) return ErrnoError("cannot create the guest's RAM (memfd_create)", errno);
+  // Sized now so that QEMU maps it as it is; pages are only allocated as
+  // the guest touches them, as with anonymous memory.
+  if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
+    return ErrnoError("cannot size the guest's RAM to " + std::to_string(bytes >> 20) + " MiB",
+                      errno);
   }
-  return ResourceExhausted("no room for a " + std::to_string(bytes >> 20) + " MiB RAM file (" +
-                           (problem.empty() ? "no writable /dev/shm or temporary directory"
-                                            : problem) +
-                           ")");
+  return GuestRamFile(std::move(fd));
 }
 
-GuestRamFile::~GuestRamFile() {
-  if (!path_.empty()) ::unlink(path_.c_str());
-}
+std::string GuestRamFile::path() const { return "/proc/self/fd/" + std::to_string(fd_.get()); }
 
 StatusOr<std::string> GuestRamFile::Sha256Hex() const {
-  ASSIGN_OR_RETURN(Sha256Digest digest, Sha256File(path_));
-  return ToHex(digest);
+  Sha256 sha;
+  std::vector<char> buf(1 << 20);
+  for (off_t off = 0;;) {
+    ssize_t n = ::pread(fd_.get(), buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError("cannot read the guest's RAM", errno);
+    if (n == 0) break;
+    sha.Update(buf.data(), static_cast<size_t>(n));
+    off += n;
+  }
+  return ToHex(sha.Finish());
 }
 
 std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const QemuRunPaths& paths,

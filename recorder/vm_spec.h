@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/files.h"
 #include "common/status.h"
 
 namespace YAML {
@@ -97,7 +98,8 @@ struct QemuRunPaths {
   // baseline). Default: none.
   std::vector<bool> nic_listen;
   // The guest's RAM lives in this file (memory-backend-file, share=on), so
-  // its contents can be hashed after QEMU exits. Empty: anonymous memory.
+  // its contents can be hashed after QEMU exits (GuestRamFile::path()).
+  // Empty: anonymous memory.
   // Either way the RAM block is named pc.ram, so snapshots load both ways.
   std::string ram_file;
   int gdb_port = 0;           // >0: -gdb tcp:127.0.0.1:PORT
@@ -105,24 +107,27 @@ struct QemuRunPaths {
   bool sandbox = true;        // -sandbox on with every restriction
 };
 
-// A file that holds a guest's RAM (QemuRunPaths::ram_file): in /dev/shm,
-// else in $TMPDIR or /tmp, wherever `bytes` (and 64 MiB more) are free now.
-// ResourceExhausted, naming what is free, when neither has room. Removed
-// when destroyed.
+// The memory that holds a guest's RAM (QemuRunPaths::ram_file): an
+// anonymous shared-memory file (memfd) of `bytes`, with no name in any file
+// system, so nothing is left behind whoever dies first: the memory is freed
+// once this object and the QEMU that maps it are both gone. QEMU gets it as
+// /proc/self/fd/N, which names the same file in QEMU as here as long as QEMU
+// inherits fd N (pass fd() to ChildProcess::Spawn's `inherit_fds`).
 class GuestRamFile {
  public:
   static StatusOr<GuestRamFile> Create(const std::string& vm_name, uint64_t bytes);
-  GuestRamFile(GuestRamFile&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+  GuestRamFile(GuestRamFile&& o) noexcept = default;
   GuestRamFile& operator=(GuestRamFile&&) = delete;
   GuestRamFile(const GuestRamFile&) = delete;
-  ~GuestRamFile();
-  const std::string& path() const { return path_; }
+  int fd() const { return fd_.get(); }
+  // "/proc/self/fd/N": valid in this process and in a child that inherited fd().
+  std::string path() const;
   // SHA-256 of the contents, hex; once QEMU has exited, the guest's final RAM.
   StatusOr<std::string> Sha256Hex() const;
 
  private:
-  explicit GuestRamFile(std::string path) : path_(std::move(path)) {}
-  std::string path_;
+  explicit GuestRamFile(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
 };
 
 // Builds argv (argv[0] is the QEMU binary) for the spec in the given mode.

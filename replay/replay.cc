@@ -226,7 +226,9 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   std::vector<std::string> args = BuildQemuArgs(spec, RrMode::kReplay, paths, qemu_id.resolved);
   std::string qemu_log = work + "/qemu-replay.log";
   spdlog::debug("replay: {}", ShellJoin(args));
-  RETURN_IF_ERROR(qemu.Start(args, qemu_log));
+  std::vector<int> inherit;
+  if (ram_file) inherit.push_back(ram_file->fd());
+  RETURN_IF_ERROR(qemu.Start(args, qemu_log, std::chrono::seconds(60), inherit));
 
   // Watchdog: QEMU reports its icount; a replay that stops advancing is stuck.
   asio::steady_timer watchdog(io);
