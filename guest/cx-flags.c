@@ -51,47 +51,27 @@ static uint64_t slot8 __attribute__((aligned(8)));
 static const uint64_t kStatus = 0x8d5;
 static const uint64_t kZf = 0x40;
 
-static uint64_t AfterCmpxchg16b(uint64_t operand) {
-  uint64_t flags, sum = 0;
-  slot16[0] = slot16[1] = 0;
-  __asm__ volatile(
-      "pushq $0x202\n\t"
-      "popfq\n\t"
-      "add %[op], %[sum]\n\t"
-      "movq %[slot], %%rax\n\t"
-      "xor %%eax, %%eax\n\t"
-      "xor %%edx, %%edx\n\t"
-      "mov $1, %%ebx\n\t"
-      "xor %%ecx, %%ecx\n\t"
-      "cmpxchg16b %[slot]\n\t"
-      "pushfq\n\t"
-      "popq %[flags]\n\t"
-      : [flags] "=r"(flags), [sum] "+r"(sum), [slot] "+m"(slot16)
-      : [op] "r"(operand)
-      : "rax", "rbx", "rcx", "rdx", "cc", "memory");
-  return flags;
-}
-
-static uint64_t AfterCmpxchg8b(uint64_t operand) {
-  uint64_t flags, sum = 0;
-  slot8 = 0;
-  __asm__ volatile(
-      "pushq $0x202\n\t"
-      "popfq\n\t"
-      "add %[op], %[sum]\n\t"
-      "movq %[slot], %%rax\n\t"
-      "xor %%eax, %%eax\n\t"
-      "xor %%edx, %%edx\n\t"
-      "mov $1, %%ebx\n\t"
-      "xor %%ecx, %%ecx\n\t"
-      "cmpxchg8b %[slot]\n\t"
-      "pushfq\n\t"
-      "popq %[flags]\n\t"
-      : [flags] "=r"(flags), [sum] "+r"(sum), [slot] "+m"(slot8)
-      : [op] "r"(operand)
-      : "rax", "rbx", "rcx", "rdx", "cc", "memory");
-  return flags;
-}
+// pushf's result after popf, add, a load and `insn` on `mem` (which holds
+// 0, as does EDX:EAX, so the compare succeeds and stores ECX:EBX = 0:1).
+#define FLAGS_AFTER(insn, mem, operand)                                    \
+  ({                                                                        \
+    uint64_t flags_, sum_ = 0;                                              \
+    __asm__ volatile(                                                       \
+        "pushq $0x202\n\t"                                                  \
+        "popfq\n\t"                                                         \
+        "add %[op], %[sum]\n\t"                                             \
+        "movq %[slot], %%rax\n\t"                                           \
+        "xor %%eax, %%eax\n\t"                                              \
+        "xor %%edx, %%edx\n\t"                                              \
+        "mov $1, %%ebx\n\t"                                                 \
+        "xor %%ecx, %%ecx\n\t" insn " %[slot]\n\t"                         \
+        "pushfq\n\t"                                                        \
+        "popq %[flags]\n\t"                                                 \
+        : [flags] "=r"(flags_), [sum] "+r"(sum_), [slot] "+m"(mem)          \
+        : [op] "r"(operand)                                                 \
+        : "rax", "rbx", "rcx", "rdx", "cc", "memory");                      \
+    flags_;                                                                 \
+  })
 
 static int Check(const char* which, uint64_t flags, int stored) {
   // The compare succeeds (memory held 0 = EDX:EAX), so ZF is set and the
@@ -110,9 +90,11 @@ void _start(void) {
   // flags cannot single-step or reverse string operations in this program
   // before it prints; its reserved bits 24-31, ID and VIF show them.
   const uint64_t operand = 0xffff8c9dc1280080ull;
-  uint64_t flags = AfterCmpxchg16b(operand);
+  slot16[0] = slot16[1] = 0;
+  uint64_t flags = FLAGS_AFTER("cmpxchg16b", slot16, operand);
   int ok = Check("cmpxchg16b", flags, slot16[0] == 1 && slot16[1] == 0);
-  flags = AfterCmpxchg8b(operand);
+  slot8 = 0;
+  flags = FLAGS_AFTER("cmpxchg8b", slot8, operand);
   ok &= Check("cmpxchg8b", flags, slot8 == 1);
   if (ok) Print("BB-CX-FLAGS-OK\n");
   SysExit(ok ? 0 : 1);
