@@ -146,7 +146,7 @@ StatusOr<NetRun> RunNet(const IoBenchOptions& o, Variant v) {
         std::fprintf(stderr, "bench io: verify failed: %s\n", report.summary.c_str());
         run.verified = false;
       }
-      if (recorded > 0) run.verify_vs_record.push_back(report.replay.wall_seconds / recorded);
+      if (recorded > 0) run.verify_vs_record.push_back(report.replay.qemu_seconds / recorded);
     }
   }
   return run;

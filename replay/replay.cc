@@ -197,8 +197,10 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
       std::fflush(stdout);
     }
   };
+  int64_t qemu_start = 0;
   cb.on_exit = [&](int status) {
     exited = true;
+    result.qemu_seconds = (clock.MonotonicNanos() - qemu_start) / 1e9;
     result.qemu_wait_status = status;
     io.stop();
   };
@@ -228,6 +230,7 @@ StatusOr<ReplayResult> ReplayRecording(const Store& store, const std::string& re
   spdlog::debug("replay: {}", ShellJoin(args));
   std::vector<int> inherit;
   if (ram_file) inherit.push_back(ram_file->fd());
+  qemu_start = clock.MonotonicNanos();
   RETURN_IF_ERROR(qemu.Start(args, qemu_log, std::chrono::seconds(60), inherit));
 
   // Watchdog: QEMU reports its icount; a replay that stops advancing is stuck.

@@ -63,6 +63,9 @@ struct ReplayResult {
   bool stalled = false;
   uint64_t last_icount = 0;  // as QEMU last reported it
   double wall_seconds = 0;
+  // QEMU's start to its exit (as a recording's qemu_run_seconds): without the
+  // disk comparison and RAM hash that wall_seconds includes.
+  double qemu_seconds = 0;
   // With ReplayOptions::compare_final_disks: one per disk, in spec order.
   struct DiskCheck {
     std::string name;
