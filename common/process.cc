@@ -17,7 +17,7 @@ namespace blackbox {
 
 StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv,
                                            const std::string& output_path,
-                                      const std::vector<int>& inherit_fds) {
+                                           const std::vector<int>& inherit_fds) {
   if (argv.empty()) return InvalidArgument("empty command");
   std::vector<char*> cargv;
   for (const auto& s : argv) cargv.push_back(const_cast<char*>(s.c_str()));

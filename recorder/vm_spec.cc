@@ -342,17 +342,9 @@ StatusOr<GuestRamFile> GuestRamFile::Create(const std::string& vm_name, uint64_t
 std::string GuestRamFile::path() const { return "/proc/self/fd/" + std::to_string(fd_.get()); }
 
 StatusOr<std::string> GuestRamFile::Sha256Hex() const {
-  Sha256 sha;
-  std::vector<char> buf(1 << 20);
-  for (off_t off = 0;;) {
-    ssize_t n = ::pread(fd_.get(), buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError("cannot read the guest's RAM", errno);
-    if (n == 0) break;
-    sha.Update(buf.data(), static_cast<size_t>(n));
-    off += n;
-  }
-  return ToHex(sha.Finish());
+  // path() reopens the memfd here too, from its start.
+  ASSIGN_OR_RETURN(Sha256Digest digest, Sha256File(path()));
+  return ToHex(digest);
 }
 
 std::vector<std::string> BuildQemuArgs(const VmSpec& spec, RrMode mode, const QemuRunPaths& paths,
