@@ -18,6 +18,7 @@
 #include "cli/capture_commands.h"
 #include "cli/manifest_commands.h"
 #include "cli/util.h"
+#include "cli/vm_commands.h"
 #include "common/clock.h"
 #include "common/files.h"
 #include "common/hash.h"
@@ -83,6 +84,11 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
   if (!lab.ok()) return Report(lab.status());
   for (const LabVm& vm : lab->vms) {
     if (Status s = CheckSpecFiles(vm.spec); !s.ok()) return Report(s.WithContext(vm.spec.name));
+  }
+  if (std::string pid; DaemonServes(g, &pid)) {
+    return Report(FailedPrecondition(
+        "a Blackbox daemon (pid " + pid + ") owns " + g.data_dir +
+        "; start the VM through it: blackbox vm start " + a.spec + " (or stop the daemon first)"));
   }
   auto store = OpenStore(g, false);
   if (!store.ok()) return Report(store.status());
@@ -592,6 +598,7 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       [rec, rec_args, &global]() { return rec->parsed() ? RunRecord(global, *rec_args) : -1; });
 
   RegisterManifestCommands(app, global, runners);
+  RegisterVmCommands(app, global, runners);
 
   auto ls_json = std::make_shared<bool>(false);
   auto* ls = app.add_subcommand("ls", "list recordings");

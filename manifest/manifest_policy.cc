@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <optional>
 
 namespace blackbox {
@@ -138,19 +139,55 @@ void ManifestPolicy::AddVm(VmPolicy policy) {
     vm->rule_rates.push_back(envelope(m.rules[i].rate, m.rules[i].name, static_cast<int>(i)));
     vm->has_rates = vm->has_rates || vm->rule_rates.back().active();
   }
-  const uint16_t index = static_cast<uint16_t>(vms_.size());
+  std::lock_guard lock(vms_mu_);
+  size_t index = vms_.size();
+  for (size_t i = 0; i < vms_.size(); ++i) {
+    if (vms_[i]->policy.name == policy.name) index = i;
+  }
+  if (index < vms_.size()) {
+    // The same VM again: its slot is reused, so verdicts cached for the old
+    // rules must go.
+    Vm& old = *vms_[index];
+    if (!old.removed) vm->quarantined.store(old.quarantined.load());
+    for (PortVm& p : port_vm_) {
+      if (p.checked && p.vm == index) p = PortVm{};
+    }
+    cache_.EraseIdle(std::numeric_limits<int64_t>::max());
+    quarantine_changes_.fetch_add(1);
+  }
   for (size_t i = 0; i < policy.ports.size(); ++i) {
     const uint32_t port = policy.ports[i];
     if (port >= port_vm_.size()) port_vm_.resize(port + 1);
-    port_vm_[port] = {true, index, i < policy.macs.size() ? policy.macs[i] : MacAddr{}};
+    port_vm_[port] = {true, static_cast<uint16_t>(index),
+                      i < policy.macs.size() ? policy.macs[i] : MacAddr{}};
   }
   vm->policy = std::move(policy);
-  vms_.push_back(std::move(vm));
+  if (index < vms_.size()) {
+    vms_[index] = std::move(vm);
+  } else {
+    vms_.push_back(std::move(vm));
+  }
+}
+
+bool ManifestPolicy::RemoveVm(const std::string& name) {
+  std::lock_guard lock(vms_mu_);
+  for (size_t i = 0; i < vms_.size(); ++i) {
+    Vm& vm = *vms_[i];
+    if (vm.removed || vm.policy.name != name) continue;
+    vm.removed = true;
+    for (PortVm& p : port_vm_) {
+      if (p.checked && p.vm == i) p = PortVm{};
+    }
+    quarantine_changes_.fetch_add(1);  // the front cache forgets its passes
+    return true;
+  }
+  return false;
 }
 
 bool ManifestPolicy::SetQuarantined(const std::string& name, bool on) {
+  std::lock_guard lock(vms_mu_);
   for (auto& vm : vms_) {
-    if (vm->policy.name == name) {
+    if (!vm->removed && vm->policy.name == name) {
       vm->quarantined.store(on);
       quarantine_changes_.fetch_add(1);
       return true;
@@ -160,8 +197,9 @@ bool ManifestPolicy::SetQuarantined(const std::string& name, bool on) {
 }
 
 bool ManifestPolicy::quarantined(const std::string& name) const {
+  std::lock_guard lock(vms_mu_);
   for (const auto& vm : vms_) {
-    if (vm->policy.name == name) return vm->quarantined.load();
+    if (!vm->removed && vm->policy.name == name) return vm->quarantined.load();
   }
   return false;
 }

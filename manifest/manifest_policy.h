@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -111,9 +112,15 @@ class ManifestPolicy : public FramePolicy {
 
   ManifestPolicy(Options options, Sink sink);
 
-  // Adds a VM with a manifest; before frames flow. Ports of VMs without a
-  // manifest are not checked (but their frames are, by their peers').
+  // Adds a VM with a manifest. Ports of VMs without a manifest are not
+  // checked (but their frames are, by their peers'). A VM of the same name is
+  // replaced (its rules recompiled when peers come and go) and keeps its
+  // quarantine; cached verdicts are forgotten. Runs on the thread that calls
+  // Check (or before frames flow).
   void AddVm(VmPolicy vm);
+  // Stops checking a VM's ports (the VM ended); on the Check thread. False
+  // if the VM is unknown.
+  bool RemoveVm(const std::string& name);
 
   bool Check(uint32_t ingress, const ParsedFrame& frame, std::span<const uint8_t> bytes,
              int64_t now_ns, std::vector<uint32_t>* egress, std::string* reason) override;
@@ -149,6 +156,7 @@ class ManifestPolicy : public FramePolicy {
     Envelope vm_rate;
     std::vector<Envelope> rule_rates;  // by rule index (inactive where the rule has none)
     bool has_rates = false;            // any envelope active
+    bool removed = false;              // RemoveVm: a slot AddVm reuses for the same name
   };
   // Flow key, both directions folded: the two addresses (16 bytes each, the
   // lower endpoint first), and ports, protocol, family and VM in the last
@@ -283,7 +291,10 @@ class ManifestPolicy : public FramePolicy {
 
   Options options_;
   Sink sink_;
+  // Changed only on the Check thread (AddVm, RemoveVm), which reads it
+  // without the lock; other threads (SetQuarantined) look names up under it.
   std::vector<std::unique_ptr<Vm>> vms_;
+  mutable std::mutex vms_mu_;
   struct PortVm {
     bool checked = false;  // the port belongs to a VM with a manifest
     uint16_t vm = 0;       // index in vms_

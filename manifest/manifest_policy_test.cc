@@ -124,6 +124,36 @@ TEST_F(ManifestPolicyTest, AllowedFlowPassesAndAnUnlistedOneIsDroppedBothWays) {
   EXPECT_EQ(sw_.GetCounters(ports_[2])->drop_count(L2Switch::Drop::kPolicy), 1u);
 }
 
+TEST_F(ManifestPolicyTest, ARemovedVmIsNoLongerCheckedAndAReplacedOneUsesItsNewRules) {
+  Use({{"a", kClientEnforce}});
+  Learn();
+  EXPECT_EQ(Send(1, 2, 40001, 2222, kTcpSyn).drop, L2Switch::Drop::kPolicy);
+  ASSERT_TRUE(policy_->SetQuarantined("a", false));
+
+  // The VM ended: its port is no longer judged (the front cache too).
+  EXPECT_TRUE(policy_->RemoveVm("a"));
+  EXPECT_FALSE(policy_->RemoveVm("a"));
+  EXPECT_FALSE(policy_->SetQuarantined("a", true));
+  EXPECT_EQ(Send(1, 2, 40001, 2222, kTcpSyn, 2 * kSecond).drop, L2Switch::Drop::kNone);
+
+  // It starts again with a manifest that allows 2222: the verdict cached
+  // under the old rules is gone.
+  std::string yaml = kClientEnforce;
+  yaml.replace(yaml.find("ports: [80]"), 11, "ports: [80, 2222]");
+  ManifestPolicy::VmPolicy vp;
+  vp.name = "a";
+  vp.manifest = Parse(yaml);
+  vp.rules = RuleSet::Compile(*vp.manifest, {{"b", {V4(2)}}});
+  vp.ports = {ports_[1]};
+  vp.macs = {Mac(1)};
+  policy_->AddVm(std::move(vp));
+  EXPECT_EQ(Send(1, 2, 40001, 2222, kTcpSyn, 3 * kSecond).drop, L2Switch::Drop::kNone);
+  EXPECT_EQ(Send(1, 2, 40002, 2223, kTcpSyn, 3 * kSecond).drop, L2Switch::Drop::kPolicy);
+  EXPECT_EQ(violations_.size(), 2u);
+  EXPECT_TRUE(policy_->SetQuarantined("a", true));
+  EXPECT_TRUE(policy_->quarantined("a"));
+}
+
 TEST_F(ManifestPolicyTest, TheFastPathReusesAVerdictButNotPastAQuarantine) {
   Use({{"a", R"(manifest: 1
 vm: a

@@ -1,23 +1,15 @@
 #include "recorder/lab.h"
 
-#include <pthread.h>
-#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <regex>
 #include <set>
-#include <thread>
 
-#include "common/clock.h"
 #include "common/files.h"
-#include "common/hash.h"
+#include "recorder/vm_host.h"
 
 namespace blackbox {
 
@@ -107,17 +99,6 @@ Status ParseLabNode(const YAML::Node& root, const std::string& base_dir, LabSpec
   return Status::Ok();
 }
 
-struct PortPlan {
-  uint32_t id = 0;
-  size_t vm = 0;
-  std::string vm_name, nic, name, mac, segment, socket;
-  std::vector<std::string> ips;
-  nlohmann::json ToJson() const {
-    return {{"id", id},   {"name", name},       {"vm", vm_name}, {"nic", nic},
-            {"mac", mac}, {"segment", segment}, {"ips", ips}};
-  }
-};
-
 }  // namespace
 
 StatusOr<LabSpec> ParseLabSpec(const std::string& yaml_text, const std::string& base_dir) {
@@ -156,12 +137,9 @@ StatusOr<std::string> NewCaptureId(Store* store, const std::string& lab_name, in
   });
 }
 
-StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& options) {
-  for (const LabVm& vm : lab.vms) RETURN_IF_ERROR(CheckSpecFiles(vm.spec));
-  LabResult result;
-
-  // Manifests: loaded and checked before anything starts.
-  for (const auto& [name, path] : options.manifests) {
+StatusOr<std::vector<std::shared_ptr<const Manifest>>> LoadLabManifests(
+    const LabSpec& lab, const std::map<std::string, std::string>& overrides) {
+  for (const auto& [name, path] : overrides) {
     bool known = false;
     for (const LabVm& vm : lab.vms) known = known || vm.spec.name == name;
     if (!known)
@@ -177,11 +155,10 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
       }
     }
   }
-  bool any_manifest = false;
   for (size_t i = 0; i < lab.vms.size(); ++i) {
     const VmSpec& spec = lab.vms[i].spec;
-    auto it = options.manifests.find(spec.name);
-    const std::string path = it != options.manifests.end() ? it->second : spec.manifest;
+    auto it = overrides.find(spec.name);
+    const std::string path = it != overrides.end() ? it->second : spec.manifest;
     if (path.empty()) continue;
     std::vector<ManifestWarning> warnings;
     ASSIGN_OR_RETURN(Manifest m, LoadManifest(path, &warnings));
@@ -202,314 +179,100 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
       }
     }
     manifests[i] = std::make_shared<const Manifest>(std::move(m));
-    any_manifest = true;
   }
+  return manifests;
 
-  // Plan the switch ports.
-  std::vector<PortPlan> plan;
-  for (size_t i = 0; i < lab.vms.size(); ++i) {
-    for (const NicSpec& nic : lab.vms[i].spec.nics) {
-      if (!nic.socket.empty()) continue;
-      PortPlan p;
-      p.vm = i;
-      p.vm_name = lab.vms[i].spec.name;
-      p.nic = nic.name;
-      p.name = p.vm_name + "/" + nic.name;
-      p.mac = nic.mac;
-      p.segment = nic.segment;
-      p.ips = nic.ips;
-      plan.push_back(std::move(p));
-    }
-  }
+}
 
-  Clock& clock = RealClock::Get();
-  // One offset from the monotonic clock to wall time for frames and alerts,
-  // so their times compare exactly.
-  const int64_t wall_offset = clock.WallNanos() - clock.MonotonicNanos();
-  boost::asio::io_context switch_io;
-  std::unique_ptr<SwitchServer> server;
-  std::unique_ptr<CaptureWriter> writer;
-  std::unique_ptr<AlertWriter> alerts;
-  std::unique_ptr<ManifestPolicy> policy;
-  std::vector<std::shared_ptr<VmControl>> controls(lab.vms.size());
-  if (any_manifest) {
-    alerts = std::make_unique<AlertWriter>(store, wall_offset);
-    if (options.on_alert) alerts->SetObserver(options.on_alert);
-  }
-  std::optional<TempDir> socket_dir;
-  std::thread switch_thread;
-  nlohmann::json meta;
-  std::mutex meta_mu;
+StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& options) {
+  for (const LabVm& vm : lab.vms) RETURN_IF_ERROR(CheckSpecFiles(vm.spec));
 
-  if (!plan.empty()) {
-    int64_t wall = clock.WallNanos();
-    ASSIGN_OR_RETURN(result.capture_id, NewCaptureId(store, lab.name, wall));
-    ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-switch"));
-    socket_dir.emplace(std::move(dir));
-    server = std::make_unique<SwitchServer>(switch_io, options.switch_options);
-    for (size_t k = 0; k < plan.size(); ++k) {
-      PortPlan& p = plan[k];
-      L2Switch::PortConfig config;
-      config.name = p.name;
-      config.segment = p.segment;
-      ASSIGN_OR_RETURN(config.mac, MacAddr::Parse(p.mac));
-      for (const std::string& ip : p.ips) {
-        ASSIGN_OR_RETURN(IpAddr addr, IpAddr::Parse(ip));
-        config.allowed_ips.push_back(addr);
-      }
-      if (!config.allowed_ips.empty()) {
-        // The NIC's own IPv6 link-local address (fe80::/64 + modified EUI-64
-        // of its MAC) is part of its identity: guests use it for neighbour
-        // discovery and MLD without being configured to.
-        std::array<uint8_t, 16> ll{0xfe, 0x80};
-        const auto& mac = config.mac.bytes;
-        ll[8] = mac[0] ^ 0x02;
-        ll[9] = mac[1];
-        ll[10] = mac[2];
-        ll[11] = 0xff;
-        ll[12] = 0xfe;
-        ll[13] = mac[3];
-        ll[14] = mac[4];
-        ll[15] = mac[5];
-        config.allowed_ips.push_back(IpAddr::V6(ll));
-      }
-      p.socket = socket_dir->path() + "/p" + std::to_string(k) + ".sock";
-      ASSIGN_OR_RETURN(p.id, server->AddPort(config, p.socket));
-    }
-    writer =
-        std::make_unique<CaptureWriter>(store, result.capture_id, options.capture, wall_offset);
-    nlohmann::json ports = nlohmann::json::array();
-    for (const PortPlan& p : plan) {
-      writer->SetPortInfo(p.id, {p.name, ""});
-      ports.push_back(p.ToJson());
-    }
-    if (alerts) {
-      AlertWriter* a = alerts.get();
-      policy = std::make_unique<ManifestPolicy>(
-          options.policy, [a](ManifestPolicy::Violation&& v) { a->OnViolation(std::move(v)); });
-      for (size_t i = 0; i < lab.vms.size(); ++i) {
-        if (!manifests[i]) continue;
-        ManifestPolicy::VmPolicy vp;
-        vp.name = lab.vms[i].spec.name;
-        vp.manifest = manifests[i];
-        vp.rules = RuleSet::Compile(*manifests[i], addresses);
-        for (const PortPlan& p : plan) {
-          if (p.vm != i) continue;
-          vp.ports.push_back(p.id);
-          vp.macs.push_back(MacAddr::Parse(p.mac).value());
-        }
-        policy->AddVm(std::move(vp));
-      }
-      server->SetPolicy(policy.get());
-    }
-    CaptureWriter* w = writer.get();
-    server->SetFrameObserver([w](uint32_t ingress, std::span<const uint8_t> frame,
-                                 const L2Switch::Decision& d,
-                                 int64_t now_ns) { w->OnFrame(ingress, frame, d, now_ns); });
-    server->SetBatchObserver([w] { w->FlushStaged(); });
-    server->SetEventObserver(
-        [w](const std::string& kind, uint32_t port, const std::string& detail) {
-          w->OnEvent(kind, port, detail, RealClock::Get().MonotonicNanos());
-        });
-    meta = {{"lab", lab.name},
-            {"state", "recording"},
-            {"started_wall_ns", wall},
-            {"lab_spec", lab.source_text},
-            {"ports", ports},
-            {"recordings", nlohmann::json::object()},
-            {"recorder_pid", ::getpid()}};
-    RETURN_IF_ERROR(store->PutCapture(result.capture_id, meta));
-    if (options.on_capture) options.on_capture(result.capture_id);
-    switch_thread = std::thread([&switch_io] {
-      pthread_setname_np(pthread_self(), "bb-switch");
-      auto guard = boost::asio::make_work_guard(switch_io);
-      while (true) {
-        try {
-          switch_io.run();
-          break;
-        } catch (const std::exception& e) {
-          spdlog::error("internal error in the switch: {}", e.what());
-        }
-      }
-    });
-  }
+  // Manifests: loaded and checked before anything starts.
+  ASSIGN_OR_RETURN(std::vector<std::shared_ptr<const Manifest>> manifests,
+                   LoadLabManifests(lab, options.manifests));
 
-  // Start one recorder thread per VM.
-  struct VmRun {
-    std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
-    std::optional<StatusOr<RecordingInfo>> outcome;
-    std::string recording_id;
-    std::thread thread;
-  };
-  std::vector<VmRun> runs(lab.vms.size());
+  VmHost::Options ho;
+  ho.recorder = options.recorder;
+  ho.snapshot_networked_vms = options.snapshot_networked_vms;
+  ho.switch_options = options.switch_options;
+  ho.capture = options.capture;
+  ho.capture_name = lab.name;
+  ho.capture_meta = {{"lab_spec", lab.source_text}};
+  ho.on_capture = options.on_capture;
+  ho.on_alert = options.on_alert;
+  ho.policy = options.policy;
+  VmHost host(store, ho);
+
+  // Start every VM; wait for them. With first-exit, the first to end stops
+  // the others. A VM that could not start (QEMU failed, its start was
+  // refused by attestation) does not end the lab: the others run on.
   std::mutex done_mu;
   std::condition_variable done_cv;
-  size_t done = 0;
-  size_t ran = 0;  // VMs that ran and ended (not those that could not start)
+  size_t done = 0, ran = 0;  // ran: VMs that ran and ended (not those that could not start)
+  std::string first_ended;
+  std::vector<std::string> start_failures;
+  size_t started = 0;
   for (size_t i = 0; i < lab.vms.size(); ++i) {
-    RecorderOptions o = options.recorder;
-    o.rr = lab.vms[i].rr;
-    if (!lab.vms[i].spec.nics.empty() && !options.snapshot_networked_vms) {
-      o.snapshot_interval_ns = 0;
-    }
-    o.stop = runs[i].stop;
-    if (manifests[i]) {
-      o.manifest = manifests[i];
-      o.alerts = alerts.get();
-      controls[i] = std::make_shared<VmControl>();
-      o.control = controls[i];
-      AlertWriter::VmInfo info;
-      info.capture_id = result.capture_id;
-      info.manifest_path = manifests[i]->path;
-      info.manifest_sha256 = ToHex(Sha256Of(manifests[i]->source_text));
-      for (const PortPlan& p : plan) info.port_names[p.id] = p.name;
-      info.control = controls[i];
-      alerts->SetVm(lab.vms[i].spec.name, std::move(info));
-    }
-    o.nic_sockets.clear();
-    nlohmann::json vm_ports = nlohmann::json::array();
-    for (const NicSpec& nic : lab.vms[i].spec.nics) {
-      std::string sock;
-      for (const PortPlan& p : plan) {
-        if (p.vm == i && p.nic == nic.name) {
-          sock = p.socket;
-          vm_ports.push_back(p.ToJson());
-        }
-      }
-      o.nic_sockets.push_back(sock);
-    }
-    if (!result.capture_id.empty()) {
-      o.extra["capture"] = result.capture_id;
-      o.extra["lab"] = lab.name;
-      o.extra["ports"] = vm_ports;
-    }
-    auto user_started = options.recorder.on_started;
-    o.on_started = [&, i, user_started, vm_ports](const std::string& id) {
-      {
-        std::lock_guard lock(done_mu);
-        runs[i].recording_id = id;
-      }
-      if (alerts) alerts->SetRecording(lab.vms[i].spec.name, id);
-      if (writer) {
-        for (const auto& p : vm_ports) {
-          writer->SetPortInfo(p["id"].get<uint32_t>(), {p["name"].get<std::string>(), id});
-        }
-        std::lock_guard lock(meta_mu);
-        meta["recordings"][lab.vms[i].spec.name] = id;
-        store->PutCapture(result.capture_id, meta).IgnoreError();
-      }
-      if (user_started) user_started(id);
-    };
-    const VmSpec* spec = &lab.vms[i].spec;
-    runs[i].thread = std::thread([&, i, spec, o = std::move(o)]() {
-      StatusOr<RecordingInfo> r = Internal("not run");
-      try {
-        r = RecordVm(store, *spec, o);
-      } catch (const std::exception& e) {
-        r = Internal(std::string("internal error: ") + e.what());
-      }
-      if (!r.ok()) {
-        std::fprintf(stderr, "blackbox: %s did not run: %s\n", spec->name.c_str(),
-                     r.status().message().c_str());
-      }
+    VmHost::StartRequest request;
+    request.spec = lab.vms[i].spec;
+    request.rr = lab.vms[i].rr;
+    request.manifest = manifests[i];
+    request.group = lab.name;
+    request.on_ended = [&, name = lab.vms[i].spec.name](const StatusOr<RecordingInfo>& r) {
       std::lock_guard lock(done_mu);
-      if (r.ok()) ++ran;
-      runs[i].outcome = std::move(r);
+      if (r.ok()) {
+        if (ran++ == 0) {
+          first_ended = name + " ended (" +
+                        r.value().extra.value("end_reason", std::string("ended")) + ")";
+        }
+      }
       ++done;
       done_cv.notify_all();
-    });
+    };
+    Status s = host.Start(std::move(request));
+    if (!s.ok()) {
+      if (started == 0 && i + 1 == lab.vms.size()) {
+        host.Close();
+        return s;
+      }
+      std::fprintf(stderr, "blackbox: %s did not run: %s\n", lab.vms[i].spec.name.c_str(),
+                   s.message().c_str());
+      start_failures.push_back(lab.vms[i].spec.name + ": " + s.message());
+      std::lock_guard lock(done_mu);
+      ++done;
+      continue;
+    }
+    ++started;
   }
-
-  // Wait for the VMs; with first-exit, the first to end stops the others. A
-  // VM that could not start (QEMU failed, its start was refused by
-  // attestation) does not end the lab: the others run on.
   {
     std::unique_lock lock(done_mu);
     if (lab.stop_when == LabSpec::StopWhen::kFirstExit) {
-      done_cv.wait(lock, [&] { return ran > 0 || done == runs.size(); });
-      if (done < runs.size()) {
-        for (size_t i = 0; i < runs.size(); ++i) {
-          if (runs[i].outcome && runs[i].outcome->ok()) {
-            std::string what = runs[i].outcome->ok() ? runs[i].outcome->value().extra.value(
-                                                           "end_reason", std::string("ended"))
-                                                     : runs[i].outcome->status().message();
-            std::fprintf(stderr, "blackbox: %s ended (%s); stopping the rest of lab %s\n",
-                         lab.vms[i].spec.name.c_str(), what.c_str(), lab.name.c_str());
-            break;
-          }
-        }
+      done_cv.wait(lock, [&] { return ran > 0 || done == lab.vms.size(); });
+      if (done < lab.vms.size() && ran > 0) {
+        std::fprintf(stderr, "blackbox: %s; stopping the rest of lab %s\n", first_ended.c_str(),
+                     lab.name.c_str());
       }
-      for (VmRun& r : runs) r.stop->store(true);
+      host.StopAll();
+    } else {
+      done_cv.wait(lock, [&] { return done == lab.vms.size(); });
     }
   }
-  for (VmRun& r : runs) r.thread.join();
+  VmHost::Summary summary = host.Close();
 
-  // Stop the switch, then drain the capture.
-  if (server) {
-    // Read the port counters on the switch's thread, before Close() detaches
-    // the ports (and their counters) from the L2 switch.
-    nlohmann::json ports = meta["ports"];
-    nlohmann::json policy_stats;
-    boost::asio::post(switch_io, [&] {
-      for (auto& p : ports) {
-        uint32_t id = p["id"].get<uint32_t>();
-        L2Switch::PortCounters c = server->l2().GetCounters(id).value_or(L2Switch::PortCounters{});
-        nlohmann::json drops = nlohmann::json::object();
-        for (size_t d = 1; d < L2Switch::kNumDropReasons; ++d) {
-          if (c.drops[d] > 0)
-            drops[L2Switch::DropName(static_cast<L2Switch::Drop>(d))] = c.drops[d];
-        }
-        p["counters"] = {{"rx_frames", c.rx_frames},
-                         {"rx_bytes", c.rx_bytes},
-                         {"tx_frames", c.tx_frames},
-                         {"tx_bytes", c.tx_bytes},
-                         {"drops", drops}};
-      }
-      if (policy) {
-        const ManifestPolicy::Stats ps = policy->stats();
-        policy_stats = {{"frames", ps.frames},         {"judged", ps.judged},
-                        {"violations", ps.violations}, {"dropped", ps.dropped},
-                        {"pruned", ps.pruned},         {"uncached_frames", ps.uncached_frames}};
-      }
-      server->Close();
-      switch_io.stop();
-    });
-    switch_thread.join();
-    Status closed = writer->Close();
-    result.capture = writer->GetStats();
-    const auto& st = result.capture;
-    std::lock_guard lock(meta_mu);
-    meta["ports"] = ports;
-    meta["state"] = closed.ok() ? "complete" : "incomplete";
-    meta["ended_wall_ns"] = clock.WallNanos();
-    meta["stats"] = {{"frames", st.frames},
-                     {"frame_bytes", st.frame_bytes},
-                     {"batches", st.batches},
-                     {"stored_bytes", st.stored_bytes},
-                     {"shed_frames", st.shed_frames},
-                     {"capture_waits", st.waits},
-                     {"capture_wait_ns", st.wait_ns},
-                     {"flows", st.flows},
-                     {"events", st.events}};
-    if (!closed.ok()) meta["error"] = closed.message();
-    if (!policy_stats.is_null()) meta["manifest_checks"] = policy_stats;
-    RETURN_IF_ERROR(store->PutCapture(result.capture_id, meta));
-    result.capture_meta = meta;
-  }
-
-  if (alerts) {
-    Status closed = alerts->Close();
-    result.alerts = alerts->GetStats();
-    if (!closed.ok()) result.failures.push_back("alerts: " + closed.message());
-  }
-  for (size_t i = 0; i < runs.size(); ++i) {
-    if (runs[i].outcome && runs[i].outcome->ok()) {
-      result.recordings.push_back(std::move(runs[i].outcome->value()));
+  LabResult result;
+  result.capture_id = summary.capture_id;
+  result.capture = summary.capture;
+  result.alerts = summary.alerts;
+  result.capture_meta = summary.capture_meta;
+  result.failures = std::move(start_failures);
+  for (const std::string& e : summary.errors) result.failures.push_back(e);
+  for (VmHost::VmOutcome& o : summary.outcomes) {
+    if (o.result.ok()) {
+      result.recordings.push_back(std::move(o.result.value()));
     } else {
-      std::string why = runs[i].outcome ? runs[i].outcome->status().message() : "did not run";
-      result.failures.push_back(lab.vms[i].spec.name + ": " + why);
-      if (!runs[i].recording_id.empty()) {
-        auto info = store->GetRecording(runs[i].recording_id);
+      result.failures.push_back(o.name + ": " + o.result.status().message());
+      if (!o.recording_id.empty()) {
+        auto info = store->GetRecording(o.recording_id);
         if (info.ok()) result.recordings.push_back(std::move(*info));
       }
     }

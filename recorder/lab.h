@@ -11,7 +11,8 @@
 //   - ends when the first VM exits (stop_when: first-exit) or when all have
 //     (all-exit), on RecorderOptions::duration_ns, or on Ctrl-C; the other
 //     VMs are stopped cleanly.
-// A plain VM spec is a lab of one VM named after it.
+// A plain VM spec is a lab of one VM named after it. The VMs run on one
+// VmHost (recorder/vm_host.h), closed when the lab ends.
 #pragma once
 
 #include <functional>
@@ -78,6 +79,14 @@ struct LabResult {
   AlertWriter::Stats alerts;
   nlohmann::json capture_meta;  // as stored (ports with counters ...)
 };
+
+// Loads the manifests of a lab's VMs (by VM, in lab order; null where a VM
+// has none): `overrides` (VM name -> file) before the specs' `manifest:`.
+// Errors: an override for a VM not in the lab, a manifest that does not
+// parse or names another VM. Warnings (and rules naming a peer VM without an
+// address in the lab) go to stderr.
+StatusOr<std::vector<std::shared_ptr<const Manifest>>> LoadLabManifests(
+    const LabSpec& lab, const std::map<std::string, std::string>& overrides);
 
 // Runs the lab until it ends (see above). Fails only when nothing could be
 // started (bad files, a bad manifest, the switch could not listen, the store

@@ -783,7 +783,15 @@ StatusOr<RecordingInfo> Session::Run() {
     FlushConsole();
     // Stop requests from RequestStopAllRecordings() arrive here.
     if (g_stop_requests.load() > 0 && !stopping_) Stop("stop requested");
-    if (options_.stop && options_.stop->load() && !stopping_) Stop("stopped with its lab");
+    if (options_.stop && options_.stop->load() && !stopping_) Stop(options_.stop_reason);
+    if (options_.live) {
+      options_.live->console_bytes.store(console_offset_);
+      if (chunker_) {
+        options_.live->raw_bytes.store(chunker_->stored_raw_bytes());
+        options_.live->stored_bytes.store(chunker_->stored_bytes());
+        options_.live->icount.store(chunker_->stats().icount);
+      }
+    }
     return true;
   });
 

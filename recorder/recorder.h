@@ -29,6 +29,15 @@
 
 namespace blackbox {
 
+// Figures of a running recording, updated every 100 ms (readable from any
+// thread; the daemon's `vm list` shows them).
+struct RecorderLiveStats {
+  std::atomic<uint64_t> raw_bytes{0};      // rr log stored, uncompressed
+  std::atomic<uint64_t> stored_bytes{0};   // rr log stored, compressed
+  std::atomic<uint64_t> console_bytes{0};  // serial console read
+  std::atomic<uint64_t> icount{0};         // guest instructions at the last stored chunk
+};
+
 struct RecorderOptions {
   // Where recordings keep their disk overlays and snapshot images.
   std::string data_dir;
@@ -67,6 +76,10 @@ struct RecorderOptions {
   // Optional: set to true to stop this recording cleanly (QMP quit), like
   // RequestStopAllRecordings() does for all. Checked every 100 ms.
   std::shared_ptr<std::atomic<bool>> stop;
+  // The end reason `stop` records. Default: "stopped with its lab".
+  std::string stop_reason = "stopped with its lab";
+  // Optional: kept up to date while the recording runs.
+  std::shared_ptr<RecorderLiveStats> live;
   // Optional: called once with the recording id as soon as it exists.
   std::function<void(const std::string&)> on_started;
   // The VM's manifest (null: none). With one, the recording keeps its text

@@ -96,6 +96,25 @@ StatusOr<uint32_t> SwitchServer::AddPort(const L2Switch::PortConfig& config,
   return p.id;
 }
 
+std::optional<SwitchServer::PortStats> SwitchServer::RemovePort(uint32_t port_id) {
+  if (closed_) return std::nullopt;
+  auto it = ports_.find(port_id);
+  if (it == ports_.end()) return std::nullopt;
+  Port& port = *it->second;
+  PortStats stats = port.stats;
+  stats.queued_bytes = port.conn ? port.conn->queued_bytes() : 0;
+  boost::system::error_code ignored;
+  port.retry_timer.cancel();
+  port.acceptor.close(ignored);
+  ::unlink(port.path.c_str());
+  if (std::shared_ptr<Connection> conn = port.conn) Disconnect(conn, "port removed", true);
+  switch_.RemovePort(port_id);
+  // Handlers still queued look the port up by id and find nothing.
+  removed_.push_back(std::move(it->second));
+  ports_.erase(it);
+  return stats;
+}
+
 SwitchServer::Port* SwitchServer::FindPort(uint32_t id) {
   auto it = ports_.find(id);
   return it == ports_.end() ? nullptr : it->second.get();

@@ -121,6 +121,13 @@ class SwitchServer {
   // failure no port is added.
   StatusOr<uint32_t> AddPort(const L2Switch::PortConfig& config, const std::string& socket_path);
 
+  // Detaches a port: stops listening, closes its connection (reporting a
+  // "disconnect" event), removes its socket file and its L2Switch port, so
+  // frames to or from it are no longer forwarded. Its last stats are
+  // returned; nullopt for an unknown id (or after Close()). Must run on the
+  // io_context's thread, outside the port's own handlers.
+  std::optional<PortStats> RemovePort(uint32_t port);
+
   // Called for every frame read from a port. Replaces any previous observer.
   void SetFrameObserver(FrameObserver observer) { frame_observer_ = std::move(observer); }
   // Called after the frames of one read from a port have all been handled
@@ -162,6 +169,7 @@ class SwitchServer {
   std::function<int64_t()> now_ns_;
   L2Switch switch_;
   std::map<uint32_t, std::unique_ptr<Port>> ports_;
+  std::vector<std::unique_ptr<Port>> removed_;  // kept until destruction, like Close()'s
   FrameObserver frame_observer_;
   L2Switch::Decision decision_;  // reused by OnFrame: no allocation per frame
   std::function<void()> batch_observer_;

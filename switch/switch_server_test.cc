@@ -388,6 +388,35 @@ TEST_F(SwitchServerTest, CloseRemovesSocketFiles) {
   EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
 }
 
+TEST_F(SwitchServerTest, RemovedPortIsDisconnectedAndNoLongerForwardedTo) {
+  const uint32_t a = AddPort("a", "lan", Mac(1));
+  const uint32_t b = AddPort("b", "lan", Mac(2));
+  auto ca = Connect("a", a);
+  auto cb = Connect("b", b);
+  ca->Send(frames::Arp(kBroadcast, Mac(1), Mac(1), V4(1), V4(2)));
+  ASSERT_TRUE(RunUntil([&] { return !cb->received().empty(); }));
+
+  auto last = server_->RemovePort(b);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->written_frames, 1u);
+  EXPECT_FALSE(PathExists(Path("b")));
+  EXPECT_FALSE(server_->GetPortStats(b).has_value());
+  EXPECT_FALSE(server_->RemovePort(b).has_value());
+  ASSERT_TRUE(RunUntil([&] { return cb->eof(); }));
+  EXPECT_EQ(CountEvents("disconnect", b), 1);
+
+  // The next broadcast from a reaches nobody; a port added later (a VM that
+  // starts again) gets a new id and works.
+  ca->Send(frames::Arp(kBroadcast, Mac(1), Mac(1), V4(1), V4(3)));
+  ASSERT_TRUE(RunUntil([&] { return observed_.size() == 2; }));
+  EXPECT_TRUE(observed_[1].decision.egress.empty());
+  const uint32_t b2 = AddPort("b", "lan", Mac(2));
+  EXPECT_GT(b2, b);
+  auto cb2 = Connect("b", b2);
+  ca->Send(frames::Arp(kBroadcast, Mac(1), Mac(1), V4(1), V4(4)));
+  ASSERT_TRUE(RunUntil([&] { return !cb2->received().empty(); }));
+}
+
 TEST_F(SwitchServerTest, AddPortRejectsBadPaths) {
   auto too_long =
       server_->AddPort({"a", "lan", Mac(1), {}}, dir_->path() + "/" + std::string(200, 'x'));
