@@ -296,6 +296,7 @@ void RegisterVmCommands(CLI::App& app, GlobalOptions& global,
                     "VM=FILE: check VM against this manifest (overrides the spec's)");
   start->add_flag("--autostart", sa->autostart,
                   "start it again whenever the daemon starts (until `vm stop`)");
+  start->fallthrough();
   runners.push_back([start, sa, socket, &global]() {
     return start->parsed() ? RunVmStart(global, *socket, *sa) : -1;
   });
@@ -304,6 +305,7 @@ void RegisterVmCommands(CLI::App& app, GlobalOptions& global,
   auto* stop = vm->add_subcommand(
       "stop", "stop a VM cleanly; returns once its recording is finalised (and unmarks autostart)");
   stop->add_option("name", *stop_name, "VM name")->required();
+  stop->fallthrough();
   runners.push_back([stop, stop_name, socket, &global]() {
     return stop->parsed() ? RunVmStop(global, *socket, *stop_name) : -1;
   });
@@ -312,6 +314,7 @@ void RegisterVmCommands(CLI::App& app, GlobalOptions& global,
   auto* list = vm->add_subcommand(
       "list", "the daemon's VMs: state, uptime, log rate, stored bytes, alerts, recording");
   list->add_flag("--json", *list_json, "the daemon's answer as JSON");
+  list->fallthrough();
   runners.push_back([list, list_json, socket, &global]() {
     return list->parsed() ? RunVmList(global, *socket, *list_json) : -1;
   });
@@ -322,6 +325,7 @@ void RegisterVmCommands(CLI::App& app, GlobalOptions& global,
   console->add_option("name", *console_name, "VM name")->required();
   console->add_flag("-f,--follow", *console_follow,
                     "keep printing as the guest writes, until the VM stops (Ctrl-C ends)");
+  console->fallthrough();
   runners.push_back([console, console_name, console_follow, socket, &global]() {
     return console->parsed() ? RunVmConsole(global, *socket, *console_name, *console_follow) : -1;
   });

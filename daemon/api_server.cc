@@ -9,9 +9,11 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 namespace blackbox {
@@ -78,9 +80,6 @@ void ApiServer::AcceptLoop() {
       if (errno == EMFILE || errno == ENFILE) ::poll(nullptr, 0, 100);
       continue;
     }
-    timeval tv{kIoTimeoutSeconds, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     {
       std::lock_guard lock(mu_);
       if (active_ >= kMaxConnections) {
@@ -118,11 +117,26 @@ void ApiServer::Serve(int fd) {
     ::close(fd);
     return;
   }
+  // Every read and write is bounded by one deadline: a client that stalls
+  // is dropped (asio's blocking calls would wait for it forever).
+  boost::asio::steady_timer deadline(io);
+  auto run_until_deadline = [&] {
+    deadline.expires_after(std::chrono::seconds(kIoTimeoutSeconds));
+    deadline.async_wait([&](const boost::system::error_code& e) {
+      if (!e) socket.close();
+    });
+    io.restart();
+    io.run();
+  };
   boost::beast::flat_buffer buffer;
   http::request_parser<http::string_body> parser;
   parser.header_limit(8 * 1024);
   parser.body_limit(kMaxBody);
-  http::read(socket, buffer, parser, ec);
+  http::async_read(socket, buffer, parser, [&](const boost::system::error_code& e, size_t) {
+    ec = e;
+    deadline.cancel();
+  });
+  run_until_deadline();
   ApiResponse response;
   if (ec == http::error::body_limit || ec == http::error::header_limit ||
       ec == http::error::buffer_overflow) {
@@ -130,9 +144,9 @@ void ApiServer::Serve(int fd) {
         413, "request too large (head at most 8 KiB, body at most " +
                  std::to_string(kMaxBody / 1024) + " KiB)");
   } else if (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
-             ec == boost::asio::error::would_block || ec == boost::asio::error::try_again ||
-             ec == boost::asio::error::timed_out) {
-    return;  // nothing (complete) was sent: nothing to answer
+             ec == boost::asio::error::operation_aborted || ec == boost::asio::error::bad_descriptor ||
+             !socket.is_open()) {
+    return;  // nothing (complete) was sent in time: nothing to answer
   } else if (ec) {
     response = ApiResponse::Error(400, "malformed HTTP request: " + ec.message());
   } else {
@@ -147,7 +161,12 @@ void ApiServer::Serve(int fd) {
   res.set(http::field::connection, "close");
   res.body() = response.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   res.prepare_payload();
-  http::write(socket, res, ec);
+  if (!socket.is_open()) return;
+  http::async_write(socket, res, [&](const boost::system::error_code& e, size_t) {
+    ec = e;
+    deadline.cancel();
+  });
+  run_until_deadline();
   socket.shutdown(Local::socket::shutdown_both, ec);
 }
 
