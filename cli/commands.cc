@@ -9,6 +9,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_daemon.h"
 #include "bench/bench_determinism.h"
 #include "bench/bench_io.h"
 #include "bench/bench_manifest.h"
@@ -398,6 +399,21 @@ int FinishBench(const StatusOr<nlohmann::json>& result, const std::string& json_
     if (Status s = WriteFileAtomic(json_path, result->dump(2) + "\n"); !s.ok()) return Report(s);
   }
   return kExitOk;
+}
+
+int RunBenchDaemon(const bench::DaemonBenchOptions& o, const std::string& json_path) {
+  bench::DaemonBenchOptions opts = o;
+  for (int n : opts.vms) {
+    if (n < 1 || n > 64) return Report(InvalidArgument("--vms: each 1..64"));
+  }
+  if (opts.window_seconds < 5 || opts.window_seconds > 600) {
+    return Report(InvalidArgument("--window: 5..600 seconds"));
+  }
+  auto dir = BenchGuestDir(opts.guest_dir);
+  if (!dir.ok()) return Report(dir.status());
+  opts.guest_dir = *dir;
+  opts.blackbox_binary = std::filesystem::read_symlink("/proc/self/exe").string();
+  return FinishBench(bench::RunDaemonBench(opts), json_path);
 }
 
 int RunBenchDeterminism(const bench::DeterminismBenchOptions& o, const std::string& json_path) {
@@ -829,6 +845,25 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
   bench_det->add_option("--json", *det_json, "also write the figures to this file");
   runners.push_back([bench_det, det_opts, det_json]() {
     return bench_det->parsed() ? RunBenchDeterminism(*det_opts, *det_json) : -1;
+  });
+
+  auto dm_opts = std::make_shared<bench::DaemonBenchOptions>();
+  auto dm_json = std::make_shared<std::string>();
+  auto* bench_dm = bench_cmd->add_subcommand(
+      "daemon",
+      "N idle guests under one blackbox daemon: its own CPU and store writes per VM (against one "
+      "blackbox record), and the largest N whose recordings all verify byte-exact");
+  bench_dm->add_option("--vms", dm_opts->vms, "guest counts (default 1,2,4,8)")->delimiter(',');
+  bench_dm->add_option("--window", dm_opts->window_seconds, "seconds measured once all booted")
+      ->capture_default_str();
+  bench_dm->add_flag("!--no-verify", dm_opts->verify, "skip verifying the recordings");
+  bench_dm->add_option("--guest", dm_opts->guest_dir,
+                       "test guest directory (default $BLACKBOX_GUEST_DIR)");
+  bench_dm->add_option("--qemu", dm_opts->qemu_binary,
+                       "QEMU (default: $BLACKBOX_QEMU or the build's patched one)");
+  bench_dm->add_option("--json", *dm_json, "also write the figures to this file");
+  runners.push_back([bench_dm, dm_opts, dm_json]() {
+    return bench_dm->parsed() ? RunBenchDaemon(*dm_opts, *dm_json) : -1;
   });
 
   auto mb_opts = std::make_shared<bench::ManifestBenchOptions>();

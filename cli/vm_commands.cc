@@ -1,19 +1,11 @@
 #include "cli/vm_commands.h"
 
-#include <grp.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -24,14 +16,13 @@
 #include "cli/util.h"
 #include "common/clock.h"
 #include "common/files.h"
+#include "daemon/api_client.h"
 #include "daemon/daemon.h"
 
 namespace blackbox::cli {
 
 namespace {
 
-namespace http = boost::beast::http;
-using Local = boost::asio::local::stream_protocol;
 using json = nlohmann::json;
 
 std::atomic<bool> g_console_stop{false};
@@ -43,54 +34,8 @@ std::string SocketPath(const GlobalOptions& g, const std::string& socket) {
   return DefaultSocketPath(g.data_dir);
 }
 
-std::string GroupOf(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return "?";
-  group* gr = ::getgrgid(st.st_gid);
-  return gr != nullptr ? gr->gr_name : std::to_string(st.st_gid);
-}
 
 }  // namespace
-
-StatusOr<DaemonReply> CallDaemon(const std::string& socket_path, const std::string& method,
-                                 const std::string& target, const std::string& body) {
-  boost::asio::io_context io;
-  Local::socket socket(io);
-  boost::system::error_code ec;
-  socket.connect(Local::endpoint(socket_path), ec);
-  if (ec == boost::asio::error::access_denied) {
-    return FailedPrecondition("permission denied on " + socket_path +
-                            ": controlling the daemon needs membership of group " +
-                            GroupOf(socket_path));
-  }
-  if (ec == boost::asio::error::connection_refused || ec == boost::asio::error::not_found ||
-      ec.value() == ENOENT) {
-    return Unavailable("no Blackbox daemon is listening on " + socket_path +
-                       " (start one: `blackbox daemon`, or `systemctl start blackbox`)");
-  }
-  if (ec) return IOError("cannot connect to " + socket_path + ": " + ec.message());
-  http::request<http::string_body> req{method == "POST" ? http::verb::post : http::verb::get,
-                                       target, 11};
-  req.set(http::field::host, "blackbox");
-  req.set(http::field::content_type, "application/json");
-  req.body() = body;
-  req.prepare_payload();
-  http::write(socket, req, ec);
-  if (ec) return IOError("writing to the daemon: " + ec.message());
-  boost::beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64 << 20);
-  http::read(socket, buffer, parser, ec);
-  if (ec) return IOError("reading the daemon's answer: " + ec.message());
-  DaemonReply reply;
-  reply.status = parser.get().result_int();
-  try {
-    reply.body = json::parse(parser.get().body());
-  } catch (const json::exception& e) {
-    return IOError(std::string("the daemon's answer is not JSON: ") + e.what());
-  }
-  return reply;
-}
 
 namespace {
 
@@ -233,6 +178,28 @@ int RunVmConsole(const GlobalOptions& g, const std::string& socket, const std::s
   return kExitOk;
 }
 
+int RunVmWait(const GlobalOptions& g, const std::string& socket, const std::string& name,
+              const std::string& timeout) {
+  const int64_t limit_ns = timeout.empty() ? 0 : ParseDurationNanos(timeout);
+  if (limit_ns < 0) return Report(InvalidArgument("--timeout: '" + timeout + "' is not a duration"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(limit_ns);
+  while (true) {
+    auto r = CallDaemon(SocketPath(g, socket), "GET", "/v1/vms/" + name);
+    if (int rc = ReportReply(r); rc != kExitOk) return rc;
+    const std::string state = r->body.value("state", "");
+    if (state != "running" && state != "stopping") {
+      std::printf("%s: recording %s %s (%s)\n", name.c_str(),
+                  r->body.value("recording", "").c_str(), state.c_str(),
+                  r->body.value("detail", "").c_str());
+      return state == "complete" ? kExitOk : kExitFailed;
+    }
+    if (limit_ns > 0 && std::chrono::steady_clock::now() > deadline) {
+      return Report(DeadlineExceeded("VM " + name + " still " + state + " after " + timeout));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
 struct DaemonArgs {
   std::string socket, group, qemu, snapshot_every = "10s", chunk_age = "60s";
   bool no_sandbox = false;
@@ -317,6 +284,17 @@ void RegisterVmCommands(CLI::App& app, GlobalOptions& global,
   list->fallthrough();
   runners.push_back([list, list_json, socket, &global]() {
     return list->parsed() ? RunVmList(global, *socket, *list_json) : -1;
+  });
+
+  auto wait_name = std::make_shared<std::string>();
+  auto wait_timeout = std::make_shared<std::string>();
+  auto* wait = vm->add_subcommand(
+      "wait", "wait until a VM has ended (exit 0 if its recording is complete)");
+  wait->add_option("name", *wait_name, "VM name")->required();
+  wait->add_option("--timeout", *wait_timeout, "give up after this long (30s, 5m; default: never)");
+  wait->fallthrough();
+  runners.push_back([wait, wait_name, wait_timeout, socket, &global]() {
+    return wait->parsed() ? RunVmWait(global, *socket, *wait_name, *wait_timeout) : -1;
   });
 
   auto console_name = std::make_shared<std::string>();

@@ -205,7 +205,9 @@ class Appliance {
     }
     auto lab = LoadLabSpec(spec_path);
     if (!lab.ok()) return ApiResponse::Error(400, lab.status().message());
-    auto manifests = LoadLabManifests(*lab, manifest_paths);
+    std::set<std::string> host_vms;
+    for (const auto& vm : host_->List()) host_vms.insert(vm.name);
+    auto manifests = LoadLabManifests(*lab, manifest_paths, &host_vms);
     if (!manifests.ok()) return ApiResponse::Error(400, manifests.status().message());
     std::vector<size_t> picked;
     for (size_t i = 0; i < lab->vms.size(); ++i) {
@@ -221,8 +223,12 @@ class Appliance {
       picked.push_back(i);
     }
     // One lab starts together: if one VM cannot start, those started for it
-    // are stopped again.
+    // are stopped again. With stop_when: first-exit, the first of them to
+    // end stops the others (as `blackbox record` does).
     std::vector<std::string> started;
+    auto lab_runs = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+    auto lab_mu = std::make_shared<std::mutex>();
+    const bool first_exit = lab->stop_when == LabSpec::StopWhen::kFirstExit && picked.size() > 1;
     for (size_t i : picked) {
       VmHost::StartRequest request;
       request.spec = lab->vms[i].spec;
@@ -234,6 +240,25 @@ class Appliance {
       {
         std::lock_guard lock(mu_);
         alerts_[name] = 0;
+      }
+      if (first_exit) {
+        request.on_started = [lab_runs, lab_mu, name](const std::string& id) {
+          std::lock_guard lock(*lab_mu);
+          lab_runs->emplace_back(name, id);
+        };
+        request.on_ended = [this, lab_runs, lab_mu, name,
+                            lab_name = lab->name](const StatusOr<RecordingInfo>& outcome) {
+          if (!outcome.ok()) return;  // it never ran: the others run on
+          std::lock_guard lock(*lab_mu);
+          for (const auto& [other, id] : *lab_runs) {
+            // Only the runs this start made (the name may run again later).
+            auto vm = host_->Get(other);
+            if (other == name || !vm || vm->recording_id != id || vm->state != "running") continue;
+            spdlog::info("{} ended: stopping {} (lab {} stops at its first exit)", name, other,
+                         lab_name);
+            host_->Stop(other).IgnoreError();
+          }
+        };
       }
       Status s = host_->Start(std::move(request));
       if (!s.ok()) {

@@ -138,7 +138,8 @@ StatusOr<std::string> NewCaptureId(Store* store, const std::string& lab_name, in
 }
 
 StatusOr<std::vector<std::shared_ptr<const Manifest>>> LoadLabManifests(
-    const LabSpec& lab, const std::map<std::string, std::string>& overrides) {
+    const LabSpec& lab, const std::map<std::string, std::string>& overrides,
+    const std::set<std::string>* host_vms) {
   for (const auto& [name, path] : overrides) {
     bool known = false;
     for (const LabVm& vm : lab.vms) known = known || vm.spec.name == name;
@@ -170,7 +171,14 @@ StatusOr<std::vector<std::shared_ptr<const Manifest>>> LoadLabManifests(
       std::fprintf(stderr, "blackbox: warning: %s: %s\n", path.c_str(), w.message.c_str());
     for (const NetRule& r : m.rules) {
       for (const Peer& p : r.peers) {
-        if (p.kind == Peer::Kind::kVm && !addresses.count(p.vm)) {
+        if (p.kind == Peer::Kind::kVm && !addresses.count(p.vm) && host_vms != nullptr) {
+          if (!host_vms->count(p.vm)) {
+            std::fprintf(stderr,
+                         "blackbox: warning: %s: manifest line %d: rule '%s': no VM '%s' runs on "
+                         "this host yet; the rule matches it once one runs with an address\n",
+                         path.c_str(), r.line, r.name.c_str(), p.vm.c_str());
+          }
+        } else if (p.kind == Peer::Kind::kVm && !addresses.count(p.vm)) {
           std::fprintf(stderr,
                        "blackbox: warning: %s: manifest line %d: rule '%s': peer VM '%s' has no "
                        "address in lab %s; the rule cannot match it\n",

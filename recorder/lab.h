@@ -17,6 +17,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -84,9 +85,11 @@ struct LabResult {
 // has none): `overrides` (VM name -> file) before the specs' `manifest:`.
 // Errors: an override for a VM not in the lab, a manifest that does not
 // parse or names another VM. Warnings (and rules naming a peer VM without an
-// address in the lab) go to stderr.
+// address in the lab) go to stderr. With `host_vms` (the VMs a daemon runs
+// beside the lab), a peer VM among them is known too.
 StatusOr<std::vector<std::shared_ptr<const Manifest>>> LoadLabManifests(
-    const LabSpec& lab, const std::map<std::string, std::string>& overrides);
+    const LabSpec& lab, const std::map<std::string, std::string>& overrides,
+    const std::set<std::string>* host_vms = nullptr);
 
 // Runs the lab until it ends (see above). Fails only when nothing could be
 // started (bad files, a bad manifest, the switch could not listen, the store

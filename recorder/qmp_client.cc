@@ -379,7 +379,7 @@ void QmpClient::Fail(Status reason) {
   const bool was_ready = state_ == State::kReady;
   state_ = State::kClosed;
   if (was_ready) {
-    spdlog::info("qmp: connection ended: {}", reason.ToString());
+    spdlog::debug("qmp: connection ended: {}", reason.ToString());
   } else {
     spdlog::warn("qmp: handshake failed: {}", reason.ToString());
   }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Sets everything up (scripts/setup.sh) and runs the demo: boots the built-in
-# CPU test guest under QEMU record/replay, records it into the store while it
-# runs, lists the recording, verifies a replay byte for byte, and exports the
-# log; then labs of guests on Blackbox's switch (flows, pcapng, spoofing) and
-# manifests (learned, then a misbehaving guest alerted and blocked).
+# Sets everything up (scripts/setup.sh) and runs the demo through the
+# appliance daemon (`blackbox daemon`, started here in the background as
+# systemd would run it): boots the built-in CPU test guest under QEMU
+# record/replay, follows its console while the daemon records it into the
+# store, lists the recording, verifies a replay byte for byte, and exports the
+# log; then labs of guests on the daemon's switch (flows, pcapng, spoofing)
+# and manifests (learned, then a misbehaving guest alerted and blocked).
 # Recordings go to $BLACKBOX_DATA (default: build/demo-data).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,13 +15,38 @@ export BLACKBOX_GUEST_DIR="$BUILD/guest"
 export BLACKBOX_DATA=${BLACKBOX_DATA:-$BUILD/demo-data}
 BB="$BUILD/cli/blackbox"
 step() { printf '\n=== %s\n' "$*"; }
+# `vm start`, its output kept; then the recording id it printed for a VM
+# ("web: recording web-2026...").
+vm_start() { "$BB" vm start "$@" | tee "$BLACKBOX_DATA/vm-start.out"; }
+recording_of() { sed -n "s/^$1: recording \([^ ]*\).*/\1/p" "$BLACKBOX_DATA/vm-start.out"; }
 
-step "1. record the CPU test guest (its console follows; it powers off when done)"
-"$BB" record --console --snapshot-every 3s "$ROOT/examples/cpu.yaml"
-ID=$("$BB" ls --json | tail -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+step "0. start the appliance daemon (it owns $BLACKBOX_DATA; log: $BLACKBOX_DATA/daemon.log)"
+mkdir -p "$BLACKBOX_DATA"
+if "$BB" vm list >/dev/null 2>&1; then
+  echo "a daemon already serves $BLACKBOX_DATA: using it"
+else
+  "$BB" daemon >"$BLACKBOX_DATA/daemon.log" 2>&1 &
+  DAEMON=$!
+  trap 'kill -TERM $DAEMON 2>/dev/null && wait $DAEMON || true' EXIT
+  for _ in $(seq 1 150); do
+    "$BB" vm list >/dev/null 2>&1 && break
+    kill -0 $DAEMON 2>/dev/null || { cat "$BLACKBOX_DATA/daemon.log"; exit 1; }
+    sleep 0.2
+  done
+fi
+"$BB" vm list
 
-step "2. record the idle guest for 15 s (stopped by Blackbox, like Ctrl-C)"
-"$BB" record --for 15s "$ROOT/examples/idle.yaml"
+step "1. the CPU test guest under the daemon; its console followed until it powers off"
+vm_start "$ROOT/examples/cpu.yaml"
+ID=$(recording_of cpu-demo)
+"$BB" vm console cpu-demo --follow
+"$BB" vm wait cpu-demo
+
+step "2. the idle guest beside it, stopped by the operator after 15 s"
+"$BB" vm start "$ROOT/examples/idle.yaml"
+sleep 15
+"$BB" vm list
+"$BB" vm stop idle
 
 step "3. list recordings"
 "$BB" ls
@@ -35,8 +62,10 @@ step "6. export $ID's rr log for QEMU"
 ls -l "$BLACKBOX_DATA/$ID.rr"
 
 step "7. a lab: an HTTP server and a client guest talking through Blackbox's switch (both recorded)"
-"$BB" record "$ROOT/examples/lab-http.yaml"
-CLIENT=$("$BB" ls --json | grep '"vm_name":"client"' | tail -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+vm_start "$ROOT/examples/lab-http.yaml"
+CLIENT=$(recording_of client)
+"$BB" vm wait client
+"$BB" vm wait web  # the lab stops at its first exit: the daemon stopped the server
 
 step "8. the flows the switch saw for $CLIENT"
 "$BB" flows "$CLIENT"
@@ -46,8 +75,10 @@ step "9. export $CLIENT's frames as pcapng and read them with tshark"
 tshark -r "$BLACKBOX_DATA/$CLIENT.pcapng" -Y http 2>/dev/null
 
 step "10. a guest that spoofs its MAC and IP: the switch drops and records it"
-"$BB" record "$ROOT/examples/lab-spoof.yaml"
-SPOOFER=$("$BB" ls --json | grep '"vm_name":"spoofer"' | tail -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+vm_start "$ROOT/examples/lab-spoof.yaml"
+SPOOFER=$(recording_of spoofer)
+"$BB" vm wait spoofer
+"$BB" vm wait web
 "$BB" console "$SPOOFER" | grep BB-SPOOF
 "$BB" export "$SPOOFER" --pcapng "$BLACKBOX_DATA/$SPOOFER.pcapng"
 tshark -r "$BLACKBOX_DATA/$SPOOFER.pcapng" -Y frame.comment -T fields -e frame.interface_name \
@@ -57,14 +88,18 @@ step "11. verify $CLIENT: its network input replays from the rr log, byte for by
 "$BB" verify "$CLIENT"
 
 step "12. manifests: a normal web/client run, and the client's manifest learned from it"
-"$BB" record "$ROOT/examples/lab-web.yaml"
+"$BB" vm start "$ROOT/examples/lab-web.yaml"
+"$BB" vm wait client
+"$BB" vm wait web
 "$BB" manifest learn client -o "$BLACKBOX_DATA/client-learned.yaml"
 sed -n '/^network:/,/^rates:/p' "$BLACKBOX_DATA/client-learned.yaml"
 
 step "13. a client that misbehaves under its enforced manifest (examples/manifests/): it tries port 2222"
 SINCE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-"$BB" record "$ROOT/examples/lab-probe.yaml"
-PROBER=$("$BB" ls --json | grep '"vm_name":"client"' | tail -1 | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+vm_start "$ROOT/examples/lab-probe.yaml"
+PROBER=$(recording_of client)
+"$BB" vm wait client
+"$BB" vm wait web
 "$BB" console "$PROBER" | grep BB-PROBE
 
 step "14. the alert, as a person reads it and as a SIEM gets it"
@@ -73,5 +108,8 @@ step "14. the alert, as a person reads it and as a SIEM gets it"
 
 step "15. what that recording did that the manifest does not allow"
 "$BB" manifest diff "$ROOT/examples/manifests/client.yaml" "$PROBER" || true
+
+step "16. what the daemon did (its log; under systemd: journalctl -u blackbox)"
+cat "$BLACKBOX_DATA/daemon.log" 2>/dev/null || true
 echo
 echo "demo done. Try: $BB replay $ID   (BLACKBOX_DATA=$BLACKBOX_DATA)"

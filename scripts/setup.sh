@@ -16,6 +16,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   qemu-system-x86 qemu-utils seabios ipxe-qemu
   busybox-static cpio gdb tshark
+  libsystemd-dev systemd  # the daemon: sd_notify; its unit file is checked with systemd-analyze
   clang libclang-rt-14-dev  # fuzz/: libFuzzer and the sanitizer runtimes (not pulled in without recommends)
 )
 
