@@ -63,10 +63,10 @@ std::string IdleSpec(const std::string& guest_dir, const std::string& name, int 
 
 struct Point {
   int vms = 0;
-  double boot_s = 0;           // start request to every guest's BB-READY
-  double cpu_per_vm = 0;       // daemon CPU seconds per second per VM
-  double wchar_per_vm = 0;     // bytes/s the daemon wrote, per VM
-  double stored_per_vm = 0;    // rr log bytes/s stored (compressed), per VM
+  double boot_s = 0;         // start request to every guest's BB-READY
+  double cpu_per_vm = 0;     // daemon CPU seconds per second per VM
+  double wchar_per_vm = 0;   // bytes/s the daemon wrote, per VM
+  double stored_per_vm = 0;  // rr log bytes/s stored (compressed), per VM
   int verified = 0;
   std::vector<std::string> failures;
 };
@@ -189,8 +189,12 @@ StatusOr<double> RecordBaseline(const DaemonBenchOptions& o, int settle_seconds)
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-daemon-base"));
   const std::string spec = dir.path() + "/idle.yaml";
   RETURN_IF_ERROR(WriteFileAtomic(spec, IdleSpec(o.guest_dir, "idle", 0)));
-  std::vector<std::string> argv = {o.blackbox_binary, "--data", dir.path() + "/data", "record",
-                                   "-q", "--for",
+  std::vector<std::string> argv = {o.blackbox_binary,
+                                   "--data",
+                                   dir.path() + "/data",
+                                   "record",
+                                   "-q",
+                                   "--for",
                                    std::to_string(settle_seconds + o.window_seconds + 2) + "s",
                                    spec};
   if (!o.qemu_binary.empty()) argv.insert(argv.end(), {"--qemu", o.qemu_binary});
@@ -212,9 +216,10 @@ StatusOr<double> RecordBaseline(const DaemonBenchOptions& o, int settle_seconds)
 }  // namespace
 
 StatusOr<json> RunDaemonBench(const DaemonBenchOptions& o) {
-  std::printf("daemon benchmark: N idle test guests under one `blackbox daemon`, a %d s window "
-              "after all booted\n",
-              o.window_seconds);
+  std::printf(
+      "daemon benchmark: N idle test guests under one `blackbox daemon`, a %d s window "
+      "after all booted\n",
+      o.window_seconds);
   std::printf("  baseline: one `blackbox record` of one idle guest, same window ...\n");
   std::fflush(stdout);
   ASSIGN_OR_RETURN(double base_cpu, RecordBaseline(o, 15));
@@ -232,9 +237,9 @@ StatusOr<json> RunDaemonBench(const DaemonBenchOptions& o) {
   json rows = json::array();
   for (const Point& p : points) {
     const double ratio = base_cpu > 0 ? p.cpu_per_vm / base_cpu : 0;
-    std::printf("  %-4d %8.1f %15.2f%% %11.2fx %13.1f KB/s %13.2f KB/s %7d/%d\n", p.vms,
-                p.boot_s, 100 * p.cpu_per_vm, ratio, p.wchar_per_vm / 1e3,
-                p.stored_per_vm / 1e3, p.verified, p.vms);
+    std::printf("  %-4d %8.1f %15.2f%% %11.2fx %13.1f KB/s %13.2f KB/s %7d/%d\n", p.vms, p.boot_s,
+                100 * p.cpu_per_vm, ratio, p.wchar_per_vm / 1e3, p.stored_per_vm / 1e3, p.verified,
+                p.vms);
     for (const std::string& f : p.failures) std::printf("       failed: %s\n", f.c_str());
     if (o.verify && p.failures.empty() && p.verified == p.vms) max_ok = std::max(max_ok, p.vms);
     rows.push_back({{"vms", p.vms},
@@ -248,9 +253,10 @@ StatusOr<json> RunDaemonBench(const DaemonBenchOptions& o) {
   }
   std::printf("\n  baseline `blackbox record` CPU: %.2f%% of a core for its one guest\n",
               100 * base_cpu);
-  std::printf("  CPU: the daemon process's own (user+system, its threads; not its QEMUs), per "
-              "VM, as %% of one core.\n  writes: bytes the daemon passed to write(2) (the "
-              "store: WAL, SSTs), per VM.\n");
+  std::printf(
+      "  CPU: the daemon process's own (user+system, its threads; not its QEMUs), per "
+      "VM, as %% of one core.\n  writes: bytes the daemon passed to write(2) (the "
+      "store: WAL, SSTs), per VM.\n");
   if (o.verify) {
     std::printf("  largest N with every recording verified byte-exact: %d\n", max_ok);
   }

@@ -87,9 +87,9 @@ int RunRecord(const GlobalOptions& g, const RecordArgs& a) {
     if (Status s = CheckSpecFiles(vm.spec); !s.ok()) return Report(s.WithContext(vm.spec.name));
   }
   if (std::string pid; DaemonServes(g, &pid)) {
-    return Report(FailedPrecondition(
-        "a Blackbox daemon (pid " + pid + ") owns " + g.data_dir +
-        "; start the VM through it: blackbox vm start " + a.spec + " (or stop the daemon first)"));
+    return Report(FailedPrecondition("a Blackbox daemon (pid " + pid + ") owns " + g.data_dir +
+                                     "; start the VM through it: blackbox vm start " + a.spec +
+                                     " (or stop the daemon first)"));
   }
   auto store = OpenStore(g, false);
   if (!store.ok()) return Report(store.status());
@@ -834,7 +834,8 @@ void RegisterCommands(CLI::App& app, GlobalOptions& global,
       "pinned to its CPU): how often console, final disks and final RAM replay identically");
   bench_det->add_option("--runs", det_opts->runs, "runs per workload and load")
       ->capture_default_str();
-  bench_det->add_option("--workload", det_opts->workloads, "cpu, disk-writer, idle, http (default: all)")
+  bench_det
+      ->add_option("--workload", det_opts->workloads, "cpu, disk-writer, idle, http (default: all)")
       ->delimiter(',');
   bench_det->add_option("--load", det_opts->loads, "none, busy, pinned (default: all)")
       ->delimiter(',');

@@ -1,11 +1,10 @@
 #include "cli/vm_commands.h"
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <spdlog/spdlog.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -34,7 +33,6 @@ std::string SocketPath(const GlobalOptions& g, const std::string& socket) {
   return DefaultSocketPath(g.data_dir);
 }
 
-
 }  // namespace
 
 namespace {
@@ -42,10 +40,12 @@ namespace {
 int ReportReply(const StatusOr<DaemonReply>& r) {
   if (!r.ok()) return Report(r.status());
   if (r->status >= 300) {
-    std::fprintf(stderr, "blackbox: error: %s\n",
-                 r->body.value("error", "the daemon answered " + std::to_string(r->status)).c_str());
-    return r->status == 404 || r->status == 400 || r->status == 409 || r->status == 413 ? kExitBadInput
-                                                                           : kExitError;
+    std::fprintf(
+        stderr, "blackbox: error: %s\n",
+        r->body.value("error", "the daemon answered " + std::to_string(r->status)).c_str());
+    return r->status == 404 || r->status == 400 || r->status == 409 || r->status == 413
+               ? kExitBadInput
+               : kExitError;
   }
   return kExitOk;
 }
@@ -67,12 +67,11 @@ std::string Uptime(double s) {
 void PrintVmLine(const json& vm) {
   std::string state = vm.value("state", "");
   if (vm.value("autostart", false)) state += "+auto";
-  std::printf("%-16s %-14s %9s %9s/s %9s %6llu  %s\n", vm.value("name", "").c_str(), state.c_str(),
-              Uptime(vm.value("uptime_s", 0.0)).c_str(),
-              HumanBytes(vm.value("log_rate_bps", 0.0)).c_str(),
-              HumanBytes(vm.value("log_stored_bytes", 0.0)).c_str(),
-              static_cast<unsigned long long>(vm.value("alerts", 0ull)),
-              vm.value("recording", "").c_str());
+  std::printf(
+      "%-16s %-14s %9s %9s/s %9s %6llu  %s\n", vm.value("name", "").c_str(), state.c_str(),
+      Uptime(vm.value("uptime_s", 0.0)).c_str(), HumanBytes(vm.value("log_rate_bps", 0.0)).c_str(),
+      HumanBytes(vm.value("log_stored_bytes", 0.0)).c_str(),
+      static_cast<unsigned long long>(vm.value("alerts", 0ull)), vm.value("recording", "").c_str());
 }
 
 void PrintVmHeader() {
@@ -181,7 +180,8 @@ int RunVmConsole(const GlobalOptions& g, const std::string& socket, const std::s
 int RunVmWait(const GlobalOptions& g, const std::string& socket, const std::string& name,
               const std::string& timeout) {
   const int64_t limit_ns = timeout.empty() ? 0 : ParseDurationNanos(timeout);
-  if (limit_ns < 0) return Report(InvalidArgument("--timeout: '" + timeout + "' is not a duration"));
+  if (limit_ns < 0)
+    return Report(InvalidArgument("--timeout: '" + timeout + "' is not a duration"));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(limit_ns);
   while (true) {
     auto r = CallDaemon(SocketPath(g, socket), "GET", "/v1/vms/" + name);
@@ -217,7 +217,8 @@ int RunDaemonCommand(const GlobalOptions& g, const DaemonArgs& a) {
   o.recorder.sandbox = !a.no_sandbox;
   o.recorder.snapshot_interval_ns = ParseDurationNanos(a.snapshot_every);
   if (o.recorder.snapshot_interval_ns < 0) {
-    return Report(InvalidArgument("--snapshot-every: '" + a.snapshot_every + "' is not a duration"));
+    return Report(
+        InvalidArgument("--snapshot-every: '" + a.snapshot_every + "' is not a duration"));
   }
   o.recorder.chunker.max_chunk_age_ns = ParseDurationNanos(a.chunk_age);
   if (o.recorder.chunker.max_chunk_age_ns <= 0) {
@@ -236,12 +237,14 @@ void RegisterVmCommands(CLI::App& app, GlobalOptions& global,
       "run the appliance: owns the store and runs every VM started with `blackbox vm start` "
       "(foreground, for systemd; docs/daemon-api.md)");
   daemon->add_option("--socket", da->socket, "control socket (default: DATA/run/daemon.sock)");
-  daemon->add_option("--group", da->group,
-                     "group whose members may control the daemon (default: root only)");
+  daemon->add_option(
+      "--group", da->group,
+      "group whose members may control the daemon (default: the daemon's own user and group)");
   daemon->add_option("--qemu", da->qemu, "QEMU binary (default: Blackbox's patched build)");
   daemon->add_flag("--no-sandbox", da->no_sandbox, "run QEMU without -sandbox");
-  daemon->add_option("--snapshot-every", da->snapshot_every,
-                     "VM snapshots of VMs without a NIC this often (0: off)")
+  daemon
+      ->add_option("--snapshot-every", da->snapshot_every,
+                   "VM snapshots of VMs without a NIC this often (0: off)")
       ->capture_default_str();
   daemon->add_option("--chunk-age", da->chunk_age, "store the log at least this often")
       ->capture_default_str();
@@ -288,8 +291,8 @@ void RegisterVmCommands(CLI::App& app, GlobalOptions& global,
 
   auto wait_name = std::make_shared<std::string>();
   auto wait_timeout = std::make_shared<std::string>();
-  auto* wait = vm->add_subcommand(
-      "wait", "wait until a VM has ended (exit 0 if its recording is complete)");
+  auto* wait =
+      vm->add_subcommand("wait", "wait until a VM has ended (exit 0 if its recording is complete)");
   wait->add_option("name", *wait_name, "VM name")->required();
   wait->add_option("--timeout", *wait_timeout, "give up after this long (30s, 5m; default: never)");
   wait->fallthrough();

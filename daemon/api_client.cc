@@ -34,8 +34,8 @@ StatusOr<DaemonReply> CallDaemon(const std::string& socket_path, const std::stri
   socket.connect(Local::endpoint(socket_path), ec);
   if (ec == boost::asio::error::access_denied) {
     return FailedPrecondition("permission denied on " + socket_path +
-                            ": controlling the daemon needs membership of group " +
-                            GroupOf(socket_path));
+                              ": controlling the daemon needs membership of group " +
+                              GroupOf(socket_path));
   }
   if (ec == boost::asio::error::connection_refused || ec == boost::asio::error::not_found ||
       ec.value() == ENOENT) {

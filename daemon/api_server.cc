@@ -86,8 +86,8 @@ void ApiServer::AcceptLoop() {
         const std::string body = "{\"error\":\"too many control connections, try again\"}\n";
         const std::string busy =
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            "Content-Length: " + std::to_string(body.size()) +
-            "\r\nConnection: close\r\n\r\n" + body;
+            "Content-Length: " +
+            std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
         ssize_t ignored = ::write(fd, busy.data(), busy.size());
         (void)ignored;
         ::close(fd);
@@ -140,12 +140,11 @@ void ApiServer::Serve(int fd) {
   ApiResponse response;
   if (ec == http::error::body_limit || ec == http::error::header_limit ||
       ec == http::error::buffer_overflow) {
-    response = ApiResponse::Error(
-        413, "request too large (head at most 8 KiB, body at most " +
-                 std::to_string(kMaxBody / 1024) + " KiB)");
+    response = ApiResponse::Error(413, "request too large (head at most 8 KiB, body at most " +
+                                           std::to_string(kMaxBody / 1024) + " KiB)");
   } else if (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
-             ec == boost::asio::error::operation_aborted || ec == boost::asio::error::bad_descriptor ||
-             !socket.is_open()) {
+             ec == boost::asio::error::operation_aborted ||
+             ec == boost::asio::error::bad_descriptor || !socket.is_open()) {
     return;  // nothing (complete) was sent in time: nothing to answer
   } else if (ec) {
     response = ApiResponse::Error(400, "malformed HTTP request: " + ec.message());

@@ -122,9 +122,10 @@ void MarkInterrupted(Store* store) {
       if (Status s = store->PutRecording(info); !s.ok()) {
         spdlog::error("cannot mark recording {} interrupted: {}", info.id, s.message());
       } else {
-        spdlog::warn("recording {} was left by a recorder that died: marked interrupted (it "
-                     "verifies up to its last stored chunk)",
-                     info.id);
+        spdlog::warn(
+            "recording {} was left by a recorder that died: marked interrupted (it "
+            "verifies up to its last stored chunk)",
+            info.id);
       }
     }
   }
@@ -214,8 +215,8 @@ class Appliance {
       const std::string& name = lab->vms[i].spec.name;
       if (!only.empty() && !only.count(name)) continue;
       if (auto vm = host_->Get(name); vm && (vm->state == "running" || vm->state == "stopping")) {
-        return ApiResponse::Error(409, "VM " + name + " is already running (recording " +
-                                           vm->recording_id + ")");
+        return ApiResponse::Error(
+            409, "VM " + name + " is already running (recording " + vm->recording_id + ")");
       }
       if (Status s = CheckSpecFiles(lab->vms[i].spec); !s.ok()) {
         return ApiResponse::Error(400, name + ": " + s.message());
@@ -348,8 +349,8 @@ class Appliance {
     if (!req.is_object()) return ApiResponse::Error(400, "the body must be a JSON object");
     for (const auto& [key, value] : req.items()) {
       if (key != "spec" && key != "manifests" && key != "autostart") {
-        return ApiResponse::Error(400, "unknown field '" + key +
-                                           "' (allowed: spec, manifests, autostart)");
+        return ApiResponse::Error(
+            400, "unknown field '" + key + "' (allowed: spec, manifests, autostart)");
       }
     }
     if (!req.contains("spec") || !req["spec"].is_string()) {
@@ -499,8 +500,7 @@ int RunDaemon(DaemonOptions options) {
   }
   Autostart autostart(options.data_dir + "/daemon/vms.json");
   if (Status s = autostart.Load(); !s.ok()) {
-    spdlog::error("{}; no VM is started with the daemon until it is fixed or removed",
-                  s.message());
+    spdlog::error("{}; no VM is started with the daemon until it is fixed or removed", s.message());
   }
 
   VmHost::Options ho;
@@ -536,8 +536,7 @@ int RunDaemon(DaemonOptions options) {
     if (r.status >= 300) {
       std::string names;
       for (const std::string& n : e.names) names += (names.empty() ? "" : ", ") + n;
-      spdlog::error("autostart of {} from {} failed: {}", names, e.spec,
-                    r.body.value("error", ""));
+      spdlog::error("autostart of {} from {} failed: {}", names, e.spec, r.body.value("error", ""));
     }
   }
   sd_notifyf(0, "READY=1\nSTATUS=serving %s", socket_path.c_str());

@@ -189,7 +189,6 @@ StatusOr<std::vector<std::shared_ptr<const Manifest>>> LoadLabManifests(
     manifests[i] = std::make_shared<const Manifest>(std::move(m));
   }
   return manifests;
-
 }
 
 StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& options) {
@@ -230,8 +229,8 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
       std::lock_guard lock(done_mu);
       if (r.ok()) {
         if (ran++ == 0) {
-          first_ended = name + " ended (" +
-                        r.value().extra.value("end_reason", std::string("ended")) + ")";
+          first_ended =
+              name + " ended (" + r.value().extra.value("end_reason", std::string("ended")) + ")";
         }
       }
       ++done;

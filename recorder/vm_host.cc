@@ -19,7 +19,7 @@ struct VmHost::PortPlan {
   std::string nic, name, mac, segment, socket;
   std::vector<std::string> ips;
   nlohmann::json ToJson(const std::string& vm) const {
-    return {{"id", id},   {"name", name},       {"vm", vm}, {"nic", nic},
+    return {{"id", id},   {"name", name},       {"vm", vm},  {"nic", nic},
             {"mac", mac}, {"segment", segment}, {"ips", ips}};
   }
 };
@@ -61,8 +61,11 @@ nlohmann::json CountersJson(const L2Switch::PortCounters& c) {
   for (size_t d = 1; d < L2Switch::kNumDropReasons; ++d) {
     if (c.drops[d] > 0) drops[L2Switch::DropName(static_cast<L2Switch::Drop>(d))] = c.drops[d];
   }
-  return {{"rx_frames", c.rx_frames}, {"rx_bytes", c.rx_bytes}, {"tx_frames", c.tx_frames},
-          {"tx_bytes", c.tx_bytes},   {"drops", drops}};
+  return {{"rx_frames", c.rx_frames},
+          {"rx_bytes", c.rx_bytes},
+          {"tx_frames", c.tx_frames},
+          {"tx_bytes", c.tx_bytes},
+          {"drops", drops}};
 }
 
 }  // namespace
@@ -197,8 +200,9 @@ Status VmHost::Start(StartRequest request) {
       continue;
     }
     if (!other.ended) {
-      return AlreadyExists("VM " + spec.name + " is already running" +
-                           (other.recording_id.empty() ? "" : " (recording " + other.recording_id + ")"));
+      return AlreadyExists(
+          "VM " + spec.name + " is already running" +
+          (other.recording_id.empty() ? "" : " (recording " + other.recording_id + ")"));
     }
   }
 
@@ -351,8 +355,8 @@ void VmHost::Ended(Run* run, StatusOr<RecordingInfo> outcome) {
     run->ended = true;
     OnSwitch([&] {
       for (const PortPlan& p : run->ports) {
-        counters[p.id] = CountersJson(
-            server_->l2().GetCounters(p.id).value_or(L2Switch::PortCounters{}));
+        counters[p.id] =
+            CountersJson(server_->l2().GetCounters(p.id).value_or(L2Switch::PortCounters{}));
         server_->RemovePort(p.id);
       }
       if (policy_) {
@@ -411,8 +415,8 @@ VmHost::VmStatus VmHost::StatusOf(const Run& run) {
     s.state = info.state;
     s.detail = info.extra.value("end_reason", std::string());
   } else {
-    s.state = run.outcome->status().code() == StatusCode::kFailedPrecondition ? "refused"
-                                                                               : "failed";
+    s.state =
+        run.outcome->status().code() == StatusCode::kFailedPrecondition ? "refused" : "failed";
     s.detail = run.outcome->status().message();
   }
   return s;

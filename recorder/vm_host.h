@@ -66,7 +66,7 @@ class VmHost {
 
   struct StartRequest {
     VmSpec spec;
-    bool rr = true;  // record it (false: on the switch, not recorded)
+    bool rr = true;                            // record it (false: on the switch, not recorded)
     std::shared_ptr<const Manifest> manifest;  // null: none
     std::string group;  // the lab it belongs to (RecordingInfo extra["lab"]); "": none
     // The recording's end reason when Stop() ends it.

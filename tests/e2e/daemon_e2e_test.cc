@@ -43,7 +43,8 @@ std::string Exchange(const std::string& socket_path, const std::string& request)
   ::shutdown(fd, SHUT_WR);
   std::string answer;
   char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) answer.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    answer.append(buf, static_cast<size_t>(n));
   ::close(fd);
   return answer;
 }
@@ -175,13 +176,14 @@ TEST_F(DaemonTest, ThreeVmsStartedAtDifferentTimesEachStopOnTheirOwnAndVerify) {
   ASSERT_FALSE(web.empty());
   const std::string idle = StartVm({Example("idle.yaml")});
   ASSERT_FALSE(idle.empty());
-  ASSERT_TRUE(WaitVm("web", [](const json& vm) { return vm["console_bytes"] > 20; }, seconds(60)));
+  ASSERT_TRUE(WaitVm(
+      "web", [](const json& vm) { return vm["console_bytes"] > 20; }, seconds(60)));
 
   // The client joins the running web server on the switch, under its manifest.
-  const std::string client = StartVm(
-      {WriteSpec("client.yaml",
-                 NetVm("client", "prober", 2, "bb.peer=10.0.0.1 bb.port=2222 bb.poweroff=1")),
-       "--manifest", "client=" + Example("manifests/client.yaml")});
+  const std::string client =
+      StartVm({WriteSpec("client.yaml", NetVm("client", "prober", 2,
+                                              "bb.peer=10.0.0.1 bb.port=2222 bb.poweroff=1")),
+               "--manifest", "client=" + Example("manifests/client.yaml")});
   ASSERT_FALSE(client.empty());
   EXPECT_EQ(Vm("client")["manifest"], true);
 
@@ -198,8 +200,8 @@ TEST_F(DaemonTest, ThreeVmsStartedAtDifferentTimesEachStopOnTheirOwnAndVerify) {
   EXPECT_EQ(Vm("web")["state"], "running");
 
   // The client probes, is alerted on, and powers itself off.
-  ASSERT_TRUE(WaitVm("client", [](const json& vm) { return vm["state"] != "running"; },
-                     seconds(150)))
+  ASSERT_TRUE(WaitVm(
+      "client", [](const json& vm) { return vm["state"] != "running"; }, seconds(150)))
       << ReadFileOrEmpty(log_);
   json c = Vm("client");
   EXPECT_EQ(c["state"], "complete") << c.dump();
@@ -264,13 +266,13 @@ TEST_F(DaemonTest, AfterKillDashNineTheRestartCleansUpAndStartsTheMarkedVmAgain)
   EXPECT_EQ(::stat(Socket().c_str(), &st), 0) << "the killed daemon's socket should be left over";
   CommandResult none = Blackbox({"vm", "list"});
   EXPECT_NE(none.exit_code, 0);
-  EXPECT_NE(none.output.find("no Blackbox daemon is listening"), std::string::npos)
-      << none.output;
+  EXPECT_NE(none.output.find("no Blackbox daemon is listening"), std::string::npos) << none.output;
 
   StartDaemon();
   EXPECT_TRUE(WaitForText(log_, "marked interrupted", seconds(5))) << ReadFileOrEmpty(log_);
-  ASSERT_TRUE(WaitVm("idle", [](const json& vm) { return !vm["recording"].get<std::string>().empty(); },
-                     seconds(60)));
+  ASSERT_TRUE(WaitVm(
+      "idle", [](const json& vm) { return !vm["recording"].get<std::string>().empty(); },
+      seconds(60)));
   const std::string again = Vm("idle")["recording"];
   EXPECT_NE(again, idle);
   EXPECT_EQ(Vm("idle")["state"], "running");
@@ -315,10 +317,11 @@ TEST_F(DaemonTest, BadRequestsGetOneClearErrorAndLeaveTheRunningVmAlone) {
       {Post("/v1/vms", "{\"spec\": \"/nonexistent/vm.yaml\"}"), 400, "/nonexistent/vm.yaml"},
       {Post("/v1/vms", "{\"spec\": \"" + WriteSpec("broken.yaml", "name: [unclosed\n") + "\"}"),
        400, "broken.yaml"},
-      {Post("/v1/vms", "{\"spec\": \"" +
-                           WriteSpec("nokernel.yaml",
-                                     "name: nokernel\nkernel: /nonexistent/vmlinuz\nmemory: 64M\n") +
-                           "\"}"),
+      {Post("/v1/vms",
+            "{\"spec\": \"" +
+                WriteSpec("nokernel.yaml",
+                          "name: nokernel\nkernel: /nonexistent/vmlinuz\nmemory: 64M\n") +
+                "\"}"),
        400, "/nonexistent/vmlinuz"},
       {Post("/v1/vms", "{\"spec\": \"" + Example("idle.yaml") + "\"}"), 409, "already running"},
       {Post("/v1/vms/ghost/stop", ""), 404, "no VM named ghost"},
@@ -385,8 +388,7 @@ TEST_F(DaemonTest, OnlyTheControlGroupMayUseTheSocket) {
     pid_t pid = ::fork();
     if (pid == 0) {
       if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(65534) != 0) _exit(99);
-      const std::string a =
-          Exchange(sock, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n");
+      const std::string a = Exchange(sock, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n");
       _exit(HttpStatus(a) == 200 ? 0 : a.find("Permission denied") != std::string::npos ? 13 : 1);
     }
     int status = 0;
@@ -412,7 +414,8 @@ TEST_F(DaemonTest, SystemdAcceptsTheUnitFile) {
   auto unit = ReadFileToString(Example("../daemon/blackbox.service"));
   ASSERT_TRUE(unit.ok()) << unit.status().ToString();
   // Verified as installed: ExecStart's binary must exist, so point it at ours.
-  std::string text = std::regex_replace(*unit, std::regex("/usr/local/bin/blackbox"), BlackboxBin());
+  std::string text =
+      std::regex_replace(*unit, std::regex("/usr/local/bin/blackbox"), BlackboxBin());
   const std::string path = data() + "/blackbox.service";
   std::ofstream(path) << text;
   auto out = RunCommand({"systemd-analyze", "verify", path});
