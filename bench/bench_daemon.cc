@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -63,10 +64,10 @@ std::string IdleSpec(const std::string& guest_dir, const std::string& name, int 
 
 struct Point {
   int vms = 0;
-  double boot_s = 0;         // start request to every guest's BB-READY
-  double cpu_per_vm = 0;     // daemon CPU seconds per second per VM
-  double wchar_per_vm = 0;   // bytes/s the daemon wrote, per VM
-  double stored_per_vm = 0;  // rr log bytes/s stored (compressed), per VM
+  double boot_s = 0;        // start request to every guest's BB-READY
+  double cpu_per_vm = 0;    // daemon CPU seconds per second per VM
+  double wchar_per_vm = 0;  // bytes/s the daemon wrote, per VM
+  double log_per_vm = 0;    // rr log bytes/s the guests' QEMUs wrote, per VM
   int verified = 0;
   std::vector<std::string> failures;
 };
@@ -94,11 +95,13 @@ Status WaitReady(const std::string& socket, int n, double* boot_s) {
   return DeadlineExceeded(std::to_string(n) + " guests did not all boot in time");
 }
 
-uint64_t StoredBytes(const std::string& socket) {
+// Bytes of rr log QEMU has written so far, over every recording in `data`.
+uint64_t RawLogBytes(const std::string& data) {
   uint64_t sum = 0;
-  auto r = CallDaemon(socket, "GET", "/v1/vms");
-  if (r.ok() && r->status == 200) {
-    for (const auto& vm : r->body["vms"]) sum += vm.value("log_stored_bytes", 0ull);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(data + "/recordings", ec)) {
+    sum += std::filesystem::file_size(e.path() / "rr.log", ec);
+    if (ec) ec.clear();
   }
   return sum;
 }
@@ -161,15 +164,15 @@ StatusOr<Point> RunDaemonPoint(const DaemonBenchOptions& o, int n) {
   Status ready = WaitReady(socket, n, &p.boot_s);
   if (ready.ok()) {
     ASSIGN_OR_RETURN(ProcSample a, SampleProc(daemon.pid()));
-    const uint64_t stored_a = StoredBytes(socket);
+    const uint64_t log_a = RawLogBytes(data);
     const auto t0 = std::chrono::steady_clock::now();
     std::this_thread::sleep_for(seconds(o.window_seconds));
     ASSIGN_OR_RETURN(ProcSample b, SampleProc(daemon.pid()));
-    const uint64_t stored_b = StoredBytes(socket);
+    const uint64_t log_b = RawLogBytes(data);
     const double w = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     p.cpu_per_vm = (b.cpu_s - a.cpu_s) / w / n;
     p.wchar_per_vm = static_cast<double>(b.wchar - a.wchar) / w / n;
-    p.stored_per_vm = static_cast<double>(stored_b - stored_a) / w / n;
+    p.log_per_vm = static_cast<double>(log_b - log_a) / w / n;
   } else {
     p.failures.push_back(ready.message());
   }
@@ -185,7 +188,12 @@ StatusOr<Point> RunDaemonPoint(const DaemonBenchOptions& o, int n) {
 
 // The baseline: one `blackbox record` of one idle guest, sampled over the
 // same window once the guest has long booted.
-StatusOr<double> RecordBaseline(const DaemonBenchOptions& o, int settle_seconds) {
+struct Baseline {
+  double cpu = 0;    // CPU seconds per second
+  double wchar = 0;  // bytes/s written
+};
+
+StatusOr<Baseline> RecordBaseline(const DaemonBenchOptions& o, int settle_seconds) {
   ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("bb-bench-daemon-base"));
   const std::string spec = dir.path() + "/idle.yaml";
   RETURN_IF_ERROR(WriteFileAtomic(spec, IdleSpec(o.guest_dir, "idle", 0)));
@@ -210,7 +218,7 @@ StatusOr<double> RecordBaseline(const DaemonBenchOptions& o, int settle_seconds)
     rec.Kill();
     return Internal("the baseline recording failed: " + TailOfFile(dir.path() + "/record.log", 3));
   }
-  return (b.cpu_s - a.cpu_s) / w;
+  return Baseline{(b.cpu_s - a.cpu_s) / w, static_cast<double>(b.wchar - a.wchar) / w};
 }
 
 }  // namespace
@@ -222,7 +230,8 @@ StatusOr<json> RunDaemonBench(const DaemonBenchOptions& o) {
       o.window_seconds);
   std::printf("  baseline: one `blackbox record` of one idle guest, same window ...\n");
   std::fflush(stdout);
-  ASSIGN_OR_RETURN(double base_cpu, RecordBaseline(o, 15));
+  ASSIGN_OR_RETURN(Baseline base, RecordBaseline(o, 15));
+  const double base_cpu = base.cpu;
   std::vector<Point> points;
   for (int n : o.vms) {
     std::printf("  %d guest(s) ...\n", n);
@@ -231,15 +240,16 @@ StatusOr<json> RunDaemonBench(const DaemonBenchOptions& o) {
     points.push_back(std::move(p));
   }
 
-  std::printf("\n  %-4s %8s %16s %12s %16s %16s %10s\n", "N", "boot s", "daemon CPU/VM",
-              "vs record", "writes/VM", "log stored/VM", "verified");
+  std::printf("\n  %-4s %8s %15s %10s %14s %10s %14s %9s\n", "N", "boot s", "daemon CPU/VM",
+              "vs record", "writes/VM", "vs record", "rr log/VM", "verified");
   int max_ok = 0;
   json rows = json::array();
   for (const Point& p : points) {
     const double ratio = base_cpu > 0 ? p.cpu_per_vm / base_cpu : 0;
-    std::printf("  %-4d %8.1f %15.2f%% %11.2fx %13.1f KB/s %13.2f KB/s %7d/%d\n", p.vms, p.boot_s,
-                100 * p.cpu_per_vm, ratio, p.wchar_per_vm / 1e3, p.stored_per_vm / 1e3, p.verified,
-                p.vms);
+    const double wratio = base.wchar > 0 ? p.wchar_per_vm / base.wchar : 0;
+    std::printf("  %-4d %8.1f %14.2f%% %9.2fx %9.1f KB/s %9.2fx %9.1f KB/s %6d/%d\n", p.vms,
+                p.boot_s, 100 * p.cpu_per_vm, ratio, p.wchar_per_vm / 1e3, wratio,
+                p.log_per_vm / 1e3, p.verified, p.vms);
     for (const std::string& f : p.failures) std::printf("       failed: %s\n", f.c_str());
     if (o.verify && p.failures.empty() && p.verified == p.vms) max_ok = std::max(max_ok, p.vms);
     rows.push_back({{"vms", p.vms},
@@ -247,12 +257,14 @@ StatusOr<json> RunDaemonBench(const DaemonBenchOptions& o) {
                     {"daemon_cpu_per_vm", p.cpu_per_vm},
                     {"daemon_cpu_per_vm_vs_record", ratio},
                     {"daemon_write_bytes_per_s_per_vm", p.wchar_per_vm},
-                    {"log_stored_bytes_per_s_per_vm", p.stored_per_vm},
+                    {"daemon_write_per_vm_vs_record", wratio},
+                    {"rr_log_bytes_per_s_per_vm", p.log_per_vm},
                     {"verified", p.verified},
                     {"failures", p.failures}});
   }
-  std::printf("\n  baseline `blackbox record` CPU: %.2f%% of a core for its one guest\n",
-              100 * base_cpu);
+  std::printf(
+      "\n  baseline `blackbox record` of one guest: CPU %.2f%% of a core, writes %.1f KB/s\n",
+      100 * base_cpu, base.wchar / 1e3);
   std::printf(
       "  CPU: the daemon process's own (user+system, its threads; not its QEMUs), per "
       "VM, as %% of one core.\n  writes: bytes the daemon passed to write(2) (the "
@@ -263,6 +275,7 @@ StatusOr<json> RunDaemonBench(const DaemonBenchOptions& o) {
   return json{{"bench", "daemon"},
               {"window_s", o.window_seconds},
               {"baseline_record_cpu", base_cpu},
+              {"baseline_record_write_bytes_per_s", base.wchar},
               {"points", rows},
               {"max_vms_verified", o.verify ? json(max_ok) : json(nullptr)}};
 }

@@ -246,7 +246,9 @@ void RegisterVmCommands(CLI::App& app, GlobalOptions& global,
       ->add_option("--snapshot-every", da->snapshot_every,
                    "VM snapshots of VMs without a NIC this often (0: off)")
       ->capture_default_str();
-  daemon->add_option("--chunk-age", da->chunk_age, "store the log at least this often")
+  daemon
+      ->add_option("--chunk-age", da->chunk_age,
+                   "seal a log chunk after this long at most (the open one is stored every 500 ms)")
       ->capture_default_str();
   runners.push_back(
       [daemon, da, &global]() { return daemon->parsed() ? RunDaemonCommand(global, *da) : -1; });

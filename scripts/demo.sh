@@ -65,7 +65,7 @@ step "7. a lab: an HTTP server and a client guest talking through Blackbox's swi
 vm_start "$ROOT/examples/lab-http.yaml"
 CLIENT=$(recording_of client)
 "$BB" vm wait client
-"$BB" vm wait web  # the lab stops at its first exit: the daemon stopped the server
+"$BB" vm wait web --timeout 2m  # the lab stops at its first exit: the daemon stops the server
 
 step "8. the flows the switch saw for $CLIENT"
 "$BB" flows "$CLIENT"
@@ -78,7 +78,7 @@ step "10. a guest that spoofs its MAC and IP: the switch drops and records it"
 vm_start "$ROOT/examples/lab-spoof.yaml"
 SPOOFER=$(recording_of spoofer)
 "$BB" vm wait spoofer
-"$BB" vm wait web
+"$BB" vm wait web --timeout 2m
 "$BB" console "$SPOOFER" | grep BB-SPOOF
 "$BB" export "$SPOOFER" --pcapng "$BLACKBOX_DATA/$SPOOFER.pcapng"
 tshark -r "$BLACKBOX_DATA/$SPOOFER.pcapng" -Y frame.comment -T fields -e frame.interface_name \
@@ -90,7 +90,7 @@ step "11. verify $CLIENT: its network input replays from the rr log, byte for by
 step "12. manifests: a normal web/client run, and the client's manifest learned from it"
 "$BB" vm start "$ROOT/examples/lab-web.yaml"
 "$BB" vm wait client
-"$BB" vm wait web
+"$BB" vm wait web --timeout 2m
 "$BB" manifest learn client -o "$BLACKBOX_DATA/client-learned.yaml"
 sed -n '/^network:/,/^rates:/p' "$BLACKBOX_DATA/client-learned.yaml"
 
@@ -99,7 +99,7 @@ SINCE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 vm_start "$ROOT/examples/lab-probe.yaml"
 PROBER=$(recording_of client)
 "$BB" vm wait client
-"$BB" vm wait web
+"$BB" vm wait web --timeout 2m
 "$BB" console "$PROBER" | grep BB-PROBE
 
 step "14. the alert, as a person reads it and as a SIEM gets it"

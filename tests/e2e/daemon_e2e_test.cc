@@ -232,6 +232,29 @@ TEST_F(DaemonTest, ThreeVmsStartedAtDifferentTimesEachStopOnTheirOwnAndVerify) {
   for (const std::string& id : {web, idle, client}) ExpectVerifies(id);
 }
 
+// A lab's VMs start together; with stop_when: first-exit the daemon stops
+// the server once the client has powered off, as `blackbox record` does.
+TEST_F(DaemonTest, ALabStartsTogetherAndStopsAtItsFirstExit) {
+  StartDaemon();
+  CommandResult start = Blackbox({"vm", "start", Example("lab-web.yaml")});
+  ASSERT_EQ(start.exit_code, 0) << start.output;
+  EXPECT_NE(start.output.find("web: recording web-"), std::string::npos) << start.output;
+  EXPECT_NE(start.output.find("client: recording client-"), std::string::npos) << start.output;
+  EXPECT_EQ(Vm("web")["lab"], "web");
+
+  // The console as the client writes it, until it powers off.
+  CommandResult follow = Blackbox({"vm", "console", "client", "--follow"}, seconds(200));
+  EXPECT_EQ(follow.exit_code, 0) << follow.output;
+  EXPECT_NE(follow.output.find("BB-HTTP-GOT blackbox http-server"), std::string::npos)
+      << follow.output;
+  CommandResult client = Blackbox({"vm", "wait", "client", "--timeout", "60s"});
+  EXPECT_EQ(client.exit_code, 0) << client.output;
+  CommandResult web = Blackbox({"vm", "wait", "web", "--timeout", "60s"});
+  EXPECT_EQ(web.exit_code, 0) << web.output;
+  EXPECT_NE(web.output.find("stopped by Blackbox"), std::string::npos) << web.output;
+  EXPECT_EQ(StopDaemon(), 0);
+}
+
 // kill -9 of the daemon takes its QEMUs with it; the next daemon cleans up,
 // marks what was interrupted (each still verifies for its stored prefix) and
 // starts the VM marked --autostart again as a new recording.
