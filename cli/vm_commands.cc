@@ -103,7 +103,10 @@ int RunVmStart(const GlobalOptions& g, const std::string& socket, const VmStartA
   int rc = kExitOk;
   for (const auto& vm : r->body["vms"]) {
     const std::string state = vm.value("state", "");
-    if (state == "running") {
+    if (state == "running" && vm.value("recording", "").empty()) {
+      std::printf("%s: starting, no recording yet (see `blackbox vm list`)\n",
+                  vm.value("name", "").c_str());
+    } else if (state == "running") {
       std::printf("%s: recording %s\n", vm.value("name", "").c_str(),
                   vm.value("recording", "").c_str());
     } else {

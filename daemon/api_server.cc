@@ -120,10 +120,12 @@ void ApiServer::Serve(int fd) {
   // Every read and write is bounded by one deadline: a client that stalls
   // is dropped (asio's blocking calls would wait for it forever).
   boost::asio::steady_timer deadline(io);
+  bool finished = false;  // the operation completed: a late timer must not close
   auto run_until_deadline = [&] {
+    finished = false;
     deadline.expires_after(std::chrono::seconds(kIoTimeoutSeconds));
     deadline.async_wait([&](const boost::system::error_code& e) {
-      if (!e) socket.close();
+      if (!e && !finished) socket.close();
     });
     io.restart();
     io.run();
@@ -134,6 +136,7 @@ void ApiServer::Serve(int fd) {
   parser.body_limit(kMaxBody);
   http::async_read(socket, buffer, parser, [&](const boost::system::error_code& e, size_t) {
     ec = e;
+    finished = true;
     deadline.cancel();
   });
   run_until_deadline();
@@ -158,11 +161,13 @@ void ApiServer::Serve(int fd) {
   res.result(static_cast<http::status>(response.status));
   res.set(http::field::content_type, "application/json");
   res.set(http::field::connection, "close");
+  if (!response.allow.empty()) res.set(http::field::allow, response.allow);
   res.body() = response.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   res.prepare_payload();
   if (!socket.is_open()) return;
   http::async_write(socket, res, [&](const boost::system::error_code& e, size_t) {
     ec = e;
+    finished = true;
     deadline.cancel();
   });
   run_until_deadline();

@@ -7,7 +7,8 @@
 //   - a request head over 8 KiB or a body over ApiServer::kMaxBody: 413
 //   - a malformed request: 400
 //   - more than kMaxConnections connections at once: 503
-//   - a client that sends nothing for kIoTimeoutSeconds: dropped
+//   - a client that has not sent its whole request kIoTimeoutSeconds after
+//     connecting (or does not take the answer within as long): dropped
 #pragma once
 
 #include <sys/types.h>
@@ -32,8 +33,11 @@ struct ApiRequest {
 };
 
 struct ApiResponse {
+  ApiResponse() = default;
+  ApiResponse(int s, nlohmann::json b) : status(s), body(std::move(b)) {}
   int status = 200;
   nlohmann::json body = nlohmann::json::object();
+  std::string allow;  // the Allow header of a 405
   static ApiResponse Error(int status, const std::string& message) {
     return {status, {{"error", message}}};
   }

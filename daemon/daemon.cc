@@ -264,9 +264,10 @@ class Appliance {
       Status s = host_->Start(std::move(request));
       if (!s.ok()) {
         for (const std::string& n : started) host_->Stop(n).IgnoreError();
-        const int code = s.code() == StatusCode::kAlreadyExists     ? 409
-                         : s.code() == StatusCode::kInvalidArgument ? 400
-                                                                    : 500;
+        const int code = s.code() == StatusCode::kAlreadyExists        ? 409
+                         : s.code() == StatusCode::kInvalidArgument    ? 400
+                         : s.code() == StatusCode::kFailedPrecondition ? 503
+                                                                       : 500;
         return ApiResponse::Error(
             code, name + ": " + s.message() +
                       (started.empty() ? "" : " (the VMs started with it are stopped again)"));
@@ -284,14 +285,33 @@ class Appliance {
       }
     }
     // Answer once each VM has its recording (or has already ended).
+    std::vector<VmHost::VmStatus> states;
+    for (const std::string& name : started) states.push_back(WaitStarted(name));
+    // A VM whose QEMU failed or whose start was refused: the lab's others
+    // are stopped again (they were to run together).
+    std::string failed;
+    for (const auto& vm : states) {
+      if (vm.state == "failed" || vm.state == "refused") failed = vm.name;
+    }
+    if (!failed.empty() && states.size() > 1) {
+      for (auto& vm : states) {
+        if (vm.name == failed || vm.state != "running") continue;
+        host_->Stop(vm.name).IgnoreError();
+        vm.state = "stopping";
+        vm.detail = "stopped again: " + failed + " of its lab could not start";
+      }
+    }
     json vms = json::array();
-    for (const std::string& name : started) vms.push_back(VmJson(WaitStarted(name)));
+    for (const auto& vm : states) vms.push_back(VmJson(vm));
     return {201, {{"vms", vms}}};
   }
 
  private:
   static ApiResponse MethodNotAllowed(const ApiRequest& r, const std::string& allowed) {
-    return ApiResponse::Error(405, r.method + " is not allowed here (allowed: " + allowed + ")");
+    ApiResponse a =
+        ApiResponse::Error(405, r.method + " is not allowed here (allowed: " + allowed + ")");
+    a.allow = allowed;
+    return a;
   }
 
   ApiResponse ServerStatus() {

@@ -70,6 +70,11 @@ void AlertWriter::SetVm(const std::string& vm, VmInfo info) {
   vms_[vm] = std::move(info);
 }
 
+void AlertWriter::SetPortName(uint32_t port, const std::string& name) {
+  std::lock_guard lock(mu_);
+  port_names_[port] = name;
+}
+
 void AlertWriter::SetRecording(const std::string& vm, const std::string& recording_id) {
   std::lock_guard lock(mu_);
   vms_[vm].recording_id = recording_id;
@@ -169,8 +174,11 @@ void AlertWriter::Store1(Item& item) {
     e["capture"] = vm.capture_id;
     auto name = [&](const char* key) -> std::string {
       if (!e.contains(key)) return "";
-      auto it = vm.port_names.find(e[key].get<uint32_t>());
-      return it == vm.port_names.end() ? "" : it->second;
+      const uint32_t id = e[key].get<uint32_t>();
+      if (auto it = vm.port_names.find(id); it != vm.port_names.end()) return it->second;
+      std::lock_guard lock(mu_);
+      auto it = port_names_.find(id);
+      return it == port_names_.end() ? "" : it->second;
     };
     e["port"] = name("port_id");
     e["ingress_port"] = name("ingress_port_id");

@@ -103,6 +103,9 @@ class AlertWriter {
   AlertWriter& operator=(const AlertWriter&) = delete;
 
   void SetVm(const std::string& vm, VmInfo info);
+  // Names a switch port for the evidence of every VM's alerts (a VM's own
+  // VmInfo::port_names come first).
+  void SetPortName(uint32_t port, const std::string& name);
   // Sets the recording id of a VM already known (the lab learns it late).
   void SetRecording(const std::string& vm, const std::string& recording_id);
 
@@ -133,6 +136,7 @@ class AlertWriter {
     VmControl::Action action;
     const char* name;
   };
+  std::map<uint32_t, std::string> port_names_;  // under mu_
   void RunVmSteps(std::shared_ptr<VmControl> control, const std::string& vm,
                   const std::string& alert_id, std::deque<VmStep> steps);
   void ResponseEvent(const std::string& vm, const std::string& alert_id, const char* action,

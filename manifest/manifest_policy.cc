@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <limits>
 #include <optional>
 
 namespace blackbox {
@@ -98,6 +97,17 @@ void ManifestPolicy::FlowCache::EraseIdle(int64_t older_than_ns) {
   if (removed > 0) Rehash(slots_.size());
 }
 
+void ManifestPolicy::FlowCache::EraseVm(uint16_t vm) {
+  size_t removed = 0;
+  for (Slot& s : slots_) {
+    if (s.used && (s.key.w[4] >> 48) == vm) {
+      s.used = false;
+      ++removed;
+    }
+  }
+  if (removed > 0) Rehash(slots_.size());
+}
+
 bool ManifestPolicy::Bucket::Take(double amount, int64_t now_ns) {
   if (rate <= 0) return true;
   if (last_ns == 0) {
@@ -148,11 +158,15 @@ void ManifestPolicy::AddVm(VmPolicy policy) {
     // The same VM again: its slot is reused, so verdicts cached for the old
     // rules must go.
     Vm& old = *vms_[index];
-    if (!old.removed) vm->quarantined.store(old.quarantined.load());
+    if (!old.removed && old.policy.manifest == policy.manifest) {
+      vm->quarantined.store(old.quarantined.load());
+      vm->vm_rate = old.vm_rate;
+      vm->rule_rates = old.rule_rates;
+    }
     for (PortVm& p : port_vm_) {
       if (p.checked && p.vm == index) p = PortVm{};
     }
-    cache_.EraseIdle(std::numeric_limits<int64_t>::max());
+    cache_.EraseVm(static_cast<uint16_t>(index));
     quarantine_changes_.fetch_add(1);
   }
   for (size_t i = 0; i < policy.ports.size(); ++i) {

@@ -114,9 +114,11 @@ class ManifestPolicy : public FramePolicy {
 
   // Adds a VM with a manifest. Ports of VMs without a manifest are not
   // checked (but their frames are, by their peers'). A VM of the same name is
-  // replaced (its rules recompiled when peers come and go) and keeps its
-  // quarantine; cached verdicts are forgotten. Runs on the thread that calls
-  // Check (or before frames flow).
+  // replaced: its verdicts cached under the old rules are forgotten (its
+  // flows are judged, and may be alerted, again); with the same manifest
+  // (rules recompiled because peers came or went) it keeps its quarantine
+  // and its rate envelopes' state. Runs on the thread that calls Check (or
+  // before frames flow).
   void AddVm(VmPolicy vm);
   // Stops checking a VM's ports (the VM ended); on the Check thread. False
   // if the VM is unknown.
@@ -187,6 +189,8 @@ class ManifestPolicy : public FramePolicy {
     uint64_t generation() const { return generation_; }
     // Removes the entries idle since before `older_than_ns`.
     void EraseIdle(int64_t older_than_ns);
+    // Removes the entries of VM `vm` (its index in vms_).
+    void EraseVm(uint16_t vm);
     size_t size() const { return size_; }
 
    private:

@@ -154,6 +154,32 @@ TEST_F(ManifestPolicyTest, ARemovedVmIsNoLongerCheckedAndAReplacedOneUsesItsNewR
   EXPECT_TRUE(policy_->quarantined("a"));
 }
 
+TEST_F(ManifestPolicyTest, RecompilingOneVmLeavesTheOthersVerdictsAlone) {
+  std::string observer = kClientEnforce;
+  observer.replace(observer.find("vm: a"), 5, "vm: c");
+  observer.replace(observer.find("enforce"), 7, "observe");
+  Use({{"a", kClientEnforce}, {"c", observer}});
+  Learn();
+  EXPECT_EQ(Send(1, 2, 40001, 2222, kTcpSyn).drop, L2Switch::Drop::kPolicy);
+  EXPECT_EQ(Send(3, 2, 40003, 2222, kTcpSyn).drop, L2Switch::Drop::kNone);
+  ASSERT_EQ(violations_.size(), 2u);
+
+  // c's rules are compiled again (a peer came or went): a's cached verdict
+  // stands (no second alert), c's flow is judged again.
+  ManifestPolicy::VmPolicy vp;
+  vp.name = "c";
+  vp.manifest = Parse(observer);
+  vp.rules = RuleSet::Compile(*vp.manifest, {{"b", {V4(2)}}});
+  vp.ports = {ports_[3]};
+  vp.macs = {Mac(3)};
+  policy_->AddVm(std::move(vp));
+  EXPECT_EQ(Send(1, 2, 40001, 2222, kTcpSyn, 2 * kSecond).drop, L2Switch::Drop::kPolicy);
+  EXPECT_EQ(violations_.size(), 2u);
+  EXPECT_EQ(Send(3, 2, 40003, 2222, kTcpSyn, 2 * kSecond).drop, L2Switch::Drop::kNone);
+  ASSERT_EQ(violations_.size(), 3u);
+  EXPECT_EQ(violations_[2].vm, "c");
+}
+
 TEST_F(ManifestPolicyTest, TheFastPathReusesAVerdictButNotPastAQuarantine) {
   Use({{"a", R"(manifest: 1
 vm: a

@@ -208,15 +208,16 @@ StatusOr<LabResult> RunLab(Store* store, const LabSpec& lab, const LabOptions& o
   ho.on_capture = options.on_capture;
   ho.on_alert = options.on_alert;
   ho.policy = options.policy;
+  // Declared before the host: its VM threads use them until it is closed.
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  size_t done = 0, ran = 0;  // ran: VMs that ran and ended (not those that could not start)
+  std::string first_ended;
   VmHost host(store, ho);
 
   // Start every VM; wait for them. With first-exit, the first to end stops
   // the others. A VM that could not start (QEMU failed, its start was
   // refused by attestation) does not end the lab: the others run on.
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  size_t done = 0, ran = 0;  // ran: VMs that ran and ended (not those that could not start)
-  std::string first_ended;
   std::vector<std::string> start_failures;
   size_t started = 0;
   for (size_t i = 0; i < lab.vms.size(); ++i) {

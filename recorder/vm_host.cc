@@ -7,6 +7,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <future>
+#include <set>
 
 #include "common/clock.h"
 #include "common/hash.h"
@@ -30,6 +31,9 @@ struct VmHost::Run {
   std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
   std::shared_ptr<RecorderLiveStats> live = std::make_shared<RecorderLiveStats>();
   std::shared_ptr<VmControl> control;
+  // The peers' addresses its manifest's rules were last compiled with
+  // (Recompile skips a VM whose peers did not change).
+  std::optional<std::string> compiled_for;
   std::string recording_id;
   int64_t started_wall_ns = 0, ended_wall_ns = 0;
   bool ended = false;
@@ -96,13 +100,17 @@ VmHost::VmHost(Store* store, Options options)
 VmHost::~VmHost() { Close(); }
 
 template <class F>
-void VmHost::OnSwitch(F&& f) {
-  std::promise<void> done;
+Status VmHost::OnSwitch(F&& f) {
+  std::promise<Status> done;
   boost::asio::post(io_, [&] {
-    f();
-    done.set_value();
+    try {
+      f();
+      done.set_value(Status::Ok());
+    } catch (const std::exception& e) {
+      done.set_value(Internal(std::string("internal error on the switch thread: ") + e.what()));
+    }
   });
-  done.get_future().wait();
+  return done.get_future().get();
 }
 
 std::string VmHost::capture_id() const {
@@ -138,7 +146,7 @@ Status VmHost::EnsureCapture() {
   writer_ = std::make_unique<CaptureWriter>(store_, id, options_.capture, wall_offset_);
   capture_id_ = id;
   CaptureWriter* w = writer_.get();
-  OnSwitch([&] {
+  Status observers = OnSwitch([&] {
     server_->SetFrameObserver([w](uint32_t ingress, std::span<const uint8_t> frame,
                                   const L2Switch::Decision& d,
                                   int64_t now_ns) { w->OnFrame(ingress, frame, d, now_ns); });
@@ -148,14 +156,41 @@ Status VmHost::EnsureCapture() {
           w->OnEvent(kind, port, detail, RealClock::Get().MonotonicNanos());
         });
   });
+  RETURN_IF_ERROR(observers);
   if (options_.on_capture) options_.on_capture(id);
   return Status::Ok();
 }
 
+namespace {
+
+// Which addresses the peer VMs named in `m`'s rules have: the rules need
+// compiling again only when this changes.
+std::string PeerAddresses(const Manifest& m, const RuleSet::VmAddresses& addresses) {
+  std::set<std::string> peers;
+  for (const NetRule& r : m.rules) {
+    for (const Peer& p : r.peers) {
+      if (p.kind == Peer::Kind::kVm) peers.insert(p.vm);
+    }
+  }
+  std::string out;
+  for (const std::string& name : peers) {
+    out += name + "=";
+    auto it = addresses.find(name);
+    if (it != addresses.end()) {
+      for (const IpAddr& a : it->second) out += a.ToString() + ",";
+    }
+    out += ";";
+  }
+  return out;
+}
+
+}  // namespace
+
 void VmHost::Recompile() {
+  // A VM that ended keeps its addresses for its peers' rules (as in a lab),
+  // until a VM of its name starts again.
   RuleSet::VmAddresses addresses;
   for (const auto& run : runs_) {
-    if (run->ended) continue;
     for (const NicSpec& nic : run->request.spec.nics) {
       for (const std::string& ip : nic.ips) {
         if (auto a = IpAddr::Parse(ip); a.ok()) addresses[run->request.spec.name].push_back(*a);
@@ -164,6 +199,9 @@ void VmHost::Recompile() {
   }
   for (const auto& run : runs_) {
     if (run->ended || !run->request.manifest) continue;
+    std::string peers = PeerAddresses(*run->request.manifest, addresses);
+    if (run->compiled_for == peers) continue;
+    run->compiled_for = peers;
     ManifestPolicy::VmPolicy vp;
     vp.name = run->request.spec.name;
     vp.manifest = run->request.manifest;
@@ -234,7 +272,7 @@ Status VmHost::Start(StartRequest request) {
       configs.push_back(std::move(config));
     }
     Status added;
-    OnSwitch([&] {
+    Status ran = OnSwitch([&] {
       for (size_t k = 0; k < plan.size() && added.ok(); ++k) {
         auto id = server_->AddPort(configs[k], plan[k].socket);
         if (id.ok()) {
@@ -245,7 +283,9 @@ Status VmHost::Start(StartRequest request) {
         }
       }
     });
+    RETURN_IF_ERROR(ran);
     RETURN_IF_ERROR(added);
+    for (const PortPlan& p : plan) alerts_->SetPortName(p.id, p.name);
   }
 
   // The VM is committed from here on: replace the ended run of that name.
@@ -291,10 +331,16 @@ Status VmHost::Start(StartRequest request) {
       AlertWriter* a = alerts_.get();
       policy_ = std::make_unique<ManifestPolicy>(
           options_.policy, [a](ManifestPolicy::Violation&& v) { a->OnViolation(std::move(v)); });
-      OnSwitch([&] { server_->SetPolicy(policy_.get()); });
+      if (Status s = OnSwitch([&] { server_->SetPolicy(policy_.get()); }); !s.ok()) {
+        spdlog::error("manifest checks of {}: {}", spec.name, s.message());
+      }
     }
   }
-  if (policy_) OnSwitch([&] { Recompile(); });
+  if (policy_) {
+    if (Status s = OnSwitch([&] { Recompile(); }); !s.ok()) {
+      spdlog::error("manifest checks of {}: {}", spec.name, s.message());
+    }
+  }
   o.nic_sockets.clear();
   for (const NicSpec& nic : s.nics) {
     std::string sock;
@@ -327,6 +373,11 @@ Status VmHost::Start(StartRequest request) {
     if (r->request.on_started) r->request.on_started(id);
   };
   r->thread = std::thread([this, r, o = std::move(o)]() mutable { RunVm(r, std::move(o)); });
+  // Threads of runs that have ended are done but not joined: join them now
+  // (each has set its outcome, its last step under this lock).
+  for (const auto& other : runs_) {
+    if (other->outcome && other->thread.joinable()) other->thread.join();
+  }
   lock.unlock();
   if (previous && previous->thread.joinable()) previous->thread.join();
   return Status::Ok();
@@ -348,22 +399,21 @@ void VmHost::RunVm(Run* run, RecorderOptions options) {
 
 void VmHost::Ended(Run* run, StatusOr<RecordingInfo> outcome) {
   // Off the switch: its ports (their last counters kept in the capture's
-  // metadata) and its manifest checks; the others' rules lose it as a peer.
+  // metadata) and its manifest checks. Its addresses stay with its peers'
+  // rules until a VM of its name starts again.
   std::map<uint32_t, nlohmann::json> counters;
   {
     std::lock_guard lock(mu_);
     run->ended = true;
-    OnSwitch([&] {
+    Status s = OnSwitch([&] {
       for (const PortPlan& p : run->ports) {
         counters[p.id] =
             CountersJson(server_->l2().GetCounters(p.id).value_or(L2Switch::PortCounters{}));
         server_->RemovePort(p.id);
       }
-      if (policy_) {
-        policy_->RemoveVm(run->request.spec.name);
-        Recompile();
-      }
+      if (policy_) policy_->RemoveVm(run->request.spec.name);
     });
+    if (!s.ok()) spdlog::error("{} leaving the switch: {}", run->request.spec.name, s.message());
   }
   if (!counters.empty()) {
     std::lock_guard lock(meta_mu_);
@@ -500,12 +550,15 @@ VmHost::Summary VmHost::Close() {
   Status closed = alerts_->Close();
   summary.alerts = alerts_->GetStats();
   if (!closed.ok()) summary.errors.push_back("alerts: " + closed.message());
-  for (auto& run : runs_) {
-    VmOutcome o;
-    o.name = run->request.spec.name;
-    o.recording_id = run->recording_id;
-    if (run->outcome) o.result = std::move(*run->outcome);
-    summary.outcomes.push_back(std::move(o));
+  {
+    std::lock_guard lock(mu_);  // the API may still read them (List, Get)
+    for (const auto& run : runs_) {
+      VmOutcome o;
+      o.name = run->request.spec.name;
+      o.recording_id = run->recording_id;
+      if (run->outcome) o.result = *run->outcome;
+      summary.outcomes.push_back(std::move(o));
+    }
   }
   own_socket_dir_.reset();
   return summary;

@@ -54,7 +54,8 @@ class VmHost {
     std::string capture_name = "host";
     // Merged into the capture's metadata when it is created.
     nlohmann::json capture_meta = nlohmann::json::object();
-    // Called once the capture exists (before the VM that needed it starts).
+    // Called once the capture exists (before the VM that needed it starts),
+    // under the host's lock: it must not call back into the host.
     std::function<void(const std::string& capture_id)> on_capture;
     // Called on the alert writer's thread after each alert is stored.
     std::function<void(const StoredAlert&)> on_alert;
@@ -135,8 +136,10 @@ class VmHost {
  private:
   struct Run;
   struct PortPlan;
+  // Runs `f` on the switch's thread and waits for it; an exception it
+  // throws becomes an Internal status.
   template <class F>
-  void OnSwitch(F&& f);
+  Status OnSwitch(F&& f);
   Status EnsureCapture();
   void Recompile();  // on the switch thread, under mu_
   void RunVm(Run* run, RecorderOptions options);
