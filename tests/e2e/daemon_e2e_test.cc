@@ -432,6 +432,38 @@ TEST_F(DaemonTest, OnlyTheControlGroupMayUseTheSocket) {
   ::rmdir(dir.c_str());
 }
 
+// The daemon tells systemd (sd_notify on $NOTIFY_SOCKET) it is ready once
+// its socket serves, and that it is stopping on SIGTERM.
+TEST_F(DaemonTest, ReadinessAndStoppingAreNotifiedToSystemd) {
+  const std::string notify = data() + "/notify.sock";
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", notify.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto next = [&] {
+    char buf[512];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("(nothing)");
+  };
+  ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+  StartDaemon();
+  ::unsetenv("NOTIFY_SOCKET");
+  const std::string ready = next();
+  EXPECT_NE(ready.find("READY=1"), std::string::npos) << ready;
+  // Ready means serving: the socket answers at once.
+  EXPECT_EQ(HttpStatus(Exchange(Socket(), "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")), 200);
+  daemon_->Signal(SIGTERM);
+  const std::string stopping = next();
+  EXPECT_NE(stopping.find("STOPPING=1"), std::string::npos) << stopping;
+  auto status = daemon_->Wait(std::chrono::seconds(60));
+  ASSERT_TRUE(status.ok());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+  ::close(fd);
+}
+
 // systemd accepts the unit file that ships with the daemon.
 TEST_F(DaemonTest, SystemdAcceptsTheUnitFile) {
   auto unit = ReadFileToString(Example("../daemon/blackbox.service"));
