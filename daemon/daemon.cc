@@ -236,7 +236,8 @@ class Appliance {
       request.rr = lab->vms[i].rr;
       request.manifest = (*manifests)[i];
       if (lab->vms.size() > 1) request.group = lab->name;
-      request.stop_reason = "stopped by Blackbox (vm stop or the daemon's stop)";
+      request.stop_reason =
+          "stopped by Blackbox (vm stop, its lab's first exit or the daemon's stop)";
       const std::string name = request.spec.name;
       {
         std::lock_guard lock(mu_);

@@ -437,6 +437,9 @@ network:
   EXPECT_EQ(Blackbox({"manifest", "check", live}).exit_code, 0);
   EXPECT_NE(ReadFileOrEmpty(live).find("vm: web"), std::string::npos);
 
+  // The paused prober's console, seconds after its pause: it must not grow.
+  const std::string c2_paused = Console(recs["client2"]["id"]);
+
   rec.Signal(SIGINT);
   auto st = rec.Wait(seconds(120));
   ASSERT_TRUE(st.ok()) << TailOfFile(out, 20);
@@ -449,7 +452,11 @@ network:
       << "quarantined: the client no longer reaches its peer\n"
       << c1;
   EXPECT_NE(c2.find("BB-PROBE-HTTP-OK"), std::string::npos) << c2;
-  EXPECT_EQ(c2.find("BB-PROBE-HTTP2"), std::string::npos) << "paused before it got there\n" << c2;
+  // The pause comes after the snapshot (QEMU takes none of a paused VM under
+  // record), and savevm is refused while replay events are queued, so the
+  // guest may run on for a few retries of 200 ms first: what is checked is
+  // that it stayed paused from then on.
+  EXPECT_EQ(c2, c2_paused) << "client2 ran on after its pause";
   EXPECT_EQ(c3.find("BB-PROBE-HTTP2"), std::string::npos) << "powered off before\n" << c3;
   EXPECT_NE(recs["client3"]["end_reason"].get<std::string>().find("manifest response"),
             std::string::npos)
